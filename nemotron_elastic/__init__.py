@@ -1,0 +1,1 @@
+"""nemotron-elastic: many-in-one elastic LLMs."""

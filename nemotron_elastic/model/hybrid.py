@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HybridLM: the native hybrid Mamba2 / attention / MLP language model.
+
+    embeddings -> [block_0 ... block_{L-1}] -> norm_f -> lm_head
+    block_i(h) = h + mixer_i(norm_i(h)),  mixer_i in {Mamba2 'M', Attention '*', MLP '-'}
+
+The module tree and parameter names mirror transformers' NemotronH (`embeddings`, `layers.i.norm`,
+`layers.i.mixer.*`, `norm_f`, `lm_head`), so HF import/export are key maps (see `export/keymap.py`).
+A Llama-family model is the same stack with pattern "*-*-..." (attention block = input_layernorm +
+self_attn, MLP block = post_attention_layernorm + mlp), RoPE and a gated SiLU MLP.
+
+Build on the meta device and initialise once:
+
+    with torch.device("meta"):
+        model = HybridLM(config)
+    model.to_empty(device="cpu")
+    model.init_weights()          # or load_state_dict(..., assign=True) then tie_weights()
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import Attention, rope_cos_sin
+from .cache import AttentionState, InferenceCache, MambaState
+from .mamba2 import Mamba2Mixer
+from .mlp import MLP
+from .norm import RMSNorm
+
+
+def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
+    """The mixer of block `layer`, with that layer's (possibly per-layer) width."""
+    char, width = config.pattern[layer], config.layer_sizes(layer)
+    d = config.hidden_size
+    if char == "-":
+        return MLP(d, width, config.mlp_activation, config.mlp_gated, config.mlp_bias)
+    if char == "*":
+        return Attention(d, width, config.num_key_value_heads, config.head_dim, config.attention_bias)
+    return Mamba2Mixer(
+        d,
+        width,
+        config.mamba_head_dim,
+        config.mamba_n_groups,
+        config.ssm_state_size,
+        config.conv_kernel,
+        config.chunk_size,
+        config.use_conv_bias,
+        config.mamba_proj_bias,
+        config.norm_eps,
+        config.time_step_min,
+    )
+
+
+class Block(nn.Module):
+    """Pre-norm residual block around one mixer. `block_type` is the pattern char."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.block_type = config.pattern[layer]
+        self.norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.mixer = build_mixer(config, layer)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        state: AttentionState | MambaState | None = None,
+    ) -> tuple[torch.Tensor, AttentionState | MambaState | None]:
+        """h: (B, T, D) -> (B, T, D), and the mixer's updated decoding state (None for MLP / no cache)."""
+        x = self.norm(h)
+        if self.block_type == "-":
+            return h + self.mixer(x), None
+        if self.block_type == "*":
+            y, state = self.mixer(x, rope=rope, state=state)
+        else:
+            y, state = self.mixer(x, state=state)
+        return h + y, state
+
+
+class HybridLM(nn.Module):
+    """The native model. `forward(input_ids)` returns logits (B, T, V)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the LM head with the embedding table when the config says so.
+
+        Needed again after `to_empty()` or `load_state_dict(assign=True)`, which replace parameters one by one.
+        """
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.embeddings.weight
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every tensor (the one place weights are initialised).
+
+        | tensor                                  | init                                                 |
+        |-----------------------------------------|------------------------------------------------------|
+        | embeddings, lm_head, every Linear weight | N(0, initializer_range)                              |
+        | residual outputs o_proj, down_proj,      | N(0, initializer_range / sqrt(num_layers)) when      |
+        |   out_proj                               |   rescale_prenorm_residual (GPT-2 scheme)            |
+        | every bias                               | 0                                                    |
+        | conv1d.weight                            | U(-1/sqrt(K), 1/sqrt(K)) (PyTorch's Conv1d default)  |
+        | A_log                                    | log(1..H) (S4D-real)                                 |
+        | D                                        | 1                                                    |
+        | dt_bias                                  | softplus^-1(dt), dt log-uniform in [dt_min, dt_max]  |
+        | every norm weight                        | 1                                                    |
+        """
+        cfg = self.config
+        self.tie_weights()
+        std = cfg.initializer_range
+        resid_std = std / math.sqrt(cfg.num_layers) if cfg.rescale_prenorm_residual else std
+        self.embeddings.weight.normal_(0.0, std, generator=generator)
+        if not cfg.tie_word_embeddings:
+            self.lm_head.weight.normal_(0.0, std, generator=generator)
+        self.norm_f.weight.fill_(1.0)
+        for block in self.layers:
+            block.norm.weight.fill_(1.0)
+            for name, module in block.mixer.named_modules():
+                if isinstance(module, nn.Linear):
+                    is_resid = name in ("o_proj", "down_proj", "out_proj")
+                    module.weight.normal_(0.0, resid_std if is_resid else std, generator=generator)
+                    if module.bias is not None:
+                        module.bias.zero_()
+            mixer = block.mixer
+            if isinstance(mixer, Mamba2Mixer):
+                bound = 1.0 / math.sqrt(mixer.conv_kernel)
+                mixer.conv1d.weight.uniform_(-bound, bound, generator=generator)
+                if mixer.conv1d.bias is not None:
+                    mixer.conv1d.bias.zero_()
+                heads = mixer.num_heads
+                mixer.A_log.copy_(torch.log(torch.arange(1, heads + 1, dtype=torch.float64)))
+                mixer.D.fill_(1.0)
+                lo, hi = math.log(cfg.time_step_min), math.log(cfg.time_step_max)
+                u = torch.rand(heads, generator=generator, dtype=torch.float64, device=mixer.D.device)
+                dt = torch.exp(u * (hi - lo) + lo).clamp(min=cfg.time_step_floor)
+                mixer.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+                mixer.norm.weight.fill_(1.0)
+
+    def new_cache(self) -> InferenceCache:
+        """An empty decoding cache for `forward(..., cache=)` / `generate`."""
+        return InferenceCache.for_layers(len(self.layers))
+
+    def _empty_state(self, block: Block, batch: int, like: torch.Tensor) -> AttentionState | MambaState | None:
+        mixer = block.mixer
+        if isinstance(mixer, Mamba2Mixer):
+            return mixer.empty_state(batch, like.dtype, like.device)
+        if isinstance(mixer, Attention):
+            empty = like.new_zeros(batch, mixer.num_kv_heads, 0, mixer.head_dim)
+            return AttentionState(empty, empty)
+        return None
+
+    def forward(
+        self, input_ids: torch.Tensor, cache: InferenceCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """input_ids: (B, T) long -> logits (B, T, V) (or (B, 1, V) with last_only).
+
+        With `cache`, the tokens continue the sequence the cache has seen and the cache is updated in place;
+        the result equals the corresponding positions of one full forward pass.
+        """
+        bsz, t = input_ids.shape
+        h = self.embeddings(input_ids)  # (B, T, D)
+        start = cache.seen if cache is not None else 0
+        rope = None
+        if self.config.rope_theta is not None:
+            positions = torch.arange(start, start + t, device=input_ids.device)
+            rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, h.dtype)
+        for i, block in enumerate(self.layers):
+            state = None
+            if cache is not None:
+                state = cache.layers[i] if cache.layers[i] is not None else self._empty_state(block, bsz, h)
+            h, state = block(h, rope, state)
+            if cache is not None:
+                cache.layers[i] = state
+        if cache is not None:
+            cache.seen += t
+        h = self.norm_f(h)
+        if last_only:
+            h = h[:, -1:]
+        return self.lm_head(h)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Greedy (temperature 0) or sampled continuation with KV + SSM caches. (B, T) -> (B, T + n)."""
+        from .generate import generate
+
+        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator)
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied LM head counts once)."""
+        return sum(p.numel() for p in self.parameters())
