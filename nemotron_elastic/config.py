@@ -65,6 +65,16 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        for name in (
+            "vocab_size", "hidden_size", "num_key_value_heads", "head_dim", "mamba_head_dim", "mamba_n_groups",
+            "ssm_state_size", "conv_kernel", "chunk_size", "max_position_embeddings",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        for name in ("norm_eps", "time_step_min", "time_step_max", "initializer_range"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)!r}")
         bad = sorted(set(self.pattern) - set(BLOCK_TYPES))
         if not self.pattern or bad:
             raise ValueError(f"pattern: must be a non-empty string of 'M', '*', '-'; got {self.pattern!r}")

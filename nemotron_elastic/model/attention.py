@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..subnet.index import attention_indices
+from ..subnet.masks import Axis
 from .cache import AttentionState
+from .ops import Select, sub_linear
 from .norm import compute_dtype
 
 
@@ -58,21 +61,33 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
 
+    def empty_state(self, batch: int, like: torch.Tensor) -> AttentionState:
+        """A cache with no tokens yet, in `like`'s dtype and device."""
+        empty = like.new_zeros(batch, self.num_kv_heads, 0, self.head_dim)
+        return AttentionState(empty, empty)
+
     def forward(
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         state: AttentionState | None = None,
+        width: Axis | None = None,
     ) -> tuple[torch.Tensor, AttentionState | None]:
-        """x: (B, T, D); rope: cos, sin (T, hd) for the new tokens' positions, or None (no positional encoding);
-        state: the cache of earlier tokens, or None for a stateless forward.
-        Returns y (B, T, D) and the updated state (None when `state` is None)."""
-        bsz, t, _ = x.shape
-        q = self.q_proj(x).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hq, T, hd)
-        k = self.k_proj(x).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.v_proj(x).view(bsz, t, -1, self.head_dim).transpose(1, 2)
+        """x: (B, T, d), d <= D when the hidden axis is sliced; rope: cos, sin (T, hd) for the new tokens'
+        positions, or None (no positional encoding); state: the cache of earlier tokens, or None for a
+        stateless forward; width: query heads kept *per KV group* (their `factor()` multiplies the kept heads'
+        outputs), or None for all heads. KV heads are never cut.
+        Returns y (B, T, d) and the updated state (None when `state` is None)."""
+        bsz, t, d = x.shape
+        per_group = self.num_heads // self.num_kv_heads
+        q_rows: Select = self.num_heads * self.head_dim
+        if width is not None and width.size != per_group:
+            _, q_rows = attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, width.size, x.device)
+        q = sub_linear(x, self.q_proj, q_rows, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hq, T, hd)
+        k = sub_linear(x, self.k_proj, self.k_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
+        v = sub_linear(x, self.v_proj, self.v_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, Hkv, T, hd)
         if state is not None:
             k = torch.cat([state.k, k], dim=2)  # (B, Hkv, S, hd)
             v = torch.cat([state.v, v], dim=2)
@@ -85,5 +100,10 @@ class Attention(nn.Module):
         if groups > 1:  # (B, Hkv, S, hd) -> (B, Hq, S, hd); the expanded copy is faster than enable_gqa on CPU
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, Hq, T, hd)
-        return self.o_proj(y.transpose(1, 2).reshape(bsz, t, -1)), state
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, h, T, hd)
+        factor = None if width is None else width.factor()
+        if factor is not None:  # per kept head, the same factor in every KV group
+            factor = factor.expand(width.size) if factor.dim() == 0 else factor
+            y = y * factor.repeat(self.num_kv_heads).to(y.dtype)[None, :, None, None]
+        y = y.transpose(1, 2).reshape(bsz, t, -1)  # (B, T, h*hd)
+        return sub_linear(y, self.o_proj, d, q_rows), state

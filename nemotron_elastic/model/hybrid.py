@@ -22,14 +22,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..subnet.masks import ElasticMasks, LayerMasks
+from ..subnet.spec import SubnetSpec
 from .attention import Attention, rope_cos_sin
 from .cache import AttentionState, InferenceCache, MambaState
 from .mamba2 import Mamba2Mixer
 from .mlp import MLP
 from .norm import RMSNorm
+from .ops import scale
 
 
 def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
@@ -69,15 +73,35 @@ class Block(nn.Module):
         h: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         state: AttentionState | MambaState | None = None,
+        masks: ElasticMasks | None = None,
+        layer: LayerMasks | None = None,
     ) -> tuple[torch.Tensor, AttentionState | MambaState | None]:
-        """h: (B, T, D) -> (B, T, D), and the mixer's updated decoding state (None for MLP / no cache)."""
-        x = self.norm(h)
+        """h: (B, T, d) -> (B, T, d), and the mixer's updated decoding state (None for MLP / no cache).
+
+        With `masks` (a sub-model) the block runs on the first d = masks.hidden.size channels: the pre-norm
+        normalises over the active (weighted) channels, the mixer input and output are multiplied by the
+        hidden factor, the mixer runs at `layer.width`, and a soft depth gate scales the mixer's output.
+        """
+        if masks is None:
+            x = self.norm(h)
+            if self.block_type == "-":
+                return h + self.mixer(x), None
+            if self.block_type == "*":
+                y, state = self.mixer(x, rope=rope, state=state)
+            else:
+                y, state = self.mixer(x, state=state)
+            return h + y, state
+        hidden = masks.hidden
+        x = scale(self.norm(h, hidden.weights), hidden.factor())
         if self.block_type == "-":
-            return h + self.mixer(x), None
-        if self.block_type == "*":
-            y, state = self.mixer(x, rope=rope, state=state)
+            y = self.mixer(x, width=layer.width)
+        elif self.block_type == "*":
+            y, state = self.mixer(x, rope=rope, state=state, width=layer.width)
         else:
-            y, state = self.mixer(x, state=state)
+            y, state = self.mixer(x, state=state, width=layer.width, head_dim=masks.mamba_head_dim)
+        y = scale(y, hidden.factor())
+        if layer.gate is not None:
+            y = y * layer.gate.to(y.dtype)
         return h + y, state
 
 
@@ -152,43 +176,78 @@ class HybridLM(nn.Module):
         """An empty decoding cache for `forward(..., cache=)` / `generate`."""
         return InferenceCache.for_layers(len(self.layers))
 
-    def _empty_state(self, block: Block, batch: int, like: torch.Tensor) -> AttentionState | MambaState | None:
+    def _empty_state(
+        self, block: Block, batch: int, like: torch.Tensor, masks: ElasticMasks | None, layer: LayerMasks | None
+    ) -> AttentionState | MambaState | None:
         mixer = block.mixer
         if isinstance(mixer, Mamba2Mixer):
-            return mixer.empty_state(batch, like.dtype, like.device)
+            width = None if layer is None else layer.width
+            head_dim = None if masks is None else masks.mamba_head_dim
+            return mixer.empty_state(batch, like.dtype, like.device, width, head_dim)
         if isinstance(mixer, Attention):
-            empty = like.new_zeros(batch, mixer.num_kv_heads, 0, mixer.head_dim)
-            return AttentionState(empty, empty)
+            return mixer.empty_state(batch, like)
         return None
 
     def forward(
-        self, input_ids: torch.Tensor, cache: InferenceCache | None = None, last_only: bool = False
+        self,
+        input_ids: torch.Tensor,
+        cache: InferenceCache | None = None,
+        last_only: bool = False,
+        subnet: SubnetSpec | ElasticMasks | None = None,
     ) -> torch.Tensor:
         """input_ids: (B, T) long -> logits (B, T, V) (or (B, 1, V) with last_only).
 
+        subnet: run a sub-model inside this parent: a SubnetSpec (sliced: compute shrinks with the spec) or
+        ElasticMasks (sliced, masked or soft; differentiable in their weights / scales / gates). None is the
+        parent, with no overhead.
         With `cache`, the tokens continue the sequence the cache has seen and the cache is updated in place;
-        the result equals the corresponding positions of one full forward pass.
+        the result equals the corresponding positions of one full forward pass (use the same `subnet` for
+        every call on one cache).
         """
+        masks = self._masks(subnet)
         bsz, t = input_ids.shape
-        h = self.embeddings(input_ids)  # (B, T, D)
         start = cache.seen if cache is not None else 0
+        if masks is None:
+            h = self.embeddings(input_ids)  # (B, T, D)
+        else:  # the sub-model's embedding table is the first d columns; inactive channels stay zero
+            h = scale(F.embedding(input_ids, self.embeddings.weight[:, : masks.hidden.size]), masks.hidden.factor())
         rope = None
         if self.config.rope_theta is not None:
             positions = torch.arange(start, start + t, device=input_ids.device)
             rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, h.dtype)
         for i, block in enumerate(self.layers):
+            layer = None if masks is None else masks.layers[i]
+            if masks is not None and layer is None:  # a dropped layer: the residual passes through
+                continue
             state = None
             if cache is not None:
-                state = cache.layers[i] if cache.layers[i] is not None else self._empty_state(block, bsz, h)
-            h, state = block(h, rope, state)
+                state = cache.layers[i]
+                if state is None:
+                    state = self._empty_state(block, bsz, h, masks, layer)
+            h, state = block(h, rope, state, masks, layer)
             if cache is not None:
                 cache.layers[i] = state
         if cache is not None:
             cache.seen += t
-        h = self.norm_f(h)
         if last_only:
             h = h[:, -1:]
-        return self.lm_head(h)
+        if masks is None:
+            return self.lm_head(self.norm_f(h))
+        h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
+        return F.linear(h, self.lm_head.weight[:, : masks.hidden.size])
+
+    def _masks(self, subnet: SubnetSpec | ElasticMasks | None) -> ElasticMasks | None:
+        if subnet is None or isinstance(subnet, ElasticMasks):
+            masks = subnet
+        elif isinstance(subnet, SubnetSpec):
+            if subnet.parent != self.config:
+                raise ValueError("subnet: the spec was built for a different parent config")
+            masks = ElasticMasks.from_spec(subnet)
+        else:
+            raise TypeError(f"subnet: expected SubnetSpec or ElasticMasks, got {type(subnet).__name__}")
+        if masks is not None and len(masks.layers) != len(self.layers):
+            raise ValueError(f"subnet: masks cover {len(masks.layers)} layers, the model has {len(self.layers)}")
+        return masks
 
     def generate(
         self,

@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import MambaState
-from .norm import GatedGroupRMSNorm, compute_dtype
+from ..subnet.index import mamba_indices
+from ..subnet.masks import Axis
+from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
+from .ops import scale, sub_linear, take
 from .ssd import ssd_scan, ssd_step
 
 
@@ -68,48 +71,105 @@ class Mamba2Mixer(nn.Module):
         self.norm = GatedGroupRMSNorm(inner, num_groups, eps=norm_eps)
         self.out_proj = nn.Linear(inner, hidden_size, bias=proj_bias)
 
-    def empty_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> MambaState:
-        """Zero conv and SSM states, i.e. the start of a sequence."""
-        conv = torch.zeros(batch, self.conv_dim, self.conv_kernel - 1, dtype=dtype, device=device)
-        ssm = torch.zeros(batch, self.num_heads, self.head_dim, self.state_size, dtype=compute_dtype(dtype), device=device)
+    def _layout(self, width: Axis | None, head_dim: Axis | None, device) -> dict:
+        """Sizes and kept indices for a sub-model (heads per group `width.size`, head channels
+        `head_dim.size`); plain prefix lengths when nothing is cut, so the parent path does no indexing."""
+        g, per_group = self.num_groups, self.num_heads // self.num_groups
+        kg = per_group if width is None else width.size
+        c = self.head_dim if head_dim is None else head_dim.size
+        h = kg * g
+        out = {"heads": h, "head_dim": c, "inner": h * c, "conv_dim": h * c + 2 * g * self.state_size}
+        if kg == per_group and c == self.head_dim:  # full width: prefixes of the whole tensors
+            sel = {"heads": h, "inner": h * c, "conv": out["conv_dim"], "in_proj": self.in_proj.out_features}
+        else:
+            sel = mamba_indices(self.num_heads, self.head_dim, g, self.state_size, kg, c, device)
+        return out | {"sel": sel}
+
+    def empty_state(
+        self,
+        batch: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        width: Axis | None = None,
+        head_dim: Axis | None = None,
+    ) -> MambaState:
+        """Zero conv and SSM states, i.e. the start of a sequence (sized for the sub-model, if any)."""
+        lay = self._layout(width, head_dim, device)
+        conv = torch.zeros(batch, lay["conv_dim"], self.conv_kernel - 1, dtype=dtype, device=device)
+        ssm = torch.zeros(
+            batch, lay["heads"], lay["head_dim"], self.state_size, dtype=compute_dtype(dtype), device=device
+        )
         return MambaState(conv, ssm)
 
-    def forward(self, x: torch.Tensor, state: MambaState | None = None) -> tuple[torch.Tensor, MambaState | None]:
-        """x: (B, T, D) -> y (B, T, D), and the updated state when `state` is given (else None)."""
-        bsz, t, _ = x.shape
-        h, p, g, n = self.num_heads, self.head_dim, self.num_groups, self.state_size
-        inner = h * p
-        z, xbc, dt = self.in_proj(x).split([inner, self.conv_dim, h], dim=-1)  # (B,T,I) (B,T,C) (B,T,H)
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: MambaState | None = None,
+        width: Axis | None = None,
+        head_dim: Axis | None = None,
+    ) -> tuple[torch.Tensor, MambaState | None]:
+        """x: (B, T, d) -> y (B, T, d), and the updated state when `state` is given (else None).
+
+        d <= D when the hidden axis is sliced; width: heads kept *per group* (the same prefix in every group);
+        head_dim: head channels kept (one prefix shared by all heads). Their `factor()` multiplies the kept
+        channels of the gated-norm output, and their weights restrict the norm's mean square (masked heads /
+        channels do not count), so a masked mixer equals the sliced one.
+        """
+        bsz, t, d = x.shape
+        g, n = self.num_groups, self.state_size
+        lay = self._layout(width, head_dim, x.device)
+        h, p, inner, conv_dim, sel = lay["heads"], lay["head_dim"], lay["inner"], lay["conv_dim"], lay["sel"]
+        z, xbc, dt = sub_linear(x, self.in_proj, sel["in_proj"], d).split([inner, conv_dim, h], dim=-1)
 
         # depthwise causal conv over [x|B|C]; the cached K-1 inputs play the role of the left zero padding
         xbc = xbc.transpose(1, 2)  # (B, C, T)
-        weight = self.conv1d.weight
+        weight, bias = take(self.conv1d.weight, sel["conv"]), self.conv1d.bias
+        bias = None if bias is None else take(bias, sel["conv"])
         if state is None:
-            xbc = F.conv1d(xbc, weight, self.conv1d.bias, padding=self.conv_kernel - 1, groups=self.conv_dim)[..., :t]
+            xbc = F.conv1d(xbc, weight, bias, padding=self.conv_kernel - 1, groups=conv_dim)[..., :t]
             new_conv = None
         else:
             full = torch.cat([state.conv, xbc], dim=-1)  # (B, C, K-1+T)
             new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
-            xbc = F.conv1d(full, weight, self.conv1d.bias, groups=self.conv_dim)  # (B, C, T)
+            xbc = F.conv1d(full, weight, bias, groups=conv_dim)  # (B, C, T)
         xbc = F.silu(xbc).transpose(1, 2)  # (B, T, C)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(x.dtype)
-        dt = F.softplus(dt.to(cdt) + self.dt_bias.to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
-        a = -torch.exp(self.A_log.to(cdt))  # (H,)
+        dt = F.softplus(dt.to(cdt) + take(self.dt_bias, sel["heads"]).to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
+        a = -torch.exp(take(self.A_log, sel["heads"]).to(cdt))  # (H,)
+        skip = take(self.D, sel["heads"])
         xs = xs.reshape(bsz, t, h, p)
         b_mat, c_mat = b_mat.reshape(bsz, t, g, n), c_mat.reshape(bsz, t, g, n)
 
         if state is None:
-            y = ssd_scan(xs, dt, a, b_mat, c_mat, self.chunk_size, D=self.D)
+            y = ssd_scan(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip)
             new_state = None
         elif t == 1:  # recurrent step: O(1) per token
-            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=self.D)
+            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip)
             y, new_state = y[:, None], MambaState(new_conv, ssm)
         else:  # a chunk of tokens continuing from the cached state (prefill)
             y, ssm = ssd_scan(
-                xs, dt, a, b_mat, c_mat, self.chunk_size, D=self.D, initial_state=state.ssm, return_final_state=True
+                xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
             )
             new_state = MambaState(new_conv, ssm)
-        y = self.norm(y.reshape(bsz, t, inner).to(x.dtype), z)  # (B, T, I)
-        return self.out_proj(y), new_state
+        support = _channel_product(width, head_dim, g, h, p, lambda a: a.weights)
+        y = gated_group_rms_norm(
+            y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel["inner"]), g, self.norm.eps, support
+        )  # (B, T, I)
+        y = scale(y, _channel_product(width, head_dim, g, h, p, lambda a: a.factor()))
+        return sub_linear(y, self.out_proj, d, sel["inner"]), new_state
+
+
+def _channel_product(width, head_dim, groups: int, heads: int, p: int, get) -> torch.Tensor | None:
+    """Per inner channel (H*P,) product of a per-head value (given per position in a group, (H/G,) or ())
+    and a per-head-channel value ((P,) or ()), as picked by `get` from the two axes; None when both are None."""
+    per_head = None if width is None else get(width)
+    per_dim = None if head_dim is None else get(head_dim)
+    if per_head is None and per_dim is None:
+        return None
+    ref = per_head if per_head is not None else per_dim
+    one = torch.ones((), dtype=ref.dtype, device=ref.device)
+    per_head = (one if per_head is None else per_head).expand(heads // groups).repeat(groups)  # (H,)
+    per_dim = (one if per_dim is None else per_dim).expand(p)  # (P,)
+    return (per_head[:, None] * per_dim[None, :]).reshape(-1)

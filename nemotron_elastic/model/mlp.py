@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..subnet.masks import Axis
+from .ops import scale, sub_linear
+
 
 def relu2(x: torch.Tensor) -> torch.Tensor:
     """Squared ReLU (Primer), the NemotronH MLP activation."""
@@ -42,7 +45,17 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up_proj(x)  # (B, T, F)
-        h = self.act(self.gate_proj(x)) * h if self.gated else self.act(h)
-        return self.down_proj(h)
+    def forward(self, x: torch.Tensor, width: Axis | None = None) -> torch.Tensor:
+        """x: (B, T, d) -> (B, T, d); d <= D when the hidden axis is sliced.
+
+        width: the elastic MLP width (first `width.size` neurons; `width.factor()` multiplies the activations
+        of the kept neurons: a soft / hard mask and the router scale), or None for the full layer.
+        """
+        d = x.shape[-1]
+        n = self.up_proj.out_features if width is None else width.size
+        h = sub_linear(x, self.up_proj, n, d)  # (B, T, F)
+        h = self.act(sub_linear(x, self.gate_proj, n, d)) * h if self.gated else self.act(h)
+        if width is not None:  # after the activation: a neuron's contribution scales linearly with its mask
+            h = scale(h, width.factor())
+        return sub_linear(h, self.down_proj, d, n)
+

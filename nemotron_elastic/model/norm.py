@@ -21,6 +21,51 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _mean_square(x: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
+    """Mean of x^2 over the last dim, or its `support`-weighted mean (masked channels excluded)."""
+    if support is None:
+        return x.pow(2).mean(-1, keepdim=True)
+    support = support.to(x.dtype)
+    return (x.pow(2) * support).sum(-1, keepdim=True) / support.sum()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, support: torch.Tensor | None = None) -> torch.Tensor:
+    """weight * x / sqrt(mean(x^2) + eps) over the last dim. x: (..., d); weight, support: (d,)."""
+    dtype = x.dtype
+    x = x.to(compute_dtype(dtype))
+    x = x * torch.rsqrt(_mean_square(x, support) + eps)
+    return (weight.to(x.dtype) * x).to(dtype)
+
+
+def gated_group_rms_norm(
+    x: torch.Tensor,
+    z: torch.Tensor,
+    weight: torch.Tensor,
+    num_groups: int,
+    eps: float,
+    support: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """weight * groupnorm(x * silu(z)): RMS over each of `num_groups` contiguous channel groups.
+
+    x, z: (..., C); weight: (C,); support: optional (C,) channel weights (masked heads / head channels):
+    each group's mean square runs over its supported channels only.
+    """
+    dtype = x.dtype
+    cdt = compute_dtype(dtype)
+    x = x.to(cdt) * F.silu(z.to(cdt))
+    *lead, dim = x.shape
+    xg = x.view(*lead, num_groups, dim // num_groups)  # (..., G, C/G)
+    sg = None if support is None else support.view(num_groups, dim // num_groups)
+    if sg is None:
+        ms = xg.pow(2).mean(-1, keepdim=True)
+    else:
+        sg = sg.to(cdt)
+        ms = (xg.pow(2) * sg).sum(-1, keepdim=True) / sg.sum(-1, keepdim=True)
+    xg = xg * torch.rsqrt(ms + eps)
+    # transformers casts to the input dtype before the weight multiply here (unlike the block norm)
+    return weight * xg.reshape(*lead, dim).to(dtype)
+
+
 class RMSNorm(nn.Module):
     """y = weight * x / sqrt(mean(x^2) + eps) over the last dim.
 
@@ -35,11 +80,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.to(compute_dtype(dtype))
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.to(x.dtype) * x).to(dtype)
+    def forward(self, x: torch.Tensor, support: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (..., d) with d <= D (a sliced sub-model uses the first d weights); support: optional (d,)
+        weights of the active channels (masked sub-model): the mean square runs over them only."""
+        return rms_norm(x, self.weight[: x.shape[-1]], self.eps, support)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -66,14 +110,7 @@ class GatedGroupRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        cdt = compute_dtype(dtype)
-        x = x.to(cdt) * F.silu(z.to(cdt))
-        *lead, dim = x.shape
-        xg = x.view(*lead, self.num_groups, dim // self.num_groups)  # (..., G, H*P/G)
-        xg = xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)
-        # transformers casts to the input dtype before the weight multiply here (unlike the block norm)
-        return self.weight * xg.reshape(*lead, dim).to(dtype)
+        return gated_group_rms_norm(x, z, self.weight, self.num_groups, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, groups={self.num_groups}, eps={self.eps}"

