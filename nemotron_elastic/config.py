@@ -158,7 +158,7 @@ class ModelConfig:
                 total += (n_in + 1) * d * width + (self.mlp_bias * ((n_in * width) + d))
             elif char == "*":
                 q, kv = width * self.head_dim, self.num_key_value_heads * self.head_dim
-                total += 2 * d * q + 2 * d * kv + self.attention_bias * (2 * q + 2 * kv)
+                total += 2 * d * q + 2 * d * kv + self.attention_bias * (q + 2 * kv + d)
             else:
                 inner = width * self.mamba_head_dim
                 conv_dim = inner + 2 * self.mamba_n_groups * self.ssm_state_size
