@@ -19,7 +19,7 @@ References:
     `models/nemotron_h/modeling_nemotron_h.py::mamba2_chunk_scan` (torch path).
 
 Differences from `ssd_minimal` / transformers' torch path: B and C are contracted per group instead of
-being repeated to every head (heads are viewed as (G, R) with R = H // G heads per group), sequences of
+being repeated to every head (heads are viewed as (g, r) with r = h // g heads per group), sequences of
 any length are padded internally, and float64 inputs are computed in float64 throughout.
 
 Shape legend:
@@ -90,7 +90,7 @@ def ssd_chunked(
     assert h % g == 0, f"heads {h} not divisible by groups {g}"
     r = h // g
     cd = _compute_dtype(x.dtype)
-    q = chunk_size
+    q = min(chunk_size, max(l, 1))  # a chunk longer than the sequence would only add padding work
     c = -(-l // q)
     pad = c * q - l
 
@@ -177,7 +177,7 @@ def ssd_step(
     decay = (dt_c * A.to(cd)).exp()  # (b, h)
     xdt = (x_c * dt_c[..., None]).view(b, g, r, p)  # (b, g, r, p)
     update = xdt[..., None] * B_c.view(b, g, 1, 1, n)  # (b, g, r, p, n) outer product, per group
-    new_state = state.to(cd) * decay[..., None, None] + update.view(b, h, p, n)  # (b, h, p, n)
+    new_state = state.to(cd) * decay[..., None, None] + update.reshape(b, h, p, n)  # (b, h, p, n)
     y = torch.einsum("bgrpn,bgn->bgrp", new_state.view(b, g, r, p, n), C_c).reshape(b, h, p)
     if D is not None:
         y = y + x_c * D.to(cd)[:, None]
