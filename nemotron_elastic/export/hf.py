@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Read and write Hugging Face checkpoints (NemotronH, Llama) as native configs and tensors.
+
+`read_hf(folder)` reads config.json and the safetensors weights (one file, or shards listed in
+`model.safetensors.index.json`), converts both to native form and checks every tensor's shape against the
+config. Pickled `pytorch_model.bin` files are never loaded.
+
+`save_hf(model, folder)` writes a folder that `transformers.AutoModelForCausalLM.from_pretrained` loads
+with no custom code: a stock `NemotronHConfig` / `LlamaConfig` config.json, model.safetensors (keys as
+transformers' own `save_pretrained` writes them), generation_config.json and the tokenizer.
+
+Official implementation: transformers `PreTrainedModel.save_pretrained` / `from_pretrained` (5.24).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ..checkpoint import atomic_output_dir, read_safetensors, save_tokenizer
+from ..config import ModelConfig
+from .keymap import (
+    IGNORED_HF_KEYS,
+    NEMOTRON_H_IMPORT_PREFIXES,
+    NEMOTRON_H_PREFIX,
+    check_model_type,
+    from_hf_key,
+    hf_config_to_native,
+    native_shapes,
+    native_to_hf_config,
+    to_hf_key,
+)
+
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+
+
+def _key_list(keys: list[str], limit: int = 8) -> str:
+    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    config: ModelConfig,
+    where: str,
+    names: dict[str, str] | None = None,
+    extra_unexpected: Sequence[str] = (),
+) -> None:
+    """Check that `state_dict` holds exactly the tensors `config` needs, with the right shapes.
+
+    Args:
+        state_dict: native key -> tensor.
+        config: the architecture the tensors must fit.
+        where: the file named in error messages.
+        names: native key -> the key as written in the file (for HF files); identity when None.
+        extra_unexpected: keys of the file that had no native equivalent at all.
+
+    Raises:
+        ValueError: one line naming the missing / unexpected keys, or the first key whose shape differs.
+    """
+    names = names or {}
+    expected = native_shapes(config)
+    missing = [names.get(k, k) for k in expected if k not in state_dict]
+    unexpected = list(extra_unexpected) + [names.get(k, k) for k in state_dict if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_key_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_key_list(unexpected)}")
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}")
+    for key, shape in expected.items():
+        found = tuple(state_dict[key].shape)
+        if found != shape:
+            raise ValueError(
+                f"{where}: {names.get(key, key)} has shape {found}, expected {shape} from the config"
+            )
+
+
+def _decode_float_tag(obj: dict) -> Any:
+    """transformers writes inf / nan in config.json as {"__float__": "Infinity"}; read them back."""
+    if len(obj) == 1 and isinstance(obj.get("__float__"), str):
+        return float(obj["__float__"])
+    return obj
+
+
+def _hf_config(raw: dict, where: str) -> Any:
+    """Build the transformers config class for `raw` (normalising legacy fields), with one-line errors."""
+    from transformers import LlamaConfig, NemotronHConfig
+
+    model_type = check_model_type(raw.get("model_type"), where)
+    if model_type == "nemotron_h":
+        pattern = raw.get("hybrid_override_pattern")
+        if isinstance(pattern, str) and set(pattern) - set("M*-E"):
+            raise ValueError(
+                f"{where}: hybrid_override_pattern {pattern!r} has characters other than M, *, -, E"
+            )
+    cls = NemotronHConfig if model_type == "nemotron_h" else LlamaConfig
+    try:
+        return cls.from_dict(raw)
+    except Exception as e:  # transformers' strict dataclass errors are multi-line and of several types
+        raise ValueError(f"{where}: invalid {model_type} config ({' '.join(str(e).split())})") from None
+
+
+def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of an HF folder and the name to use in errors. Only safetensors is accepted."""
+    if (folder / SAFE_WEIGHTS).is_file():
+        return read_safetensors(folder / SAFE_WEIGHTS), str(folder / SAFE_WEIGHTS)
+    index = folder / SAFE_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{index}: not a safetensors index (no valid weight_map: {e})") from None
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (folder / shard).is_file():
+                raise FileNotFoundError(f"{index}: lists shard {shard}, which is missing")
+            tensors.update(read_safetensors(folder / shard))
+        absent = [k for k in weight_map if k not in tensors]
+        if absent:
+            raise ValueError(f"{index}: keys listed but not found in the shards: {_key_list(absent)}")
+        return tensors, str(index)
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+        raise ValueError(
+            f"{folder}: only pickled PyTorch weights (.bin/.pt) found; safetensors is required "
+            "(re-save with transformers' save_pretrained, which writes model.safetensors)"
+        )
+    raise FileNotFoundError(f"{folder}: no {SAFE_WEIGHTS} or {SAFE_INDEX} (folder without weights)")
+
+
+def hf_to_native_state_dict(
+    tensors: dict[str, torch.Tensor], config: ModelConfig, where: str
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Rename HF tensors to native keys and check them against `config`.
+
+    A tied NemotronH config whose file stores an lm_head different from the embeddings is imported untied:
+    transformers' NemotronH does not tie, so that is the function the checkpoint computes.
+
+    Returns:
+        (config, native state dict); the config differs from the input only in `tie_word_embeddings`.
+    """
+    family = config.family
+    native: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, tensor in tensors.items():
+        if IGNORED_HF_KEYS[family].search(key):
+            continue
+        native_key = from_hf_key(key, family)
+        if native_key is None:
+            unknown.append(key)
+        elif native_key in native:
+            raise ValueError(f"{where}: {names[native_key]} and {key} are the same tensor under two prefixes")
+        else:
+            native[native_key], names[native_key] = tensor, key
+    if config.tie_word_embeddings and "lm_head.weight" in native:
+        head = native.pop("lm_head.weight")
+        emb = native.get("embeddings.weight")
+        if family == "nemotron_h" and emb is not None and not torch.equal(head, emb):
+            config = replace(config, tie_word_embeddings=False)
+            native["lm_head.weight"] = head
+    # Name missing tensors as this file would have (NemotronH: with the prefix the file itself uses).
+    prefix = next((p for p in NEMOTRON_H_IMPORT_PREFIXES if any(k.startswith(p) for k in tensors)), None)
+    for key in native_shapes(config):
+        if key not in names:
+            name = to_hf_key(key, family)
+            if family == "nemotron_h" and prefix and name.startswith(NEMOTRON_H_PREFIX):
+                name = prefix + name[len(NEMOTRON_H_PREFIX) :]
+            names[key] = name
+    check_state_dict(native, config, where, names, unknown)
+    return config, native
+
+
+def read_hf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read an HF NemotronH or Llama folder as (native config, native state dict).
+
+    Args:
+        path: folder with config.json and model.safetensors (or a sharded safetensors index).
+
+    Returns:
+        The native config and tensors (CPU, dtype as stored).
+
+    Raises:
+        FileNotFoundError: missing folder, config.json or weights.
+        ValueError: unsupported model_type or feature, pickle-only weights, key or shape mismatches.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        if not folder.exists():
+            raise FileNotFoundError(f"{folder}: no such folder")
+        raise ValueError(f"{folder}: expected an HF model folder (config.json + model.safetensors)")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json")
+    try:
+        raw = json.loads(config_path.read_text(), object_hook=_decode_float_tag)
+    except ValueError as e:
+        raise ValueError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: expected a JSON object")
+    config = hf_config_to_native(_hf_config(raw, str(config_path)), str(config_path))
+    tensors, where = _read_weights(folder)
+    return hf_to_native_state_dict(tensors, config, where)
+
+
+def native_to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors under HF keys, ready for safetensors (CPU, contiguous, no shared storage)."""
+    config: ModelConfig = model.config
+    state = model.state_dict()
+    tensors = {
+        to_hf_key(k, config.family): state[k].detach().to("cpu").contiguous() for k in native_shapes(config)
+    }
+    if config.tie_word_embeddings and config.family == "nemotron_h":
+        # transformers' NemotronH never ties (its _tied_weights_keys is empty): store the head explicitly.
+        tensors["lm_head.weight"] = state["embeddings.weight"].detach().to("cpu").clone()
+    return tensors
+
+
+def save_hf(
+    model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any = None, overwrite: bool = False
+) -> Path:
+    """Export a homogeneous HybridLM as a standard HF checkpoint (NemotronH or Llama, by `config.family`).
+
+    Args:
+        model: the model to export.
+        out_dir: the folder to create.
+        tokenizer: optional tokenizer saved alongside.
+        overwrite: replace an existing non-empty folder.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        ValueError: a heterogeneous config, or one the target HF class cannot express.
+    """
+    from transformers import GenerationConfig
+
+    hf_config = native_to_hf_config(model.config)  # validate before touching the disk
+    tensors = native_to_hf_state_dict(model)
+    hf_config.dtype = tensors[to_hf_key("embeddings.weight", model.config.family)].dtype
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        hf_config.save_pretrained(str(tmp))
+        save_file(tensors, str(tmp / SAFE_WEIGHTS), metadata={"format": "pt"})
+        ids = (hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id)
+        if any(i is not None for i in ids):
+            GenerationConfig.from_model_config(hf_config).save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
+    return Path(out_dir)

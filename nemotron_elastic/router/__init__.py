@@ -1,0 +1,14 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The budget-conditioned router: menus, the router network, decisions (masks / spec / expected sizes),
+the budget loss and the temperature / logit-scale schedules."""
+
+from .budget_loss import budget_loss
+from .decision import expected_sizes, to_masks, to_spec
+from .menus import AxisMenu, build_depth_menu, build_menu
+from .router import Router
+from .schedules import logit_scale, temperature
+
+__all__ = [
+    "AxisMenu", "Router", "budget_loss", "build_depth_menu", "build_menu", "expected_sizes", "logit_scale",
+    "temperature", "to_masks", "to_spec",
+]

@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Choice menus: the sizes the router may pick on each axis (SPEC 7.1).
+
+A menu is given per axis as fractions of the parent (floats in (0, 1]) or as integer sizes, and is
+rounded to the axis' granularity: Mamba heads to multiples of n_groups, attention query heads to multiples
+of the KV heads (heads are kept per group, SPEC 5.1). Choices are stored largest first (index 0 = the
+parent's own size for fraction 1.0), one row per layer of the axis' type:
+
+    choices: (L, C) long   L = 1 for hidden / mamba_head_dim / depth, the number of layers of that type
+                           for mlp / attention_heads / mamba_heads (so heterogeneous parents work too)
+
+`per_layer` says whether the router picks one column per layer (heterogeneous, SPEC 7.1 `--flex-hetero-*`)
+or one column for all layers. Depth choices count the layers dropped from the head of the depth ranking
+(`drop_order`, least important first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ModelConfig
+
+AXES = ("hidden", "mlp", "attention_heads", "mamba_heads", "mamba_head_dim", "depth")
+PER_LAYER_AXES = ("mlp", "attention_heads", "mamba_heads")
+_TYPE = {"mlp": "-", "attention_heads": "*", "mamba_heads": "M"}
+
+
+@dataclass
+class AxisMenu:
+    """The sizes one axis may take. choices: (L, C) long, each row descending; per_layer: one decision per row."""
+
+    axis: str
+    choices: torch.Tensor
+    per_layer: bool = False
+    drop_order: tuple[int, ...] = ()  # depth only: parent layers, least important first
+
+    @property
+    def num_choices(self) -> int:
+        return self.choices.shape[1]
+
+    @property
+    def num_rows(self) -> int:
+        return self.choices.shape[0]
+
+    @property
+    def num_outputs(self) -> int:
+        """Router logits for this axis: C, or L * C when per layer."""
+        return self.num_choices * (self.num_rows if self.per_layer else 1)
+
+
+def _granularity(parent: ModelConfig, axis: str) -> int:
+    return {"attention_heads": parent.num_key_value_heads, "mamba_heads": parent.mamba_n_groups}.get(axis, 1)
+
+
+def _full_sizes(parent: ModelConfig, axis: str) -> list[int]:
+    return {
+        "hidden": [parent.hidden_size],
+        "mamba_head_dim": [parent.mamba_head_dim],
+        "mlp": parent.mlp_sizes_per_layer(),
+        "attention_heads": parent.attention_heads_per_layer(),
+        "mamba_heads": parent.mamba_heads_per_layer(),
+    }[axis]
+
+
+def _resolve(value: float | int, full: int, multiple: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a fraction in (0, 1] or a positive integer size, got {value!r}")
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{where}: fraction {value} is not in (0, 1]")
+        return max(multiple, int(value * full + 1e-9) // multiple * multiple)
+    if not 0 < value <= full:
+        raise ValueError(f"{where}: size {value} is not in [1, {full}] (the parent's size)")
+    if value % multiple:
+        raise ValueError(f"{where}: size {value} is not a multiple of {multiple}")
+    return value
+
+
+def build_menu(parent: ModelConfig, axis: str, values: list[float | int], per_layer: bool = False) -> AxisMenu:
+    """A width menu from fractions / sizes. Integer sizes apply to every layer (they must fit each one)."""
+    if axis not in AXES or axis == "depth":
+        raise ValueError(f"menus.{axis}: unknown width axis (choose from {', '.join(AXES[:-1])})")
+    if per_layer and axis not in PER_LAYER_AXES:
+        raise ValueError(f"menus.{axis}: cannot be per layer (only {', '.join(PER_LAYER_AXES)})")
+    if not values:
+        raise ValueError(f"menus.{axis}: empty menu")
+    fulls = _full_sizes(parent, axis)
+    if not fulls:
+        raise ValueError(f"menus.{axis}: the parent has no '{_TYPE[axis]}' layers")
+    multiple = _granularity(parent, axis)
+    rows = []
+    for full in fulls:
+        row = sorted({_resolve(v, full, multiple, f"menus.{axis}") for v in values}, reverse=True)
+        if len(row) != len(values):
+            raise ValueError(f"menus.{axis}: choices {values} collapse to duplicate sizes {row} after rounding")
+        rows.append(row)
+    return AxisMenu(axis, torch.tensor(rows, dtype=torch.long), per_layer)
+
+
+def build_depth_menu(parent: ModelConfig, drop_order: list[int], num_drops: list[int]) -> AxisMenu:
+    """Depth choices: how many layers to drop from the head of `drop_order` (0 = keep all)."""
+    if sorted(set(drop_order)) != sorted(drop_order) or any(not 0 <= i < parent.num_layers for i in drop_order):
+        raise ValueError(f"menus.depth: drop_order must be distinct layer indices of the parent, got {drop_order}")
+    for k in num_drops:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= min(len(drop_order), parent.num_layers - 1):
+            raise ValueError(f"menus.depth: cannot drop {k!r} layers (drop order has {len(drop_order)})")
+    row = sorted(set(num_drops))
+    if len(row) != len(num_drops):
+        raise ValueError(f"menus.depth: duplicate choices in {num_drops}")
+    return AxisMenu("depth", torch.tensor([row], dtype=torch.long), per_layer=False, drop_order=tuple(drop_order))
