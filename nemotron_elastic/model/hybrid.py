@@ -194,8 +194,12 @@ class HybridLM(nn.Module):
         cache: InferenceCache | None = None,
         last_only: bool = False,
         subnet: SubnetSpec | ElasticMasks | None = None,
+        return_hidden: bool = False,
     ) -> torch.Tensor:
         """input_ids: (B, T) long -> logits (B, T, V) (or (B, 1, V) with last_only).
+
+        return_hidden: return the LM head's input (B, T, d) instead of the logits, for losses that apply
+        the head chunk by chunk (a 131k vocabulary at long context); the head is `head_weight(subnet)`.
 
         subnet: run a sub-model inside this parent: a SubnetSpec (sliced: compute shrinks with the spec) or
         ElasticMasks (sliced, masked or soft; differentiable in their weights / scales / gates). None is the
@@ -232,9 +236,15 @@ class HybridLM(nn.Module):
         if last_only:
             h = h[:, -1:]
         if masks is None:
-            return self.lm_head(self.norm_f(h))
-        h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
-        return F.linear(h, self.lm_head.weight[:, : masks.hidden.size])
+            h = self.norm_f(h)
+        else:
+            h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
+        return h if return_hidden else F.linear(h, self.head_weight(masks))
+
+    def head_weight(self, subnet: SubnetSpec | ElasticMasks | None = None) -> torch.Tensor:
+        """The LM head weight a sub-model uses: (V, d), the first d columns."""
+        masks = self._masks(subnet)
+        return self.lm_head.weight if masks is None else self.lm_head.weight[:, : masks.hidden.size]
 
     def _masks(self, subnet: SubnetSpec | ElasticMasks | None) -> ElasticMasks | None:
         if subnet is None or isinstance(subnet, ElasticMasks):

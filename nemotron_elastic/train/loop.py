@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Elastic training (`nemotron-elastic train`): the router and the parent's weights trained together by
+multi-budget knowledge distillation from the frozen parent, over a curriculum of stages.
+
+    per micro-batch: budget ~ stage weights (same on every rank)
+                     loss = KD(teacher || student at the router's sub-model) + lambda * budget loss
+    every eval_every steps: each budget's argmax sub-model on held-out tokens (KD, LM loss, perplexity)
+    at the end: the elastic checkpoint `<out>/model` (weights, router, per-budget specs and costs)
+
+The loop itself (accumulation, schedules, logging, exact-resume checkpoints) is `trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_model, load_tokenizer
+from ..data.packed import eval_batches
+from ..router import Router, to_spec
+from ..router.budget_loss import cost_of
+from ..subnet.cost import Sizes
+from .config import TrainConfig
+from .data import prepare_tokens
+from .elastic_checkpoint import save_elastic
+from .losses import cross_entropy_chunked, kl_div_chunked
+from .menus_from_config import menus_from_config
+from .run_dir import prepare_run_dir
+from .sampling import sample_budget
+from .step import StepContext, elastic_loss, teacher_hidden
+from .trainer import Trainer
+
+
+class ElasticTrainer(Trainer):
+    """Builds everything from a TrainConfig (failing on bad input before any training);
+    `fit()` trains and writes the elastic checkpoint."""
+
+    name = "train"
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        parent_dir = Path(cfg.parent)
+        self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.device).eval().requires_grad_(False)
+        self.tokenizer = load_tokenizer(parent_dir)
+        if self.tokenizer is None:
+            raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
+        self.ranking = parent_dir / "ranking.json"
+        menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
+        self.menus = {m.axis: m for m in menus}
+        self.resume_from = prepare_run_dir(self.out, cfg, resume, overwrite)
+        self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
+        self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": list(self.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay},
+                {"params": list(self.router.parameters()), "lr": cfg.router.lr, "weight_decay": 0.0},
+            ],
+            betas=(o.beta1, o.beta2),
+        )
+        self.train_tokens, self.heldout_tokens = prepare_tokens(
+            cfg.data, self.tokenizer, Path(cfg.data.workdir or self.out / "data"), progress
+        )
+        self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus)
+        self.setup_common()
+
+    def schedules(self, step: int) -> tuple[float, float]:
+        """(Gumbel temperature, logit scale) at `step`: exponential 1 -> 0.05, linear 1 -> 10 (SPEC 7.2)."""
+        r, last = self.cfg.router, max(1, self.total_steps() - 1)
+        progress = min(1.0, step / last)
+        return r.tau_start * (r.tau_end / r.tau_start) ** progress, r.scale_start + (r.scale_end - r.scale_start) * progress
+
+    def log_extra(self, step: int) -> dict[str, float]:
+        tau, scale = self.schedules(step)
+        return {"tau": tau, "logit_scale": scale}
+
+    def micro_loss(self, batch, step, micro, stage):
+        budget = sample_budget(self.cfg, stage, step, micro)
+        tau, scale = self.schedules(step)
+        with self.autocast():
+            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator)
+        return loss, f"{budget:g}", metrics
+
+    def budget_specs(self) -> dict[float, Any]:
+        """The router's deterministic choice (argmax of its logits) per trained budget."""
+        with torch.no_grad():
+            return {b: to_spec(self.model.config, self.menus, self.router.logits(b)) for b in self.cfg.budgets}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Held-out KD loss, LM loss and perplexity of every budget's argmax sub-model."""
+        self.model.eval()
+        seq = self.cfg.stages[0].seq_len
+        windows = max(1, self.cfg.data.eval_tokens // seq)
+        full = self.model.config.num_parameters()
+        results = {}
+        for budget, spec in self.budget_specs().items():
+            kd_sum = ce_sum = n = 0.0
+            for batch in eval_batches(self.heldout_tokens, seq, 8, max_windows=windows):
+                inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+                with self.autocast():
+                    t_h = teacher_hidden(self.teacher, inputs)
+                    s_h = self.model(inputs, subnet=spec, return_hidden=True)
+                head = self.model.head_weight(spec)
+                count = targets.numel()
+                kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), self.teacher.lm_head.weight)) * count
+                ce_sum += float(cross_entropy_chunked(s_h.float(), head, targets)) * count
+                n += count
+            results[f"{budget:g}"] = {"kd": kd_sum / n, "ce": ce_sum / n, "ppl": math.exp(ce_sum / n),
+                                      "params": spec.param_count(), "param_ratio": spec.param_count() / full}
+        self.model.train()
+        return results
+
+    def finish(self) -> dict[str, Any]:
+        """Write the elastic checkpoint `<out>/model` with each budget's spec and costs."""
+        full = self.model.config.num_parameters()
+        memory = self.ctx.memory_kwargs()
+        full_memory = cost_of(self.model.config, Sizes.full(self.model.config), "memory", memory)
+        budgets = []
+        for budget, spec in self.budget_specs().items():
+            mem = cost_of(spec.parent, Sizes.from_spec(spec), "memory", memory)
+            budgets.append({"budget": budget, "spec": spec.to_dict(), "params": spec.param_count(),
+                            "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
+                            "memory_ratio": float(mem / full_memory)})
+        info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
+                "final_eval": self.evaluate()}
+        save_elastic(self.out / "model", self.model, self.tokenizer, self.router, info, self.cfg,
+                     self.ranking if self.ranking.is_file() else None)
+        return info

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Pretraining a small parent from scratch (`nemotron-elastic pretrain`): next-token cross-entropy with the
+same loop, checkpoints, resume and metrics as elastic training. The result, `<out>/model`, is a native
+checkpoint (with its tokenizer) that `score` and `train` take as the parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import save_native
+from ..config import ModelConfig
+from ..configio import from_dict, to_dict
+from ..data.corpus import load_documents
+from ..data.packed import eval_batches
+from ..data.tokenizer import ensure_bpe, load_tokenizer
+from ..model import HybridLM
+from ..presets import get_preset
+from .config import PretrainConfig
+from .data import prepare_tokens
+from .losses import cross_entropy_chunked
+from .run_dir import prepare_run_dir
+from .trainer import Trainer
+
+
+def resolve_model_config(cfg: PretrainConfig, vocab_size: int | None = None) -> ModelConfig:
+    """The preset with `model` overrides; the vocabulary follows the tokenizer when one is given."""
+    base = to_dict(get_preset(cfg.preset)) if cfg.preset else {}
+    base.update(cfg.model or {})
+    if vocab_size is not None:
+        base["vocab_size"] = vocab_size
+    return from_dict(ModelConfig, base, "model")
+
+
+class PretrainTrainer(Trainer):
+    name = "pretrain"
+
+    def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        model_cfg = resolve_model_config(cfg)  # validates the model section before anything is written
+        self.resume_from = prepare_run_dir(self.out, cfg, resume, overwrite)
+        if cfg.tokenizer is not None:
+            self.tokenizer = load_tokenizer(cfg.tokenizer)
+        else:
+            docs, source = None, "default"
+            if cfg.data.train is not None:
+                docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
+            self.tokenizer = ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=len(self.tokenizer),
+                                        bos_token_id=self.tokenizer.bos_token_id,
+                                        eos_token_id=self.tokenizer.eos_token_id,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+        self.model = HybridLM(model_cfg).to(self.device)
+        self.model.init_weights()
+        self.aux = torch.nn.Module()
+        o = cfg.optim
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "lr": o.lr, "weight_decay": o.weight_decay},
+             {"params": no_decay, "lr": o.lr, "weight_decay": 0.0}],
+            betas=(o.beta1, o.beta2),
+        )
+        self.train_tokens, self.heldout_tokens = prepare_tokens(
+            cfg.data, self.tokenizer, Path(cfg.data.workdir or self.out / "data"), progress
+        )
+        self.setup_common()
+
+    def micro_loss(self, batch, step, micro, stage):
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with self.autocast():
+            hidden = self.model(inputs, return_hidden=True)
+        loss = cross_entropy_chunked(hidden, self.model.head_weight(), targets)
+        return loss, "", {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        self.model.eval()
+        seq = self.cfg.stages[0].seq_len
+        windows = max(1, self.cfg.data.eval_tokens // seq)
+        total = n = 0.0
+        for batch in eval_batches(self.heldout_tokens, seq, 8, max_windows=windows):
+            inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+            with self.autocast():
+                hidden = self.model(inputs, return_hidden=True)
+            total += float(cross_entropy_chunked(hidden.float(), self.model.head_weight(), targets)) * targets.numel()
+            n += targets.numel()
+        self.model.train()
+        return {"ce": total / n, "ppl": math.exp(total / n)}
+
+    def finish(self) -> dict[str, Any]:
+        result = self.evaluate()
+        save_native(self.model, self.out / "model", tokenizer=self.tokenizer, overwrite=True)
+        return result

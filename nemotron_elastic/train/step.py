@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One elastic micro-step: router decision -> masks -> student forward -> KD (+ CE) + budget loss.
+
+    teacher hidden (no grad, once per micro-batch)
+    probs  = router.probs(budget, tau, scale)            Gumbel-softmax per axis
+    masks  = to_masks(probs, hard|soft)                  the sub-model inside the student
+    loss   = kd_weight * KL(teacher || student_masks) + ce_weight * CE + lambda * budget_loss(probs)
+
+The student runs *sliced* to the chosen sizes (hard masks) so a budget-0.5 step costs about half a full
+step (DESIGN 3.4). Returns the loss to backpropagate and detached metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import HybridLM
+from ..router import Router, budget_loss, to_masks
+from ..router.menus import AxisMenu
+from .config import TrainConfig
+from .losses import cross_entropy_chunked, kl_div_chunked
+
+
+@dataclass
+class StepContext:
+    """What a micro-step needs besides the batch (explicit, no globals)."""
+
+    cfg: TrainConfig
+    student: HybridLM
+    teacher: HybridLM
+    router: Router
+    menus: dict[str, AxisMenu]
+
+    def memory_kwargs(self) -> dict:
+        r = self.cfg.router
+        return {
+            "context": r.memory_context, "batch": r.memory_batch, "weight_bytes": r.memory_weight_bytes,
+            "kv_bytes": r.memory_kv_bytes, "ssm_bytes": r.memory_ssm_bytes,
+        }
+
+
+def teacher_hidden(teacher: HybridLM, inputs: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher's LM-head input (B, T, D), without grad."""
+    with torch.no_grad():
+        return teacher(inputs, return_hidden=True)
+
+
+def elastic_loss(
+    ctx: StepContext,
+    tokens: torch.Tensor,
+    budget: float,
+    tau: float,
+    scale: float,
+    generator: torch.Generator | None = None,
+    t_hidden: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets)."""
+    cfg = ctx.cfg
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    if t_hidden is None:
+        t_hidden = teacher_hidden(ctx.teacher, inputs)
+    probs = ctx.router.probs(budget, tau, scale, gumbel=True, generator=generator)
+    masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through)
+    s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True)
+    head = ctx.student.head_weight(masks)
+    loss = torch.zeros((), device=tokens.device)
+    metrics: dict[str, float] = {}
+    if cfg.distill.kd_weight:
+        kd = kl_div_chunked(s_hidden, head, t_hidden, ctx.teacher.lm_head.weight, cfg.distill.temperature,
+                            cfg.distill.chunk_size)
+        loss = loss + cfg.distill.kd_weight * kd
+        metrics["kd"] = float(kd.detach())
+    if cfg.distill.ce_weight:
+        ce = cross_entropy_chunked(s_hidden, head, targets, cfg.distill.chunk_size)
+        loss = loss + cfg.distill.ce_weight * ce
+        metrics["ce"] = float(ce.detach())
+    if ctx.menus:
+        memory = ctx.memory_kwargs() if cfg.router.budget_kind == "memory" else None
+        bl, ratio = budget_loss(ctx.student.config, ctx.menus, probs, budget, cfg.router.budget_kind, memory,
+                                cfg.router.dead_zone, cfg.router.full_pull)
+        loss = loss + cfg.router.loss_weight * bl
+        metrics["budget_loss"] = float(bl.detach())
+        metrics["cost_ratio"] = float(ratio)
+    metrics["loss"] = float(loss.detach())
+    return loss, metrics

@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The elastic trainer end to end on a micro parent: output folder, exact resume, atomic checkpoints,
+bad input refused before training."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from nemotron_elastic.checkpoint import load_model, save_native
+from nemotron_elastic.configio import from_dict
+from nemotron_elastic.data.tokenizer import train_bpe
+from nemotron_elastic.model import HybridLM
+from nemotron_elastic.presets import get_preset
+from nemotron_elastic.train import state as state_mod
+from nemotron_elastic.train.config import TrainConfig
+from nemotron_elastic.train.elastic_checkpoint import budget_spec, load_router
+from nemotron_elastic.train.loop import ElasticTrainer
+from nemotron_elastic.train.metrics import read_metrics
+
+TEXT = [
+    "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 6,
+    "To be, or not to be, that is the question: whether tis nobler in the mind to suffer. " * 6,
+    "A journey of a thousand miles begins with a single step, said the old man to the child. " * 6,
+    "Rivers flow to the sea and the sea returns to the clouds, and the clouds to the rain. " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def parent_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("elastic")
+    (root / "train.txt").write_text("\n\n".join(TEXT[:3]))
+    (root / "held.txt").write_text(TEXT[3])
+    tok = train_bpe(TEXT, 300)
+    cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
+    torch.manual_seed(0)
+    model = HybridLM(cfg)
+    model.init_weights()
+    save_native(model, root / "parent", tokenizer=tok)
+    return root
+
+
+def config(root, out="run", **over):
+    data = {
+        "parent": str(root / "parent"),
+        "out": str(root / out),
+        "budgets": [1.0, 0.5],
+        "menus": {"hidden": [1.0, 0.75, 0.5], "mlp": [1.0, 0.5], "mamba_heads": [1.0, 0.5], "per_layer": ["mlp"]},
+        "stages": [
+            {"name": "s1", "steps": 4, "seq_len": 16, "micro_batch": 2, "grad_accum": 2},
+            {"name": "s2", "steps": 4, "seq_len": 24, "micro_batch": 2, "grad_accum": 2, "budget_weights": [0.7, 0.3]},
+        ],
+        "data": {"train": str(root / "train.txt"), "heldout": str(root / "held.txt"), "eval_tokens": 64},
+        "log_every": 2, "eval_every": 4, "save_every": 2, "bf16": False, "deterministic": True,
+    }
+    data.update(over)
+    return from_dict(TrainConfig, data)
+
+
+def train_rows(path):
+    return [r for r in read_metrics(path / "metrics.jsonl") if r["split"] == "train"]
+
+
+def test_train_writes_a_complete_elastic_checkpoint(parent_dir):
+    info = ElasticTrainer(config(parent_dir), progress=False).fit()
+    out = parent_dir / "run" / "model"
+    assert {b["budget"] for b in info["budgets"]} == {1.0, 0.5}
+    model = load_model(out)
+    router = load_router(out)
+    assert router.budgets == [1.0, 0.5]
+    for b in (1.0, 0.5):
+        spec = budget_spec(out, b, model.config)
+        assert spec.param_count() <= model.config.num_parameters()
+    assert budget_spec(out, 1.0, model.config).is_within(SubnetSpecFull(model.config))
+    rows = train_rows(parent_dir / "run")
+    assert rows and all("1/kd" in r or "0.5/kd" in r for r in rows)
+    evals = [r for r in read_metrics(parent_dir / "run" / "metrics.jsonl") if r["split"] == "eval"]
+    assert evals and set(evals[-1]) >= {"1", "0.5"}
+
+
+def SubnetSpecFull(cfg):
+    from nemotron_elastic.subnet import SubnetSpec
+
+    return SubnetSpec.full(cfg)
+
+
+def test_resume_gives_the_same_losses(parent_dir):
+    ElasticTrainer(config(parent_dir, "straight"), progress=False).fit()
+    assert ElasticTrainer(config(parent_dir, "stopped"), progress=False).fit(stop_at=4) is None
+    ElasticTrainer(config(parent_dir, "stopped"), resume=True, progress=False).fit()
+    a, b = train_rows(parent_dir / "straight"), train_rows(parent_dir / "stopped")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key.endswith(("/kd", "/loss", "/budget_loss")):
+                assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
+    wa = load_model(parent_dir / "straight" / "model").state_dict()
+    wb = load_model(parent_dir / "stopped" / "model").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_checkpoint_killed_mid_write_keeps_the_previous_one(parent_dir, monkeypatch):
+    trainer = ElasticTrainer(config(parent_dir, "killed"), progress=False)
+    trainer.fit(stop_at=2)
+    first = state_mod.latest_checkpoint(parent_dir / "killed")
+    assert first is not None and first.name.endswith("2")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(state_mod, "save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        ElasticTrainer(config(parent_dir, "killed"), resume=True, progress=False).fit(stop_at=4)
+    assert state_mod.latest_checkpoint(parent_dir / "killed") == first
+    assert json.loads((first / "state.json").read_text())["step"] == 2
+    leftovers = [p.name for p in (parent_dir / "killed" / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not leftovers
+
+
+@pytest.mark.parametrize(
+    "over, error, match",
+    [
+        ({"budgets": [1.0, 1.5]}, ValueError, "budgets"),
+        ({"menus": {"mamba_heads": [1.0, 3]}}, ValueError, "multiple of 2"),
+        ({"menus": {"depth": [0, 1]}}, ValueError, "ranking.json"),
+        ({"parent": "/nonexistent/parent"}, FileNotFoundError, "nonexistent"),
+    ],
+)
+def test_bad_input_fails_before_training(parent_dir, over, error, match):
+    with pytest.raises(error, match=match):
+        ElasticTrainer(config(parent_dir, "bad", **over), progress=False)
+    assert not (parent_dir / "bad" / "metrics.jsonl").exists()
+
+
+def test_resume_folder_from_another_config_is_refused(parent_dir):
+    ElasticTrainer(config(parent_dir, "other"), progress=False).fit(stop_at=2)
+    with pytest.raises(ValueError, match="another config"):
+        ElasticTrainer(config(parent_dir, "other", seed=7), resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        ElasticTrainer(config(parent_dir, "other"), progress=False)
