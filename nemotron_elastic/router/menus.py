@@ -90,12 +90,11 @@ def build_menu(parent: ModelConfig, axis: str, values: list[float | int], per_la
     if not fulls:
         raise ValueError(f"menus.{axis}: the parent has no '{_TYPE[axis]}' layers")
     multiple = _granularity(parent, axis)
-    rows = []
-    for full in fulls:
-        row = sorted({_resolve(v, full, multiple, f"menus.{axis}") for v in values}, reverse=True)
-        if len(row) != len(values):
-            raise ValueError(f"menus.{axis}: choices {values} collapse to duplicate sizes {row} after rounding")
-        rows.append(row)
+    if len(set(values)) != len(values):
+        raise ValueError(f"menus.{axis}: duplicate choices in {values}")
+    # Fractions that round to the same size on a small layer stay as separate (equal) choices, so every
+    # row has the same length; the router may pick either.
+    rows = [sorted((_resolve(v, full, multiple, f"menus.{axis}") for v in values), reverse=True) for full in fulls]
     return AxisMenu(axis, torch.tensor(rows, dtype=torch.long), per_layer)
 
 

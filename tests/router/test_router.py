@@ -31,8 +31,9 @@ def micro_menus(per_layer=True):
 
 
 def test_menus_round_to_granularity_and_reject_bad_input():
-    with pytest.raises(ValueError, match="collapse to duplicate"):
-        build_menu(MICRO, "mamba_heads", [1.0, 0.7, 0.5])
+    assert build_menu(MICRO, "mamba_heads", [1.0, 0.7, 0.5]).choices.tolist() == [[6, 3, 3], [6, 3, 3]]
+    with pytest.raises(ValueError, match="duplicate"):
+        build_menu(MICRO, "mamba_heads", [1.0, 1.0])
     assert build_menu(MICRO, "mamba_heads", [1.0, 0.5]).choices.tolist() == [[6, 3], [6, 3]]
     assert build_menu(MICRO, "attention_heads", [6, 2]).choices.tolist() == [[6, 2], [6, 2]]
     assert build_menu(MICRO, "hidden", [0.5, 1.0]).choices.tolist() == [[24, 12]]
