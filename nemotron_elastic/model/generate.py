@@ -43,12 +43,14 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_token_id: int | None = None,
+    eos_token_id: int | list[int] | None = None,
     generator: torch.Generator | None = None,
+    subnet=None,
 ) -> torch.Tensor:
     """Continue `input_ids` (B, T) by up to `max_new_tokens` tokens -> (B, T + n).
 
-    Rows that emitted `eos_token_id` keep emitting it; generation stops early once every row has.
+    Rows that emitted an `eos_token_id` (one id or several) keep emitting it; generation stops early once
+    every row has. `subnet` runs a sub-model of the parent (a SubnetSpec or ElasticMasks).
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -56,15 +58,18 @@ def generate(
     pieces = [input_ids]
     if max_new_tokens == 0:
         return input_ids
-    logits = model(input_ids, cache=cache, last_only=True)[:, -1]  # prefill: (B, V)
+    logits = model(input_ids, cache=cache, last_only=True, subnet=subnet)[:, -1]  # prefill: (B, V)
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    eos = None if eos_token_id is None else torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=input_ids.device
+    )
     for step in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-        if eos_token_id is not None:
-            token = torch.where(finished, torch.full_like(token, eos_token_id), token)
-            finished |= token == eos_token_id
+        if eos is not None:
+            token = torch.where(finished, torch.full_like(token, int(eos[0])), token)
+            finished |= torch.isin(token, eos)
         pieces.append(token[:, None])
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
-        logits = model(token[:, None], cache=cache, last_only=True)[:, -1]
+        logits = model(token[:, None], cache=cache, last_only=True, subnet=subnet)[:, -1]
     return torch.cat(pieces, dim=1)

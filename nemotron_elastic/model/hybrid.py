@@ -266,13 +266,17 @@ class HybridLM(nn.Module):
         temperature: float = 0.0,
         top_k: int | None = None,
         top_p: float | None = None,
-        eos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
         generator: torch.Generator | None = None,
+        subnet: SubnetSpec | ElasticMasks | None = None,
     ) -> torch.Tensor:
-        """Greedy (temperature 0) or sampled continuation with KV + SSM caches. (B, T) -> (B, T + n)."""
+        """Greedy (temperature 0) or sampled continuation with KV + SSM caches. (B, T) -> (B, T + n).
+
+        subnet: generate with a sub-model of this parent (sliced forward, caches of the sub-model's size).
+        """
         from .generate import generate
 
-        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator)
+        return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, subnet)
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied LM head counts once)."""

@@ -257,3 +257,10 @@ def test_json_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{hidden: 3")
     with pytest.raises(ValueError, match="not valid JSON"):
         SubnetSpec.from_json(tmp_path / "bad.json", HYBRID)
+
+
+def test_generate_with_a_subnet_equals_the_sliced_model():
+    parent = PARENTS["hybrid"]
+    spec = SubnetSpec.from_dict(AXIS_SPECS["combined"], parent.config)
+    prompt = IDS[:, :4]
+    assert torch.equal(parent.generate(prompt, 8, subnet=spec), slice_model(parent, spec).generate(prompt, 8))
