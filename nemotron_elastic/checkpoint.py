@@ -251,4 +251,5 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
         return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     if not any((p / name).is_file() for name in TOKENIZER_FILES):
         return None
-    return AutoTokenizer.from_pretrained(str(p))
+    # trust_remote_code=False: a remote-code export's config.json must not make the tokenizer load prompt
+    return AutoTokenizer.from_pretrained(str(p), trust_remote_code=False)

@@ -27,7 +27,9 @@ EPILOGS = {
   nemotron-elastic import --hf model.Q8_0.gguf --out runs/parent --overwrite""",
     "export": """examples:
   nemotron-elastic export --model runs/parent --out exports/parent-hf
-  nemotron-elastic export --model runs/parent --out runs/copy --format native""",
+  nemotron-elastic export --model runs/parent --out runs/copy --format native
+  nemotron-elastic export --model runs/elastic/model --budget 0.5 --out exports/half
+  nemotron-elastic export --model runs/parent --spec spec.json --out exports/custom""",
     "generate": """examples:
   nemotron-elastic generate --model runs/parent --prompt "The Time Traveller"
   nemotron-elastic generate --model runs/parent --prompt "What is a state space model?" --chat
@@ -58,17 +60,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Native (or any loadable) model -> standard HF folder or native folder."""
-    from ..checkpoint import load_model, load_tokenizer, save_native
-    from ..export.hf import save_hf
+    """A model, or one sub-model of it (--spec / --budget), as an HF folder or a native folder."""
+    from ..export.subnet_export import export_subnet
 
     out = Path(args.out)
     check_out(out, args.overwrite)
-    model = load_model(args.model)
-    tokenizer = load_tokenizer(args.model)
-    save = save_hf if args.format == "hf" else save_native
-    save(model, out, tokenizer=tokenizer, overwrite=args.overwrite)
-    print(f"exported {args.model} -> {out} ({args.format}): {describe(model)}")
+    result = export_subnet(args.model, out, spec=args.spec, budget=args.budget, fmt=args.format,
+                           overwrite=args.overwrite, verify=not args.no_verify)
+    what = "parent" if args.spec is None and args.budget is None else f"sub-model ({args.spec or f'budget {args.budget:g}'})"
+    note = " (load with trust_remote_code=True)" if result.kind == "hf-remote-code" else ""
+    print(f"exported {args.model} {what} -> {out}: {result.kind}, {result.num_parameters / 1e6:.2f}M params{note}")
     return 0
 
 
@@ -138,16 +139,22 @@ def register(add: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="native checkpoint folder to create")
     p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored; GGUF -> float32)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p = add("export", cmd_export, "Write a model as a standard HF checkpoint (or a native copy).")
-    p.add_argument("--model", required=True, metavar="DIR", help="model folder (native, HF) or .gguf file")
+    p = add("export", cmd_export, "Write a model or one of its sub-models as an HF checkpoint (or native).")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (elastic, native, HF) or .gguf file")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to create")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--spec", metavar="FILE", help="SubnetSpec JSON of the sub-model to export")
+    which.add_argument("--budget", type=float, metavar="B", help="a trained budget of an elastic checkpoint")
     p.add_argument(
         "--format",
         choices=("hf", "native"),
         default="hf",
-        help="hf: a stock transformers NemotronH / Llama folder (default); native: config.yaml + safetensors",
+        help="hf: stock transformers NemotronH / Llama when the sizes allow, else with its own modeling code "
+        "(trust_remote_code); native: config.yaml + safetensors (default hf)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")
+
     p = add("generate", cmd_generate, "Continue a prompt (greedy by default) and print the text.")
     p.add_argument("--model", required=True, metavar="DIR", help="model folder with a tokenizer")
     p.add_argument("--prompt", required=True, help="text to continue")

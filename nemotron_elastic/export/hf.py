@@ -7,7 +7,10 @@ config. Pickled `pytorch_model.bin` files are never loaded.
 
 `save_hf(model, folder)` writes a folder that `transformers.AutoModelForCausalLM.from_pretrained` loads
 with no custom code: a stock `NemotronHConfig` / `LlamaConfig` config.json, model.safetensors (keys as
-transformers' own `save_pretrained` writes them), generation_config.json and the tokenizer.
+transformers' own `save_pretrained` writes them), generation_config.json and the tokenizer. A config the stock
+classes cannot express (per-layer widths, a Llama stack with single blocks dropped) is an error unless
+`allow_remote_code=True`: then the folder carries its own modeling code (`remote_code/`, loaded with
+`trust_remote_code=True`). `read_hf` reads both forms back (the remote-code one without running its code).
 
 Official implementation: transformers `PreTrainedModel.save_pretrained` / `from_pretrained` (5.24).
 """
@@ -19,7 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
@@ -37,6 +40,8 @@ from .keymap import (
     native_to_hf_config,
     to_hf_key,
 )
+from .remote_code import MODEL_TYPE as REMOTE_MODEL_TYPE
+from .remote_code import native_config_from_remote, remote_to_native_state_dict, write_remote_code
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -207,6 +212,10 @@ def read_hf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tenso
         raise ValueError(f"{config_path}: invalid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: expected a JSON object")
+    if raw.get("model_type") == REMOTE_MODEL_TYPE:  # an export with its own modeling code: read, never run
+        config = native_config_from_remote(raw, str(config_path))
+        tensors, where = _read_weights(folder)
+        return config, remote_to_native_state_dict(tensors, config, where)
     config = hf_config_to_native(_hf_config(raw, str(config_path)), str(config_path))
     tensors, where = _read_weights(folder)
     return hf_to_native_state_dict(tensors, config, where)
@@ -225,33 +234,81 @@ def native_to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
+HFExportKind = Literal["stock", "remote_code"]
+
+
+def hf_export_kind(config: ModelConfig, allow_remote_code: bool = False) -> HFExportKind:
+    """How `config` is exported: "stock" (a standard NemotronH / Llama folder) when the stock classes can
+    express it, else "remote_code" (the folder carries its own modeling code) if allowed.
+
+    Raises:
+        ValueError: the stock classes cannot express `config` and `allow_remote_code` is False.
+    """
+    try:
+        native_to_hf_config(config)
+        return "stock"
+    except ValueError as e:
+        if not allow_remote_code:
+            raise ValueError(f"{e} (allow_remote_code=True writes it with its own modeling code)") from None
+        return "remote_code"
+
+
+def write_hf(
+    model: torch.nn.Module, folder: Path, tokenizer: Any = None, kind: HFExportKind | None = None
+) -> HFExportKind:
+    """Write the HF files of `model` into the existing empty `folder` (no atomic rename: see `save_hf`).
+
+    Args:
+        model: the HybridLM to write.
+        folder: where to write.
+        tokenizer: optional tokenizer saved alongside.
+        kind: "stock", "remote_code", or None for `hf_export_kind(config)` (stock or an error).
+
+    Returns:
+        The kind written.
+    """
+    from transformers import GenerationConfig
+
+    kind = kind or hf_export_kind(model.config)
+    if kind == "remote_code":
+        write_remote_code(model, folder)
+    else:
+        hf_config = native_to_hf_config(model.config)
+        tensors = native_to_hf_state_dict(model)
+        hf_config.dtype = tensors[to_hf_key("embeddings.weight", model.config.family)].dtype
+        hf_config.save_pretrained(str(folder))
+        save_file(tensors, str(folder / SAFE_WEIGHTS), metadata={"format": "pt"})
+        ids = (hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id)
+        if any(i is not None for i in ids):
+            GenerationConfig.from_model_config(hf_config).save_pretrained(str(folder))
+    save_tokenizer(tokenizer, folder)
+    return kind
+
+
 def save_hf(
-    model: torch.nn.Module, out_dir: str | os.PathLike, tokenizer: Any = None, overwrite: bool = False
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    tokenizer: Any = None,
+    overwrite: bool = False,
+    allow_remote_code: bool = False,
 ) -> Path:
-    """Export a homogeneous HybridLM as a standard HF checkpoint (NemotronH or Llama, by `config.family`).
+    """Export a HybridLM as an HF checkpoint: stock NemotronH or Llama (by `config.family`) when possible.
 
     Args:
         model: the model to export.
         out_dir: the folder to create.
         tokenizer: optional tokenizer saved alongside.
         overwrite: replace an existing non-empty folder.
+        allow_remote_code: write a config the stock classes cannot express (per-layer widths, ...) with its
+            own modeling code (loaded with `trust_remote_code=True`) instead of raising.
 
     Returns:
         The folder written.
 
     Raises:
-        ValueError: a heterogeneous config, or one the target HF class cannot express.
+        ValueError: a config the stock HF classes cannot express, without `allow_remote_code`.
     """
-    from transformers import GenerationConfig
-
-    hf_config = native_to_hf_config(model.config)  # validate before touching the disk
-    tensors = native_to_hf_state_dict(model)
-    hf_config.dtype = tensors[to_hf_key("embeddings.weight", model.config.family)].dtype
+    kind = hf_export_kind(model.config, allow_remote_code)  # validate before touching the disk
     with atomic_output_dir(out_dir, overwrite) as tmp:
-        hf_config.save_pretrained(str(tmp))
-        save_file(tensors, str(tmp / SAFE_WEIGHTS), metadata={"format": "pt"})
-        ids = (hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id)
-        if any(i is not None for i in ids):
-            GenerationConfig.from_model_config(hf_config).save_pretrained(str(tmp))
-        save_tokenizer(tokenizer, tmp)
+        write_hf(model, tmp, tokenizer, kind)
     return Path(out_dir)
