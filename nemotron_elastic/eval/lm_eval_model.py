@@ -1,0 +1,262 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The lm-evaluation-harness model `nemotron_elastic`: one budget of an elastic checkpoint (or any model).
+
+    nemotron-elastic-lm-eval --model nemotron_elastic \\
+        --model_args path=runs/elastic/model,budget=0.5 --tasks nemotron_heldout_cloze
+
+Model args: `path` (required: elastic checkpoint, native / HF folder or .gguf), `budget` (a trained budget
+of an elastic checkpoint; none: the whole model), `spec` (a SubnetSpec JSON file instead of a budget),
+`interpolate` (allow an untrained budget between two trained ones), `dtype`, `device`, `batch_size`,
+`max_length` (context; default the config's max_position_embeddings), `max_gen_toks` (default 256).
+
+The budget runs inside the loaded parent through `HybridLM.forward(subnet=...)` (the parent's weights
+sliced to the spec, nothing copied), so evaluating three budgets loads the checkpoint once per process.
+Scoring follows lm-eval's HFLM: a continuation is scored on the joint encoding of context + continuation,
+left-truncated to `max_length + 1` tokens; rolling log-likelihoods use `get_rolling_token_windows` with
+the BOS (else EOS) token as the first context. lm-eval 0.4.13 discovers no external models, so the
+class is registered when this module is imported (`lm_eval_main.py` does that before lm-eval's CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm.auto import tqdm
+
+from .budgets import EvalTarget, resolve_targets
+
+MODEL_NAME = "nemotron_elastic"
+IGNORED_ARGS = ("max_batch_size", "trust_remote_code")  # passed by lm-eval's CLI to every model
+
+
+def _usable_device(device: str | None) -> str:
+    """`device`, or "cpu" when it names an accelerator this machine lacks (lm-eval's CLI passes "cuda" by
+    default; its HF model falls back the same way)."""
+    device = device or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            "%s: device %s is not available; running on cpu", MODEL_NAME, device
+        )
+        return "cpu"
+    return device
+
+
+def _target(path: str, config: Any, budget: Any, spec: Any, interpolate: Any) -> EvalTarget:
+    """The sub-model the model args name: the whole model unless a budget or a spec is given."""
+    from ..subnet.spec import SubnetSpec
+
+    if budget is None and spec is None:  # an elastic checkpoint too: its whole parent
+        return EvalTarget("full", SubnetSpec.full(config))
+    budgets = None if budget is None else [float(budget)]
+    return resolve_targets(path, config, budgets, spec, bool(interpolate))[0]
+
+
+@register_model(MODEL_NAME, "nemotron-elastic")
+class NemotronElasticLM(TemplateLM):
+    """lm-eval's LM interface over one sub-model of a HybridLM (see the module docstring for the args)."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        budget: float | None = None,
+        spec: str | None = None,
+        interpolate: bool = False,
+        dtype: str | None = None,
+        device: str | None = "cpu",
+        batch_size: int | str = 8,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(IGNORED_ARGS))
+        if unknown:
+            raise ValueError(
+                f"{MODEL_NAME}: unknown model_args {unknown} (see `nemotron-elastic-lm-eval --help`)"
+            )
+        if path is None:
+            raise ValueError(f"{MODEL_NAME}: model_args needs path=DIR (an elastic checkpoint or any model)")
+        from ..checkpoint import load_model, load_tokenizer
+        from .budgets import peek_config
+
+        config = peek_config(path)  # native / elastic folders: check the budget before reading weights
+        target = None if config is None else _target(path, config, budget, spec, interpolate)
+        model = load_model(path, dtype=dtype, device=_usable_device(device))
+        target = target or _target(path, model.config, budget, spec, interpolate)
+        tokenizer = load_tokenizer(path)
+        if tokenizer is None:
+            raise ValueError(f"{path}: the checkpoint has no tokenizer; lm-eval needs one")
+        self._setup(model, tokenizer, target, str(path), batch_size, max_length, max_gen_toks)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        target: EvalTarget,
+        name: str = "model",
+        batch_size: int = 8,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+    ) -> NemotronElasticLM:
+        """Wrap an already loaded HybridLM (the `eval --tasks` path: one load for every budget)."""
+        self = cls.__new__(cls)
+        TemplateLM.__init__(self)
+        self._setup(model, tokenizer, target, name, batch_size, max_length, max_gen_toks)
+        return self
+
+    def _setup(
+        self,
+        model: Any,
+        tokenizer: Any,
+        target: EvalTarget,
+        name: str,
+        batch_size: Any,
+        max_length: Any,
+        max_gen: Any,
+    ) -> None:
+        from ..subnet.masks import ElasticMasks
+
+        self.model, self.tokenizer, self.target, self.name = model.eval(), tokenizer, target, name
+        self.progress = True  # False silences this class's progress bars (lm-eval's own stay)
+        # The sliced masks are built once: every forward of this budget reuses them.
+        self.masks = None if target.spec.is_full() else ElasticMasks.from_spec(target.spec)
+        self.batch_size = 8 if batch_size == "auto" else int(batch_size)  # no memory probing on CPU
+        self.max_length = int(max_length or model.config.max_position_embeddings)
+        self.max_gen_toks = int(max_gen)
+        if self.batch_size < 1 or self.max_length < 2 or self.max_gen_toks < 1:
+            raise ValueError(f"{MODEL_NAME}: batch_size, max_length and max_gen_toks must be positive")
+        self._device = next(model.parameters()).device
+        ids = [tokenizer.eos_token_id, tokenizer.bos_token_id, model.config.eos_token_id]
+        if all(i is None for i in ids):
+            raise ValueError(f"{name}: the tokenizer has no EOS or BOS token to start a text from")
+        self._eot = int(next(i for i in ids if i is not None))
+        self._prefix = int(tokenizer.bos_token_id) if tokenizer.bos_token_id is not None else self._eot
+
+    # --- tokens --------------------------------------------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self._eot
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self._prefix
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"{self.name}:{self.target.label}"
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        # Special tokens only when asked: the held-out stream and training pack text without them.
+        return list(
+            self.tokenizer(string, add_special_tokens=bool(add_special_tokens), verbose=False)["input_ids"]
+        )
+
+    def tok_decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Stored by lm-eval in its results' `config`."""
+        return {"nemotron_elastic": self.target.describe() | {"params": self.target.spec.param_count()}}
+
+    # --- scoring -------------------------------------------------------------------------------------------
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
+
+    def _logprobs(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, V) log-probabilities in at least float32."""
+        logits = self.model(batch.to(self._device), subnet=self.masks)
+        return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+
+    @torch.no_grad()
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
+        """(key, context ids, continuation ids) -> (log p(continuation | context), continuation is greedy)."""
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        # Longest first: one batch holds similar lengths (less padding) and the first shows the peak memory.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress)
+        for start in range(0, len(order), self.batch_size):
+            group = order[start : start + self.batch_size]
+            rows = []
+            for i in group:
+                _, context, continuation = requests[i]
+                whole = (context + continuation)[-(self.max_length + 1) :]
+                rows.append((whole[:-1], whole[-min(len(continuation), len(whole) - 1) :]))
+            batch = torch.zeros(len(rows), max(len(r[0]) for r in rows), dtype=torch.long)  # right-padded
+            for row, (inputs, _) in enumerate(rows):
+                batch[row, : len(inputs)] = torch.tensor(inputs)
+            logprobs = self._logprobs(batch)  # (B, T, V)
+            for row, (i, (inputs, targets)) in enumerate(zip(group, rows)):
+                # positions predicting the continuation: the last len(targets) of this row's inputs
+                scored = logprobs[row, len(inputs) - len(targets) : len(inputs)]  # (n, V)
+                target = torch.tensor(targets, device=scored.device)
+                logprob = scored.gather(-1, target[:, None]).sum().item()
+                greedy = bool((scored.argmax(-1) == target).all())
+                results[i] = (logprob, greedy)
+                if requests[i][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
+            bar.update(len(group))
+        bar.close()
+        return results
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        """Total log-likelihood of each text, in windows of `max_length` tokens (every token scored once)."""
+        pieces, owner = [], []
+        for index, request in enumerate(requests):
+            windows = get_rolling_token_windows(
+                self.tok_encode(request.args[0]), self.prefix_token_id, self.max_length, context_len=1
+            )
+            for context, continuation in map(make_disjoint_window, windows):
+                pieces.append((None, context, continuation))
+                owner.append(index)
+        totals = [0.0] * len(requests)
+        for index, (logprob, _) in zip(owner, self._loglikelihood_tokens(pieces, disable_tqdm)):
+            totals[index] += logprob
+        for request, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    @torch.no_grad()
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or sampled, with do_sample and a temperature) continuations, cut at the first stop string."""
+        outputs = []
+        for request in tqdm(requests, desc="generate_until", disable=disable_tqdm or not self.progress):
+            context, gen_kwargs = request.args
+            kwargs = dict(gen_kwargs or {})
+            until = kwargs.pop("until", None) or [self.tok_decode([self.eot_token_id])]
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            sample = bool(kwargs.pop("do_sample", False))
+            temperature = float(kwargs.pop("temperature", 0.0)) if sample else 0.0
+            ids = self.tok_encode(context)[-max(1, self.max_length - max_new) :] or [self.prefix_token_id]
+            out = self.model.generate(
+                torch.tensor([ids], device=self._device),
+                max_new,
+                temperature=temperature,
+                top_p=kwargs.pop("top_p", None) if sample else None,
+                top_k=kwargs.pop("top_k", None) if sample else None,
+                eos_token_id=self.eot_token_id,
+                subnet=self.masks,
+            )
+            text = self.tok_decode(out[0, len(ids) :].tolist())
+            for stop in until:
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            outputs.append(text)
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        return outputs
