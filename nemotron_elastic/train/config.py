@@ -113,6 +113,7 @@ class TrainConfig:
     eval_every: int = 50
     save_every: int = 50
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume checks
+    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
@@ -155,6 +156,7 @@ class PretrainConfig:
     eval_every: int = 200
     save_every: int = 200
     deterministic: bool = False
+    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
 
     def __post_init__(self) -> None:
         if not self.stages:

@@ -7,7 +7,9 @@ multi-budget knowledge distillation from the frozen parent, over a curriculum of
     every eval_every steps: each budget's argmax sub-model on held-out tokens (KD, LM loss, perplexity)
     at the end: the elastic checkpoint `<out>/model` (weights, router, per-budget specs and costs)
 
-The loop itself (accumulation, schedules, logging, exact-resume checkpoints) is `trainer.Trainer`.
+The loop itself (accumulation, schedules, logging, exact-resume checkpoints) is `trainer.Trainer`; under
+torchrun the student is replicated or FSDP2-sharded and the frozen teacher sharded the same way
+(`distributed.py`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from ..router.budget_loss import cost_of
 from ..subnet.cost import Sizes
 from .config import TrainConfig
 from .data import prepare_tokens
+from .distributed import setup
 from .elastic_checkpoint import save_elastic
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .menus_from_config import menus_from_config
-from .run_dir import prepare_run_dir
 from .sampling import sample_budget
 from .step import StepContext, elastic_loss, teacher_hidden
 from .trainer import Trainer
@@ -43,21 +45,27 @@ class ElasticTrainer(Trainer):
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
         self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = setup(cfg.dist)
+        self.device = self.dist.device
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         parent_dir = Path(cfg.parent)
-        self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.device).eval().requires_grad_(False)
+        self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.dist.init_device)
+        self.teacher.eval().requires_grad_(False)
         self.tokenizer = load_tokenizer(parent_dir)
         if self.tokenizer is None:
             raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
         self.ranking = parent_dir / "ranking.json"
         menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
         self.menus = {m.axis: m for m in menus}
-        self.resume_from = prepare_run_dir(self.out, cfg, resume, overwrite)
+        self.resume_from = self.prepare_run(resume, overwrite)
         self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
         self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
+        # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
+        self.dist.wrap_trained(self.model)
+        self.dist.replicate(self.router)  # tiny: a whole copy per rank, gradients all-reduced
+        self.frozen = (self.dist.wrap_frozen(self.teacher),)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(
             [
@@ -66,8 +74,9 @@ class ElasticTrainer(Trainer):
             ],
             betas=(o.beta1, o.beta2),
         )
-        self.train_tokens, self.heldout_tokens = prepare_tokens(
-            cfg.data, self.tokenizer, Path(cfg.data.workdir or self.out / "data"), progress
+        workdir = Path(cfg.data.workdir or self.out / "data")
+        self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
+            lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
         )
         self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus)
         self.setup_common()
@@ -96,7 +105,11 @@ class ElasticTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Held-out KD loss, LM loss and perplexity of every budget's argmax sub-model."""
+        """Held-out KD loss, LM loss and perplexity of every budget's argmax sub-model.
+
+        Every rank evaluates the same windows (identical results): FSDP forwards are collectives, so the
+        ranks must run them in lockstep. `head_weight` and the teacher's head are read right after their
+        forwards, while the FSDP roots are still unsharded."""
         self.model.eval()
         seq = self.cfg.stages[0].seq_len
         windows = max(1, self.cfg.data.eval_tokens // seq)
@@ -120,7 +133,8 @@ class ElasticTrainer(Trainer):
         return results
 
     def finish(self) -> dict[str, Any]:
-        """Write the elastic checkpoint `<out>/model` with each budget's spec and costs."""
+        """Write the elastic checkpoint `<out>/model` with each budget's spec and costs (rank 0 writes;
+        every rank returns the same info)."""
         full = self.model.config.num_parameters()
         memory = self.ctx.memory_kwargs()
         full_memory = cost_of(self.model.config, Sizes.full(self.model.config), "memory", memory)
@@ -131,7 +145,12 @@ class ElasticTrainer(Trainer):
                             "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
                             "memory_ratio": float(mem / full_memory)})
         info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
-                "final_eval": self.evaluate()}
-        save_elastic(self.out / "model", self.model, self.tokenizer, self.router, info, self.cfg,
-                     self.ranking if self.ranking.is_file() else None)
+                "final_eval": self._evaluate()}
+        model = self.export_model()
+
+        def write() -> None:
+            save_elastic(self.out / "model", model, self.tokenizer, self.router, info, self.cfg,
+                         self.ranking if self.ranking.is_file() else None)
+
+        self.dist.on_main(write)
         return info

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pretraining a small parent from scratch (`nemotron-elastic pretrain`): next-token cross-entropy with the
 same loop, checkpoints, resume and metrics as elastic training. The result, `<out>/model`, is a native
-checkpoint (with its tokenizer) that `score` and `train` take as the parent.
+checkpoint (with its tokenizer) that `score` and `train` take as the parent. Under torchrun the model is
+replicated or FSDP2-sharded (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from ..model import HybridLM
 from ..presets import get_preset
 from .config import PretrainConfig
 from .data import prepare_tokens
+from .distributed import setup
 from .losses import cross_entropy_chunked
-from .run_dir import prepare_run_dir
 from .trainer import Trainer
 
 
@@ -42,25 +43,29 @@ class PretrainTrainer(Trainer):
 
     def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
         self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = setup(cfg.dist)
+        self.device = self.dist.device
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         model_cfg = resolve_model_config(cfg)  # validates the model section before anything is written
-        self.resume_from = prepare_run_dir(self.out, cfg, resume, overwrite)
+        self.resume_from = self.prepare_run(resume, overwrite)
         if cfg.tokenizer is not None:
             self.tokenizer = load_tokenizer(cfg.tokenizer)
         else:
             docs, source = None, "default"
             if cfg.data.train is not None:
                 docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
-            self.tokenizer = ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
+            self.tokenizer = self.dist.main_first(  # rank 0 trains and saves it, the others load it
+                lambda: ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
+            )
         model_cfg = dataclasses.replace(model_cfg, vocab_size=len(self.tokenizer),
                                         bos_token_id=self.tokenizer.bos_token_id,
                                         eos_token_id=self.tokenizer.eos_token_id,
                                         pad_token_id=self.tokenizer.pad_token_id)
-        self.model = HybridLM(model_cfg).to(self.device)
+        self.model = HybridLM(model_cfg).to(self.dist.init_device)
         self.model.init_weights()
+        self.dist.wrap_trained(self.model)  # before the optimizer: FSDP2 replaces the parameters
         self.aux = torch.nn.Module()
         o = cfg.optim
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
@@ -70,8 +75,9 @@ class PretrainTrainer(Trainer):
              {"params": no_decay, "lr": o.lr, "weight_decay": 0.0}],
             betas=(o.beta1, o.beta2),
         )
-        self.train_tokens, self.heldout_tokens = prepare_tokens(
-            cfg.data, self.tokenizer, Path(cfg.data.workdir or self.out / "data"), progress
+        workdir = Path(cfg.data.workdir or self.out / "data")
+        self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
+            lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
         )
         self.setup_common()
 
@@ -98,6 +104,12 @@ class PretrainTrainer(Trainer):
         return {"ce": total / n, "ppl": math.exp(total / n)}
 
     def finish(self) -> dict[str, Any]:
-        result = self.evaluate()
-        save_native(self.model, self.out / "model", tokenizer=self.tokenizer, overwrite=True)
+        """Write `<out>/model` (rank 0) and return the final held-out metrics (every rank)."""
+        result = self._evaluate()
+        model = self.export_model()
+
+        def write() -> None:
+            save_native(model, self.out / "model", tokenizer=self.tokenizer, overwrite=True)
+
+        self.dist.on_main(write)
         return result

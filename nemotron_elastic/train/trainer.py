@@ -7,6 +7,11 @@ supply the loss, the evaluation and the final output.
         set LR (warmup + cosine, one multiplier for every param group)
         for micro in grad_accum:   loss = self.micro_loss(batch, step, micro); (loss / grad_accum).backward()
         clip, optimizer step, log (tqdm with tokens/s; metrics.jsonl), evaluate, checkpoint
+
+Under torchrun (`distributed.py`) every rank runs this same loop on its slice of each global batch
+(micro_batch x world_size windows); gradients are averaged after the accumulation (ddp) or at every
+micro-step by FSDP, metrics are averaged over ranks, and rank 0 alone writes metrics, checkpoints and the
+final output.
 """
 
 from __future__ import annotations
@@ -19,31 +24,60 @@ from typing import Any
 import torch
 
 from ..data.packed import PackedDataset, PackedTokens
+from ..model import HybridLM
+from .distributed import Distributed, all_reduce_window
 from .metrics import MetricsWriter
+from .run_dir import prepare_run_dir
 from .sampling import lr_multiplier, stage_at
-from .state import load_checkpoint, save_checkpoint
+from .state import checkpoint_tensors, gather_model, load_checkpoint, write_checkpoint
+
+
+class _NoMetrics:
+    """The metrics writer of ranks other than 0: they compute the same numbers but write nothing."""
+
+    def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Trainer(abc.ABC):
-    """Subclasses set, in __init__: cfg (with stages, optim, seed, bf16, log/eval/save_every), out, device,
-    model (trained), aux (a second trained module, e.g. the router, or an empty Module), optimizer,
-    train_tokens, resume_from; and implement micro_loss, evaluate, finish."""
+    """Subclasses set, in __init__: cfg (with stages, optim, seed, bf16, log/eval/save_every, dist), out,
+    dist and device (`distributed.setup`), model (trained; `dist.wrap_trained` before the optimizer is
+    built), aux (a second trained module, e.g. the router, or an empty Module), frozen (FSDP-sharded
+    frozen models, e.g. the teacher), optimizer, train_tokens, resume_from; and implement micro_loss,
+    evaluate, finish."""
 
     cfg: Any
     out: Path
+    dist: Distributed
     device: torch.device
     model: torch.nn.Module
     aux: torch.nn.Module
     optimizer: torch.optim.Optimizer
     train_tokens: PackedTokens
     resume_from: Path | None
+    frozen: tuple[torch.nn.Module, ...] = ()
     progress: bool = True
     name: str = "train"
 
+    def prepare_run(self, resume: bool, overwrite: bool) -> Path | None:
+        """`prepare_run_dir` on rank 0 (it writes the run folder); every rank gets the resume checkpoint."""
+
+        def run() -> str | None:
+            path = prepare_run_dir(self.out, self.cfg, resume, overwrite)
+            return None if path is None else str(path)
+
+        path = self.dist.on_main(run)
+        return None if path is None else Path(path)
+
     def setup_common(self) -> None:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.generator = torch.Generator().manual_seed(self.cfg.seed + 1)
-        self.metrics = MetricsWriter(self.out)
+        # Same seed on every rank: the Gumbel draws (hence the sub-models) agree across ranks. On the
+        # training device: torch.rand refuses a CPU generator for CUDA tensors.
+        self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        self.metrics = MetricsWriter(self.out) if self.dist.is_main else _NoMetrics()
         self.step = 0
         self.data_states: dict[str, Any] = {}
 
@@ -64,9 +98,32 @@ class Trainer(abc.ABC):
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
+    def export_model(self) -> torch.nn.Module | None:
+        """The trained model with full, plain weights on rank 0 (None elsewhere), for the final output.
+        Under FSDP a collective that gathers the shards into a new, unsharded copy."""
+        if not self.dist.fsdp:
+            return self.model if self.dist.is_main else None
+        weights = gather_model(self.model)
+        if not self.dist.is_main:
+            return None
+        with torch.device("meta"):  # no throwaway init: every tensor is assigned below
+            plain = HybridLM(self.model.config)
+        plain.load_state_dict(weights, strict=not self.model.config.tie_word_embeddings, assign=True)
+        plain.tie_weights()
+        return plain
+
+    def _evaluate(self) -> dict[str, Any]:
+        """`evaluate()` on every rank (FSDP forwards are collectives); then free the roots it unsharded."""
+        result = self.evaluate()
+        self.dist.reshard(self.model, *self.frozen)
+        return result
+
     def _dataset(self, stage_index: int) -> PackedDataset:
         stage = self.cfg.stages[stage_index]
-        ds = PackedDataset(self.train_tokens, stage.seq_len, stage.micro_batch, seed=self.cfg.seed + stage_index)
+        # Rank r reads the r-th micro_batch of each global batch of micro_batch * world_size windows.
+        seed = self.cfg.seed + stage_index
+        ds = PackedDataset(self.train_tokens, stage.seq_len, stage.micro_batch, seed=seed, rank=self.dist.rank,
+                           world_size=self.dist.world_size)
         state = self.data_states.get(stage.name)
         if state is not None:
             ds.load_state_dict(state)
@@ -81,11 +138,13 @@ class Trainer(abc.ABC):
         cfg, total = self.cfg, self.total_steps()
         window: dict[str, list[float]] = {}  # metrics since the last log line (part of the resume state)
         if self.resume_from is not None:
-            state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator)
+            state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator,
+                                    sharded=self.dist.fsdp)
             self.step, self.data_states, window = state["step"], state["data"], state.get("window", {})
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=self.step, desc=self.name, disable=not self.progress, unit="step")
+        quiet = not (self.progress and self.dist.is_main)
+        bar = tqdm(total=total, initial=self.step, desc=self.name, disable=quiet, unit="step")
         datasets: dict[str, PackedDataset] = {}
         tokens_seen, t0 = 0, time.perf_counter()
         params = [p for p in list(self.model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
@@ -100,10 +159,12 @@ class Trainer(abc.ABC):
                 batch = next(datasets[stage.name]).to(self.device)
                 loss, key, metrics = self.micro_loss(batch, self.step, micro, stage)
                 (loss / stage.grad_accum).backward()
+                self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
                 for k, v in metrics.items():
                     window.setdefault(f"{key}/{k}" if key else k, []).append(v)
-                tokens_seen += batch[:, :-1].numel()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+                tokens_seen += batch[:, :-1].numel() * self.dist.world_size  # every rank reads as many
+            self.dist.sync_grads(params)
+            grad_norm = self.dist.clip_grad_norm(params, cfg.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -111,19 +172,19 @@ class Trainer(abc.ABC):
             bar.update(1)
             bar.set_postfix(stage=stage.name, tok_s=f"{rate:.0f}")
             if self.step % cfg.log_every == 0 or self.step == total:
+                window = all_reduce_window(window)  # each rank saw its own rows: the mean over ranks
                 row = {k: sum(v) / len(v) for k, v in window.items()}
                 row.update(self.log_extra(self.step), lr=self.optimizer.param_groups[0]["lr"],
                            grad_norm=float(grad_norm), tokens_per_s=rate, stage=stage.name)
                 self.metrics.write(self.step, "train", row)
                 window = {}
             if self.step % cfg.eval_every == 0 or self.step == total:
-                self.metrics.write(self.step, "eval", self.evaluate())
+                self.metrics.write(self.step, "eval", self._evaluate())
             stopping = stop_at is not None and self.step >= stop_at
             if (self.step % cfg.save_every == 0 or stopping) and self.step < total:
-                states = dict(self.data_states)
-                states.update({name: ds.state_dict() for name, ds in datasets.items()})
-                save_checkpoint(self.out, self.step, self.model, self.aux, self.optimizer, self.generator,
-                                {"data": states, "window": window})
+                # Rank 0 writes the window: averaged first, so a resumed run logs the same means.
+                window = all_reduce_window(window)
+                self._checkpoint(datasets, window)
             if stopping and self.step < total:
                 bar.close()
                 self.metrics.close()
@@ -132,6 +193,21 @@ class Trainer(abc.ABC):
         result = self.finish()
         self.metrics.close()
         return result
+
+    def _checkpoint(self, datasets: dict[str, PackedDataset], window: dict[str, list[float]]) -> None:
+        """Save the resume state of the current step (every rank calls it; rank 0 writes)."""
+        states = dict(self.data_states)
+        states.update({name: ds.state_dict() for name, ds in datasets.items()})
+        weights, opt_tensors, groups = checkpoint_tensors(self.model, self.aux, self.optimizer,
+                                                          self.dist.fsdp)
+        extra = {"data": states, "window": window}
+
+        def write() -> str:
+            return str(write_checkpoint(self.out, self.step, weights, self.aux, opt_tensors, groups,
+                                        self.generator, extra))
+
+        # on_main: a failed write stops every rank, and no rank resumes before the folder is there
+        self.dist.on_main(write)
 
     def log_extra(self, step: int) -> dict[str, float]:
         """Extra scalars for the training log (e.g. the router's temperature)."""

@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Multi-process training (DESIGN 3.8): 2 processes on CPU with gloo, launched as torchrun would (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), each with micro_batch 2, give the same losses, evaluations and
+final weights as 1 process with micro_batch 4.
+
+Same global batch by construction: `PackedDataset(rank, world_size)` hands rank r the r-th micro_batch of
+each run of micro_batch * world_size windows, which is exactly the one process' batch of 4 split in two;
+every rank draws the same budget and Gumbel noise at a micro-step, and the mean over ranks of per-rank
+mean losses is the mean over the 4 rows (equal token counts).
+"""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nemotron_elastic.checkpoint import load_model, save_native
+from nemotron_elastic.configio import from_dict
+from nemotron_elastic.data.tokenizer import train_bpe
+from nemotron_elastic.model import HybridLM
+from nemotron_elastic.presets import get_preset
+from nemotron_elastic.train.config import PretrainConfig, TrainConfig
+from nemotron_elastic.train.elastic_checkpoint import load_router
+from nemotron_elastic.train.loop import ElasticTrainer
+from nemotron_elastic.train.metrics import read_metrics
+from nemotron_elastic.train.pretrain import PretrainTrainer
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+TEXT = [
+    "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 6,
+    "To be, or not to be, that is the question: whether tis nobler in the mind to suffer. " * 6,
+    "A journey of a thousand miles begins with a single step, said the old man to the child. " * 6,
+    "Rivers flow to the sea and the sea returns to the clouds, and the clouds to the rain. " * 6,
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp: Path, name: str, jobs: list[dict], nproc: int = 2, timeout: float = 300) -> str:
+    """Run dist_worker.py as `nproc` ranks (the environment `torchrun --nproc_per_node` sets up); returns
+    their output when a rank failed, else ""."""
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(jobs))
+    env = dict(os.environ, WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+               OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(path)], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in range(nproc)
+    ]
+    deadline, logs = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+        logs.append(f"timed out after {timeout} s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if all(p.returncode == 0 for p in procs):
+        return ""
+    return f"ranks exited {[p.returncode for p in procs]}\n" + "\n".join(logs)[-8000:]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    (root / "train.txt").write_text("\n\n".join(TEXT[:3]))
+    (root / "held.txt").write_text(TEXT[3])
+    tok = train_bpe(TEXT, 300)
+    cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
+    torch.manual_seed(0)
+    model = HybridLM(cfg)
+    model.init_weights()
+    save_native(model, root / "parent", tokenizer=tok)
+    return root
+
+
+def elastic_config(root: Path, out: str, micro_batch: int, dist: str = "ddp") -> dict:
+    stage = {"seq_len": 16, "micro_batch": micro_batch, "grad_accum": 2}
+    return {
+        "parent": str(root / "parent"), "out": str(root / out), "budgets": [1.0, 0.5],
+        "menus": {"hidden": [1.0, 0.75, 0.5], "mlp": [1.0, 0.5], "mamba_heads": [1.0, 0.5],
+                  "per_layer": ["mlp"]},
+        "stages": [{"name": "s1", "steps": 3, **stage},
+                   {"name": "s2", "steps": 3, **stage, "seq_len": 24, "budget_weights": [0.7, 0.3]}],
+        "data": {"train": str(root / "train.txt"), "heldout": str(root / "held.txt"), "eval_tokens": 64},
+        "log_every": 2, "eval_every": 3, "save_every": 2, "bf16": False, "dist": dist,
+    }
+
+
+def pretrain_config(root: Path, out: str, micro_batch: int, preset: str = "micro-hybrid") -> dict:
+    return {
+        "preset": preset, "model": {"vocab_size": 300}, "tokenizer": str(root / "parent"),
+        "out": str(root / out), "data": {"train": str(root / "train.txt"), "heldout": str(root / "held.txt"),
+                                         "eval_tokens": 64},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "stages": [{"name": "pretrain", "steps": 4, "seq_len": 16, "micro_batch": micro_batch,
+                    "grad_accum": 2}],
+        "log_every": 1, "eval_every": 2, "save_every": 100, "bf16": False,
+    }
+
+
+def rows(out: Path, split: str) -> list[dict]:
+    return [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == split]
+
+
+def assert_same_run(single: Path, multi: Path, keys: tuple[str, ...], weight_atol: float = 1e-6) -> None:
+    """The logged training and eval metrics and the final weights agree to fp32 rounding.
+
+    Splitting a batch changes the summation order (differences of ~1e-7 at step 1), and Adam turns the
+    rounding noise of near-zero gradients into lr-sized steps, so after a few steps the gradient norm
+    differs by up to ~2e-5; losses stay within 1e-5 (absolute 1e-6: the full budget's KD starts near 0).
+    Weights: `weight_atol` (pretraining's lr 3e-3 is 30x the elastic one, and so is the noise it moves).
+    """
+    a, b = rows(single, "train"), rows(multi, "train")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and a
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key.endswith(keys):
+                rel = 1e-4 if key == "grad_norm" else 1e-5
+                assert rb[key] == pytest.approx(ra[key], rel=rel, abs=1e-6), (ra["step"], key)
+    assert rows(single, "eval") and json.dumps(rows(single, "eval"))  # logged
+    for ea, eb in zip(rows(single, "eval"), rows(multi, "eval")):
+        assert ea["step"] == eb["step"]
+        flat_a, flat_b = json.loads(json.dumps(ea)), json.loads(json.dumps(eb))
+        for k, v in flat_a.items():
+            if isinstance(v, dict):
+                for m in ("kd", "ce"):
+                    assert flat_b[k][m] == pytest.approx(v[m], rel=1e-5), (ea["step"], k, m)
+            elif k == "ce":
+                assert flat_b[k] == pytest.approx(v, rel=1e-5)
+    wa, wb = load_model(single / "model").state_dict(), load_model(multi / "model").state_dict()
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=weight_atol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def runs(root):
+    """Every 2-rank run, in one launch (imports dominate a tiny run); the 1-process references."""
+    (root / "not-a-run").mkdir()
+    (root / "not-a-run" / "notes.txt").write_text("someone else's folder")
+    (root / "errors").mkdir()
+    jobs = {
+        # rank 0 refuses the output folder: every rank must raise instead of waiting for it
+        "refused": {"kind": "elastic", "config": elastic_config(root, "not-a-run", 2),
+                    "report": str(root / "errors")},
+        "ddp": {"kind": "elastic", "config": elastic_config(root, "ddp", 2, "ddp")},
+        # FSDP2 (student and frozen teacher sharded), stopped after step 3 (half-way through a log
+        # window), resumed by a new trainer from the gathered checkpoint
+        "fsdp": {"kind": "elastic", "config": elastic_config(root, "fsdp", 2, "fsdp"), "stop_at": 3},
+        "pre-ddp": {"kind": "pretrain", "config": {**pretrain_config(root, "pre-ddp", 2), "dist": "ddp"}},
+        # tied embeddings (the LM head is the embedding table) under FSDP, with a resume
+        "pre-fsdp": {"kind": "pretrain", "config": {**pretrain_config(root, "pre-fsdp", 2, "micro-llama"),
+                                                    "dist": "fsdp"}, "stop_at": 2},
+    }
+    failure = launch(root, "jobs", list(jobs.values()))
+    ElasticTrainer(from_dict(TrainConfig, elastic_config(root, "single", 4)), progress=False).fit()
+    PretrainTrainer(from_dict(PretrainConfig, pretrain_config(root, "pre-single", 4)), progress=False).fit()
+    llama = pretrain_config(root, "pre-single-llama", 4, "micro-llama")
+    PretrainTrainer(from_dict(PretrainConfig, llama), progress=False).fit()
+    return failure
+
+
+def finished(root: Path, name: str, failure: str, params: str) -> Path:
+    """The output folder of a 2-rank run that finished, training parameters of type `params`."""
+    out = root / name
+    if not (out / "done").is_file():
+        pytest.fail(f"the 2-rank run {name!r} did not finish:\n{failure}")
+    assert (out / "done").read_text() == params
+    return out
+
+
+def test_a_failure_on_rank_0_reaches_every_rank(root, runs):
+    finished(root, "ddp", runs, "Parameter")  # the launch went on after the failed job
+    assert "FileExistsError: " in (root / "errors" / "rank0.txt").read_text()
+    assert "FileExistsError: " in (root / "errors" / "rank1.txt").read_text()
+    assert "(raised on rank 0)" in (root / "errors" / "rank1.txt").read_text()
+
+
+ELASTIC_KEYS = ("/kd", "/loss", "/budget_loss", "/cost_ratio", "grad_norm")
+
+
+def assert_same_router(single: Path, multi: Path) -> None:
+    """The router (replicated in both modes, its gradients all-reduced by hand) ends the same."""
+    ra, rb = load_router(single / "model").state_dict(), load_router(multi / "model").state_dict()
+    for k, v in ra.items():
+        torch.testing.assert_close(rb[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def assert_same_checkpoint(single: Path, multi: Path) -> None:
+    """The last checkpoints hold the same files, keys, optimizer groups and data position, whatever the
+    world size and strategy (FSDP's gathered state is written as a single process writes it)."""
+    a, b = single / "checkpoints" / "step-0000004", multi / "checkpoints" / "step-0000004"
+    sa, sb = json.loads((a / "state.json").read_text()), json.loads((b / "state.json").read_text())
+    assert (sa["step"], sa["param_groups"], sa["data"]) == (sb["step"], sb["param_groups"], sb["data"])
+    for name in ("model", "router", "optimizer", "rng"):
+        ta, tb = load_file(str(a / f"{name}.safetensors")), load_file(str(b / f"{name}.safetensors"))
+        assert ta.keys() == tb.keys(), name
+        for k in ta:
+            torch.testing.assert_close(tb[k], ta[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
+
+
+def test_ddp_elastic_matches_one_process(root, runs):
+    out = finished(root, "ddp", runs, "Parameter")
+    assert_same_run(root / "single", out, ELASTIC_KEYS)
+    assert_same_router(root / "single", out)
+    assert_same_checkpoint(root / "single", out)
+
+
+def test_fsdp_elastic_with_resume_matches_one_process(root, runs):
+    out = finished(root, "fsdp", runs, "DTensor")
+    assert_same_run(root / "single", out, ELASTIC_KEYS)
+    assert_same_router(root / "single", out)
+    assert_same_checkpoint(root / "single", out)
+
+
+def test_ddp_pretrain_matches_one_process(root, runs):
+    out = finished(root, "pre-ddp", runs, "Parameter")
+    assert_same_run(root / "pre-single", out, ("loss", "grad_norm"), weight_atol=1e-5)
+
+
+def test_fsdp_pretrain_tied_with_resume_matches_one_process(root, runs):
+    out = finished(root, "pre-fsdp", runs, "DTensor")
+    assert_same_run(root / "pre-single-llama", out, ("loss", "grad_norm"), weight_atol=1e-5)
+    assert load_model(out / "model").config.tie_word_embeddings
