@@ -26,7 +26,10 @@ def _run(args: argparse.Namespace, config_cls: Any, trainer_cls: Any) -> int:
     cfg = load_yaml(config_cls, args.config, args.overrides)
     trainer = trainer_cls(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     result = trainer.fit()
-    print(json.dumps(result, indent=2, default=str))
+    from ..train.distributed import is_main
+
+    if is_main():  # under torchrun only rank 0 reports
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 
