@@ -27,7 +27,7 @@ from nemotron_elastic.cli import build_parser, main
 from nemotron_elastic.data import heldout_text
 from nemotron_elastic.eval.perplexity import perplexity
 
-COMMANDS = ("import", "export", "generate", "perplexity", "pretrain", "train", "eval", "demo")
+COMMANDS = ("import", "export", "generate", "perplexity", "pretrain", "train", "eval", "serve", "demo")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -340,15 +340,15 @@ def test_smollm2_import_perplexity_generate(smollm2_native, capsys):
 
 @pytest.mark.slow
 def test_smollm2_demo_reuses_the_parent_and_writes_demo_json(smollm2_native, tmp_path, capsys):
-    (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "parent").symlink_to(smollm2_native, target_is_directory=True)
-    code, out, err = cli(capsys, "demo", "--out", tmp_path / "demo", "--max-tokens", 300, "--new-tokens", 6)
+    (tmp_path / "demo" / "smollm2").mkdir(parents=True)
+    (tmp_path / "demo" / "smollm2" / "parent").symlink_to(smollm2_native, target_is_directory=True)
+    code, out, err = cli(capsys, "demo", "--smollm2", "--out", tmp_path / "demo", "--max-tokens", 300, "--new-tokens", 6)
     assert code == 0, err
-    report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    report = json.loads((tmp_path / "demo" / "smollm2" / "demo.json").read_text())
     assert report["parent"]["reused"] and report["parent"]["num_parameters"] == 134_515_008
     assert report["perplexity"]["num_tokens"] == 300 and 5.0 < report["perplexity"]["value"] < 100.0
     assert report["sample"]["greedy_completion"] in out and "held-out perplexity" in out
-    assert _siblings(tmp_path / "demo") == {"parent", "demo.json"}, "no temporary file left behind"
+    assert _siblings(tmp_path / "demo" / "smollm2") == {"parent", "demo.json"}, "no temporary file left behind"
 
 
 @pytest.mark.slow

@@ -21,12 +21,17 @@ DEMO_BF16 = True
 
 
 
-EPILOGS = {"demo": """examples:
-  nemotron-elastic demo
-  nemotron-elastic demo --out runs/demo --max-tokens 1024"""}
+EPILOGS = {"demo": """The pipeline: pretrain a tiny hybrid parent on the packaged corpus, score importance, train budgets
+1.0 / 0.75 / 0.5 elastically (two curriculum stages), export each budget as an HF checkpoint, evaluate them
+beside the same specs sliced before training, and write DIR/report.md. Finished steps are reused.
+
+examples:
+  nemotron-elastic demo                      # about 25-30 minutes on 2 CPU cores
+  nemotron-elastic demo --quick --out runs/q # the same pipeline on a micro model, about a minute
+  nemotron-elastic demo --smollm2            # import the packaged SmolLM2-135M: perplexity and a sample"""}
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _smollm2_demo(args: argparse.Namespace) -> int:
     """Import the packaged SmolLM2-135M (once), measure its held-out perplexity, generate a sample.
 
     Until the elastic pipeline lands this is the parent-only part of it; the folder layout (DIR/parent,
@@ -39,7 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..eval.perplexity import perplexity
     from ..export.gguf import packaged_smollm2_gguf
 
-    out = Path(args.out)
+    out = Path(args.out) / "smollm2"
     parent = out / "parent"
     start = time.perf_counter()
     reused = (parent / CONFIG_NAME).is_file()
@@ -100,20 +105,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline on the embedded default (or, with --smollm2, the packaged SmolLM2-135M check)."""
+    if args.smollm2:
+        return _smollm2_demo(args)
+    from ..demo import run_demo
+
+    report = run_demo(args.out, quick=args.quick, progress=True)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    for row in report["rows"]:
+        print(f"  {row['kind']:<24} budget {row['budget']:<5g} params {row['params']:>10,}  ppl {row['perplexity']:.2f}")
+    return 0
+
+
 def register(add: Any) -> None:
-    p = add(
-        "demo", cmd_demo, "Import the packaged SmolLM2-135M, report its held-out perplexity and a sample."
-    )
+    p = add("demo", cmd_demo, "The whole Nemotron Elastic pipeline on the embedded default, with a report.")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a micro model and a few steps (smoke test)")
+    p.add_argument("--smollm2", action="store_true", help="instead: import SmolLM2-135M, perplexity + sample")
     p.add_argument(
         "--max-tokens",
         type=positive_int,
         metavar="N",
-        help="score only the first N held-out tokens (default: all, 2,653 with the SmolLM2 tokenizer)",
+        help="--smollm2: score only the first N held-out tokens (default: all)",
     )
     add_window_args(p)
     p.add_argument(
-        "--new-tokens", type=positive_int, default=32, metavar="N", help="sample length (default 32)"
+        "--new-tokens", type=positive_int, default=32, metavar="N", help="--smollm2: sample length (default 32)"
     )
     p.add_argument(
         "--bf16",

@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`python -m nemotron_elastic.serve --model DIR`: the server without the main CLI."""
+
+import sys
+
+from .command import main
+
+sys.exit(main())

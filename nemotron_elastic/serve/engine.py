@@ -1,0 +1,297 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ManyInOneEngine: every budget of an elastic checkpoint served from one copy of the weights.
+
+The engine loads the checkpoint once and keeps the table `name -> ServedModel` of `model_table.py`
+(`NAME` the full parent, `NAME-0.5` etc. the trained budgets, `NAME-0.6` a budget the router
+interpolates). A request names one of them; its tokens run through the parent's *sliced* forward
+(`HybridLM.forward(subnet=...)`), i.e. on slices of the shared weight tensors, with a decoding cache of
+the sub-model's own size. No weight is stored per budget, so serving three budgets costs the memory of
+the parent plus the caches and the sliced forward's per-step temporaries (benchmarks/serve_memory.py
+measures it). A plain (non-elastic) model folder serves as one model.
+
+Generation is one request per call (batch 1), prefill then one token per step, stopping at EOS, a stop
+token id, a stop string or `max_new_tokens`; `stream` yields text deltas as they are produced and
+`generate` collects them. The engine is thread-safe: the model's forward keeps no state on the modules,
+and each request owns its cache and random generator.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_model, load_tokenizer
+from ..model.cache import InferenceCache
+from ..model.generate import sample_next
+from ..subnet.spec import SubnetSpec
+from .detokenize import IncrementalDetokenizer, StopMatcher
+from .memory import (
+    cache_bytes,
+    cache_profile,
+    predicted_cache_bytes,
+    predicted_memory,
+    process_rss_bytes,
+    weight_bytes,
+)
+from .model_table import ModelTable, ServedModel
+from .prompts import chat_prompt_text
+
+
+class ContextLengthError(ValueError):
+    """Prompt plus requested tokens exceed the context limit."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to continue a prompt. temperature 0 is greedy; `stop` strings are cut from the text."""
+
+    max_new_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass
+class GenerationStats:
+    """What one request used: tokens, measured and predicted cache bytes, wall time."""
+
+    model: str
+    budget: float
+    prompt_tokens: int
+    completion_tokens: int = 0
+    cache_bytes: int = 0
+    predicted_cache_bytes: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+
+
+@dataclass
+class StreamEvent:
+    """One step of a stream: new text (may be empty) and token ids; the last event has a finish_reason
+    ("stop", "length" or "cancelled") and the stats."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    stats: GenerationStats | None = None
+
+
+@dataclass
+class Completion:
+    """A finished request: the whole text, every token id (a final EOS / stop id included)."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stats: GenerationStats
+
+
+class ManyInOneEngine:
+    """One loaded checkpoint, every budget of it servable per request.
+
+    Args:
+        path: an elastic checkpoint folder (train output), or any model path `load_model` reads.
+        dtype: parameter dtype (None: as stored).
+        name: the served name prefix (default: from the folder name).
+        device: where the weights live.
+        max_context: prompt + completion limit (default: the config's max_position_embeddings).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        name: str | None = None,
+        device: str = "cpu",
+        max_context: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.model = load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval()
+        self.tokenizer = load_tokenizer(self.path)
+        if self.tokenizer is None:
+            raise ValueError(f"{self.path}: the checkpoint has no tokenizer; serving needs one")
+        self.config = self.model.config
+        self.device = torch.device(device)
+        self.dtype = next(self.model.parameters()).dtype
+        self.max_context = max_context or self.config.max_position_embeddings
+        self.table = ModelTable(self.path, self.config, name)
+        self.name, self.models = self.table.name, self.table.models
+        self._lock = threading.Lock()
+        self._active: dict[int, InferenceCache] = {}
+        # One lock around every tokenizer call: transformers' fast tokenizers reconfigure state on the shared
+        # Rust object per call, which can fail with "Already borrowed" under concurrent threads
+        # (huggingface/tokenizers#537, transformers#47085). Calls are short next to a decoding step.
+        self._tokenizer_lock = threading.Lock()
+        ids = (self.tokenizer.eos_token_id, self.config.eos_token_id)
+        self.eos_token_ids = frozenset(int(i) for i in ids if i is not None)
+
+    def resolve(self, model: str | float | SubnetSpec | ServedModel | None = None) -> ServedModel:
+        """The served model for a name, a budget or a spec (see `ModelTable.resolve`); None: the parent.
+
+        Raises:
+            UnknownModelError: the model is not served.
+        """
+        return self.table.resolve(model)
+
+    # --- prompts -----------------------------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Text -> token ids; an empty prompt starts from BOS when the tokenizer has one."""
+        with self._tokenizer_lock:
+            ids = list(
+                self.tokenizer(text, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]
+            )
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [int(self.tokenizer.bos_token_id)]
+        return ids
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], tuple[str, ...]]:
+        """Chat messages -> (prompt ids, extra stop strings), via the tokenizer's chat template if any."""
+        with self._tokenizer_lock:
+            text, stops, templated = chat_prompt_text(self.tokenizer, messages)
+        return self.encode(text, add_special_tokens=not templated), stops
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Token ids -> text (thread-safe)."""
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def check_lengths(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Raises ContextLengthError when the request cannot fit the context limit (vLLM's wording)."""
+        if prompt_tokens + max_new_tokens > self.max_context:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.max_context} tokens. However, you requested "
+                f"{prompt_tokens + max_new_tokens} tokens ({prompt_tokens} in the prompt, {max_new_tokens} "
+                "for the completion). Please reduce the prompt or the completion length."
+            )
+
+    # --- generation --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _token_loop(
+        self,
+        prompt_ids: Sequence[int],
+        served: ServedModel,
+        params: SamplingParams,
+        cache: InferenceCache,
+        cancel: threading.Event | None,
+    ) -> Iterator[int]:
+        """Token ids, one per step. The forward for step k runs only when the consumer asks for token k, so
+        a consumer that stops (EOS, stop string, cancel) costs no extra forward."""
+        generator = None
+        if params.temperature > 0:
+            seed = params.seed if params.seed is not None else secrets.randbits(63)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        x = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)  # (1, T) prefill
+        for _ in range(params.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                return
+            logits = self.model(x, cache=cache, last_only=True, subnet=served.masks)[:, -1]  # (1, V)
+            token = sample_next(logits, params.temperature, params.top_k, params.top_p, generator)  # (1,)
+            yield int(token[0])
+            x = token[:, None]  # (1, 1): the next step feeds only the new token
+
+    def stream(
+        self,
+        prompt_ids: Sequence[int],
+        model: str | float | SubnetSpec | ServedModel | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Generate, yielding a StreamEvent per token; the last one has finish_reason and stats.
+
+        Args:
+            prompt_ids: the prompt's token ids (non-empty).
+            model: a served name, a budget or a SubnetSpec (see `resolve`); None is the parent.
+            params: sampling parameters.
+            cancel: set it (from any thread) to stop after the current step (finish_reason "cancelled").
+        """
+        params = params or SamplingParams()
+        served = self.resolve(model)
+        if not prompt_ids:
+            raise ValueError("prompt: empty (and the tokenizer has no BOS token to start from)")
+        self.check_lengths(len(prompt_ids), params.max_new_tokens)
+        stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+        detok, matcher = IncrementalDetokenizer(self.decode), StopMatcher(params.stop)
+        stats = GenerationStats(served.name, served.budget, len(prompt_ids))
+        cache, start, finish, tail_ids = self.model.new_cache(), time.perf_counter(), "length", []
+        with self._lock:
+            self._active[id(cache)] = cache
+        try:
+            for token in self._token_loop(prompt_ids, served, params, cache, cancel):
+                stats.completion_tokens += 1
+                if stats.first_token_seconds is None:
+                    stats.first_token_seconds = time.perf_counter() - start
+                if token in stops:  # EOS / stop id: counted, but not part of the text
+                    finish, tail_ids = "stop", [token]
+                    break
+                text, stopped = matcher.feed(detok.push(token))
+                if stopped:
+                    finish = "stop"
+                    yield StreamEvent(text, [token])
+                    break
+                yield StreamEvent(text, [token])
+            else:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+            tail = "" if matcher.stopped else matcher.feed(detok.flush())[0] + matcher.flush()
+            stats.seconds = time.perf_counter() - start
+            stats.cache_bytes = cache_bytes(cache)
+            stats.predicted_cache_bytes = predicted_cache_bytes(served.spec, cache.seen, self.dtype)
+            yield StreamEvent(tail, tail_ids, finish, stats)
+        finally:
+            with self._lock:
+                self._active.pop(id(cache), None)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        model: str | float | SubnetSpec | ServedModel | None = None,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        **overrides: Any,
+    ) -> Completion:
+        """`stream` collected: the whole completion. Keyword overrides set SamplingParams fields
+        (`engine.generate(ids, "m-0.5", max_new_tokens=32, temperature=0.7, seed=1)`)."""
+        params = SamplingParams(**{**(params.__dict__ if params else {}), **overrides})
+        pieces, ids = [], []
+        for event in self.stream(prompt_ids, model, params, cancel):
+            pieces.append(event.text)
+            ids.extend(event.token_ids)
+            last = event
+        return Completion("".join(pieces), ids, last.finish_reason or "length", last.stats)
+
+    # --- memory ------------------------------------------------------------------------------------------
+    def memory_report(self) -> dict[str, Any]:
+        """Weights (held once), what separate sliced copies of the listed budgets would take, live caches,
+        the process RSS, and each model's predicted cache cost (fixed state + KV bytes per token)."""
+        with self._lock:
+            caches = list(self._active.values())
+        per_model, distinct = {}, {}
+        for name, served in self.models.items():
+            sliced = predicted_memory(served.spec, 0, self.dtype)["weights"]
+            per_model[name] = {
+                "budget": served.budget,
+                "params": served.spec.param_count(),
+                "sliced_weight_bytes": sliced,
+                **cache_profile(served.spec, self.dtype),
+            }
+            distinct[served.spec] = sliced  # NAME and NAME-1.0 are usually one spec: one separate copy
+        return {
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "weight_bytes": weight_bytes(self.model),
+            "separate_weight_bytes": sum(distinct.values()),
+            "active_requests": len(caches),
+            "active_cache_bytes": sum(cache_bytes(c) for c in caches),
+            "rss_bytes": process_rss_bytes(),
+            "models": per_model,
+        }
