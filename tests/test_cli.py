@@ -27,7 +27,7 @@ from nemotron_elastic.cli import build_parser, main
 from nemotron_elastic.data import heldout_text
 from nemotron_elastic.eval.perplexity import perplexity
 
-COMMANDS = ("import", "export", "generate", "perplexity", "pretrain", "train", "eval", "serve", "demo")
+COMMANDS = ("import", "export", "generate", "perplexity", "score", "pretrain", "train", "eval", "serve", "demo")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Pipeline commands: pretrain (a small parent from scratch) and train (elastic: router + multi-budget KD)."""
+"""Pipeline commands: score (importance + reordering), pretrain (a small parent from scratch) and train
+(elastic: router + multi-budget KD)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ import json
 from typing import Any
 
 EPILOGS = {
+    "score": """Writes OUT: the parent with its weights sorted by importance (every sub-model is then a prefix on
+every axis; the function is unchanged) and OUT/ranking.json (per axis the order and scores; depth: the drop
+order and the per-step normalized-MSE scores).
+
+examples:
+  nemotron-elastic score --model runs/parent/model --data corpus.jsonl --out runs/parent-scored
+  nemotron-elastic score --model runs/smollm2 --data texts/ --samples 32 --seq-len 256 --bf16 --out runs/s""",
     "pretrain": """examples:
   nemotron-elastic pretrain --config configs/pretrain-tiny.yaml
   nemotron-elastic pretrain --config configs/pretrain-tiny.yaml out=runs/p2 'stages=[{steps: 200}]'
@@ -49,6 +57,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _run(args, TrainConfig, ElasticTrainer)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Importance scores on calibration data, then the function-preserving reordering."""
+    from ..importance.pipeline import score_model
+
+    out = score_model(
+        args.model, args.data, args.out, samples=args.samples, seq_len=args.seq_len,
+        depth_samples=args.depth_samples, max_depth_drops=args.max_depth_drops, seed=args.seed,
+        mlp_point=args.mlp_point, bf16=args.bf16, progress=not args.quiet, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"scored {args.model} -> {out} (reordered parent + ranking.json)")
+    return 0
+
+
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML run config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
@@ -59,5 +80,19 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(add: Any) -> None:
+    p = add("score", cmd_score, "Importance of every width axis and of depth; reorder the parent by it.")
+    p.add_argument("--model", required=True, metavar="DIR", help="the parent (native, HF folder or .gguf)")
+    p.add_argument("--data", required=True, metavar="PATH", help="calibration text: .txt / .jsonl / .parquet or a folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to create")
+    p.add_argument("--samples", type=int, default=64, metavar="N", help="calibration windows (default 64)")
+    p.add_argument("--seq-len", type=int, default=512, metavar="L", help="tokens per window (default 512)")
+    p.add_argument("--depth-samples", type=int, default=8, metavar="N", help="windows for depth scoring (default 8)")
+    p.add_argument("--max-depth-drops", type=int, metavar="K", help="greedy depth steps (default: all layers)")
+    p.add_argument("--mlp-point", choices=("pre", "post"), default="pre",
+                   help="MLP neuron score on the activation's input (paper, default) or output")
+    p.add_argument("--seed", type=int, default=0, help="calibration draw seed")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the scoring forwards")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _run_arguments(add("pretrain", cmd_pretrain, "Pretrain a small hybrid parent from scratch (plain LM loss)."))
     _run_arguments(add("train", cmd_train, "Elastic training: router + multi-budget KD from the frozen parent."))

@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The embedded default, end to end (`nemotron-elastic demo`, what `make demo` runs).
+
+    1. pretrain   a small hybrid parent (tiny-hybrid, M-M*M-M-) on the packaged default corpus
+    2. score      width + depth importance; the parent reordered so every sub-model is a prefix
+    3. train      router + multi-budget KD for budgets 1.0 / 0.75 / 0.5, stage 1 then stage 2
+    4. export     each budget as a standard HF checkpoint
+    5. evaluate   held-out perplexity, parameters and tokens/s per budget, next to the same specs sliced
+                  from the parent before elastic training
+    6. report     <out>/report.md with a table and plots (loss per budget, perplexity vs parameters)
+
+Every step writes its own folder and is skipped when that folder is complete, so a second run reuses
+finished work. `--quick` runs the same pipeline on a micro model in about a minute (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARKER = "demo-run.json"  # marks a folder as a demo run (so an unrelated folder is never reused)
+
+
+@dataclass
+class DemoPlan:
+    """Sizes of one demo run."""
+
+    preset: str
+    vocab: int
+    pretrain_steps: int
+    pretrain_seq: int
+    pretrain_batch: int
+    train_docs: int | None  # None: the whole default corpus
+    score_samples: int
+    score_seq: int
+    stage1_steps: int
+    stage2_steps: int
+    seq_len: int
+    eval_tokens: int
+
+
+FULL = DemoPlan("tiny-hybrid", 4096, 600, 256, 8, None, 32, 256, 150, 60, 256, 16384)
+QUICK = DemoPlan("micro-hybrid", 512, 40, 64, 8, 120, 8, 64, 8, 4, 64, 2048)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"{out}: folder exists and is not a previous demo run (choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(json.dumps({"kind": "nemotron-elastic demo"}) + "\n")
+
+
+def _data_files(out: Path, plan: DemoPlan) -> tuple[str | None, str | None]:
+    """(train, heldout) paths for the run configs; None means the default corpus itself."""
+    if plan.train_docs is None:
+        return None, None
+    from .data.corpus import default_corpus
+
+    folder = out / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    train, held = folder / "train.jsonl", folder / "heldout.jsonl"
+    if not held.is_file():
+        for path, docs in ((train, default_corpus("train")[-plan.train_docs:]), (held, default_corpus("heldout")[-40:])):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+            tmp.replace(path)
+    return str(train), str(held)
+
+
+def _step(name: str, done: bool, timings: dict[str, Any], fn) -> None:
+    start = time.perf_counter()
+    if done:
+        timings[name] = "reused"
+        print(f"[demo] {name}: reusing the finished step")
+        return
+    print(f"[demo] {name} ...")
+    fn()
+    timings[name] = round(time.perf_counter() - start, 1)
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the report's numbers and writes <out>/report.md."""
+    from .configio import from_dict
+    from .importance.pipeline import score_model
+    from .train.config import PretrainConfig, TrainConfig
+    from .train.loop import ElasticTrainer
+    from .train.pretrain import PretrainTrainer
+
+    out, plan = Path(out), (QUICK if quick else FULL)
+    _check_out(out)
+    train_file, held_file = _data_files(out, plan)
+    data = {"train": train_file, "heldout": held_file, "eval_tokens": plan.eval_tokens, "workdir": str(out / "data" / "tokens")}
+    timings: dict[str, Any] = {}
+    parent, scored, elastic = out / "parent" / "model", out / "scored", out / "elastic" / "model"
+
+    def pretrain() -> None:
+        cfg = from_dict(PretrainConfig, {
+            "preset": plan.preset, "model": {"vocab_size": plan.vocab}, "out": str(out / "parent"), "data": data,
+            "optim": {"lr": 3e-3, "warmup_steps": min(50, plan.pretrain_steps // 5), "weight_decay": 0.1},
+            "stages": [{"name": "pretrain", "steps": plan.pretrain_steps, "seq_len": plan.pretrain_seq,
+                        "micro_batch": plan.pretrain_batch, "grad_accum": 1}],
+            "log_every": max(1, plan.pretrain_steps // 30), "eval_every": plan.pretrain_steps,
+            "save_every": max(1, plan.pretrain_steps // 3),
+        })
+        PretrainTrainer(cfg, resume=(out / "parent" / "train_config.yaml").is_file(), progress=progress).fit()
+
+    def score() -> None:
+        calib = train_file or _calibration_file(out)
+        score_model(parent, calib, scored, samples=plan.score_samples, seq_len=plan.score_seq,
+                    depth_samples=4, depth_seq_len=plan.score_seq // 2, max_depth_drops=3, progress=progress,
+                    overwrite=True)
+
+    def train() -> None:
+        cfg = from_dict(TrainConfig, {
+            "parent": str(scored), "out": str(out / "elastic"), "budgets": [1.0, 0.75, 0.5],
+            "menus": {"hidden": [1.0, 0.875, 0.75, 0.625, 0.5], "mlp": [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25],
+                      "mamba_heads": [1.0, 0.75, 0.5], "depth": [0, 1, 2], "per_layer": ["mlp"]},
+            "optim": {"lr": 5e-4, "warmup_steps": max(1, plan.stage1_steps // 10)},
+            "stages": [
+                {"name": "stage1", "steps": plan.stage1_steps, "seq_len": plan.seq_len, "micro_batch": 4, "grad_accum": 3},
+                {"name": "stage2", "steps": plan.stage2_steps, "seq_len": 2 * plan.seq_len, "micro_batch": 2,
+                 "grad_accum": 3, "budget_weights": [0.5, 0.3, 0.2]},
+            ],
+            "data": data, "log_every": max(1, plan.stage1_steps // 15),
+            "eval_every": max(1, (plan.stage1_steps + plan.stage2_steps) // 4),
+            "save_every": max(1, (plan.stage1_steps + plan.stage2_steps) // 4),
+        })
+        ElasticTrainer(cfg, resume=(out / "elastic" / "train_config.yaml").is_file(), progress=progress).fit()
+
+    _step("pretrain", (parent / "config.yaml").is_file(), timings, pretrain)
+    _step("score", (scored / "ranking.json").is_file(), timings, score)
+    _step("train", (elastic / "budgets.json").is_file(), timings, train)
+    from .demo_report import evaluate_and_report
+
+    return evaluate_and_report(out, plan, parent, scored, elastic, held_file, timings, progress)
+
+
+def _calibration_file(out: Path) -> str:
+    """A jsonl of default-corpus training documents for importance scoring."""
+    from .data.corpus import default_corpus
+
+    path = out / "data" / "calibration.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        docs = default_corpus("train")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[::20]))
+        tmp.replace(path)
+    return str(path)
