@@ -27,6 +27,13 @@ def test_quick_demo_writes_the_report(demo_dir):
         assert (demo_dir / name).stat().st_size > 0
     for b in ("1", "0.75", "0.5"):
         assert (demo_dir / "exports" / f"budget-{b}" / "config.json").is_file()
+    # the elastic sub-models beat the same specs cut from the parent before elastic training
+    ppl = {(r["kind"], r["budget"]): r["perplexity"] for r in report["rows"]}
+    for b in (0.75, 0.5):
+        assert ppl[("elastic", b)] < ppl[("sliced before training", b)], (b, ppl)
+    budgets = json.loads((demo_dir / "elastic" / "model" / "budgets.json").read_text())
+    # and the smallest budget's held-out KD loss to the parent went down (a near-full spec starts near 0)
+    assert budgets["final_eval"]["0.5"]["kd"] < budgets["before_training_eval"]["0.5"]["kd"], budgets
     text = (demo_dir / "report.md").read_text()
     assert "| 0.5 |" in text and "sliced-before ppl" in text
 

@@ -104,12 +104,16 @@ class ElasticTrainer(Trainer):
             return {b: to_spec(self.model.config, self.menus, self.router.logits(b)) for b in self.cfg.budgets}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, dict[str, float]]:
+    def evaluate(self, before: bool = False) -> dict[str, dict[str, float]]:
         """Held-out KD loss, LM loss and perplexity of every budget's argmax sub-model.
+
+        before: evaluate the same specs cut from the frozen parent (the model before elastic training)
+        instead of the student, the baseline every budget should beat.
 
         Every rank evaluates the same windows (identical results): FSDP forwards are collectives, so the
         ranks must run them in lockstep. `head_weight` and the teacher's head are read right after their
         forwards, while the FSDP roots are still unsharded."""
+        model = self.teacher if before else self.model
         self.model.eval()
         seq = self.cfg.stages[0].seq_len
         windows = max(1, self.cfg.data.eval_tokens // seq)
@@ -121,8 +125,8 @@ class ElasticTrainer(Trainer):
                 inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
                 with self.autocast():
                     t_h = teacher_hidden(self.teacher, inputs)
-                    s_h = self.model(inputs, subnet=spec, return_hidden=True)
-                head = self.model.head_weight(spec)
+                    s_h = model(inputs, subnet=spec, return_hidden=True)
+                head = model.head_weight(spec)
                 count = targets.numel()
                 kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), self.teacher.lm_head.weight)) * count
                 ce_sum += float(cross_entropy_chunked(s_h.float(), head, targets)) * count
@@ -145,7 +149,7 @@ class ElasticTrainer(Trainer):
                             "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
                             "memory_ratio": float(mem / full_memory)})
         info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
-                "final_eval": self._evaluate()}
+                "final_eval": self._evaluate(), "before_training_eval": self._evaluate(before=True)}
         model = self.export_model()
 
         def write() -> None:

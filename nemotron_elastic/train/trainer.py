@@ -112,9 +112,9 @@ class Trainer(abc.ABC):
         plain.tie_weights()
         return plain
 
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self, **kwargs: Any) -> dict[str, Any]:
         """`evaluate()` on every rank (FSDP forwards are collectives); then free the roots it unsharded."""
-        result = self.evaluate()
+        result = self.evaluate(**kwargs)
         self.dist.reshard(self.model, *self.frozen)
         return result
 
