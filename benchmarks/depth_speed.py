@@ -6,7 +6,7 @@ Both searches run on the same model, calibration batch and number of greedy step
 benchmarks/results/depth_speed.json under the model's label (entries for other models are kept).
 
     python benchmarks/depth_speed.py                                   # tiny-hybrid preset, full search
-    python benchmarks/depth_speed.py --model runs/smollm2 --label smollm2-135m --max-drops 3 --bf16 --repeats 1
+    python benchmarks/depth_speed.py --model runs/smollm2 --label smollm2-135m --max-drops 1 --bf16
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--max-drops", type=int, help="greedy steps (default: num_layers - 1)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each form first")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
     args = ap.parse_args()
 
@@ -70,7 +71,7 @@ def main() -> None:
         with autocast:
             found["naive"] = iterative_depth_naive(model, ids, drops, batch_size=args.samples)[0]
 
-    seconds = time_interleaved({"fast": fast, "naive": naive}, repeats=args.repeats, warmup=0)
+    seconds = time_interleaved({"fast": fast, "naive": naive}, repeats=args.repeats, warmup=args.warmup)
     result = {
         "model": label,
         "pattern": cfg.pattern,
@@ -82,6 +83,7 @@ def main() -> None:
         "greedy_steps": drops,
         "bf16": args.bf16,
         "repeats": args.repeats,
+        "warmup": args.warmup,
         "seconds_fast": round(seconds["fast"], 3),
         "seconds_naive": round(seconds["naive"], 3),
         "speedup_naive_over_fast": round(seconds["naive"] / seconds["fast"], 2),

@@ -342,7 +342,8 @@ def write_doc() -> Path:
         ),
         (
             "- The random baseline is one random group-preserving order (seed 0) per axis; every number is one "
-            "zero-shot run without retraining, so small differences are within noise."
+            "zero-shot run without retraining, so small differences are within noise. Run times are wall-clock "
+            "on the machine of the run (its `machine` entry in the JSON), which may be shared with other jobs."
         ),
         "",
     ]

@@ -23,7 +23,9 @@ Two exact savings make the iterative search cheaper than re-running the model pe
    instead of V*D (V = 49152 >> D = 576 for SmolLM2) and the full logits are never materialised.
    The error is computed in float32 (float64 for float64 models), outside autocast.
 
-Measured saving: `benchmarks/depth_speed.py` (results in benchmarks/results/depth_speed.json, docs/importance.md).
+Measured saving (`benchmarks/depth_speed.py`, same model and batch, one run; docs/importance.md): naive / fast
+= 3.2x on the tiny-hybrid preset (8 blocks, the whole greedy search, fp32) and 2.8x on SmolLM2-135M (60 blocks,
+one greedy step, bf16 autocast), with identical drop orders.
 Memory: the cache and the best candidate's run hold up to 2 * (L + 1) * N * T * D hidden-state values.
 """
 
