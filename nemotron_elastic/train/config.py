@@ -47,6 +47,10 @@ class RouterConfig:
     dead_zone: float = 0.05
     full_pull: float = 10.0
     loss_weight: float = 1.0  # lambda
+    # The budget loss reads softmax(logits) without Gumbel noise, temperature or logit scale
+    # ("unsharpened"), so its gradient never vanishes once the sampled decisions are sharp; "sampled" uses
+    # the sharpened Gumbel probabilities (NVIDIA's code), which can lock a budget at a wrong size.
+    budget_probs: Literal["unsharpened", "sampled"] = "unsharpened"
 
 
 @dataclass(kw_only=True)

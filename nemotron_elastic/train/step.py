@@ -78,7 +78,10 @@ def elastic_loss(
         metrics["ce"] = float(ce.detach())
     if ctx.menus:
         memory = ctx.memory_kwargs() if cfg.router.budget_kind == "memory" else None
-        bl, ratio = budget_loss(ctx.student.config, ctx.menus, probs, budget, cfg.router.budget_kind, memory,
+        cost_probs = probs
+        if cfg.router.budget_probs == "unsharpened":
+            cost_probs = ctx.router.probs(budget, tau=1.0, scale=1.0, gumbel=False)
+        bl, ratio = budget_loss(ctx.student.config, ctx.menus, cost_probs, budget, cfg.router.budget_kind, memory,
                                 cfg.router.dead_zone, cfg.router.full_pull)
         loss = loss + cfg.router.loss_weight * bl
         metrics["budget_loss"] = float(bl.detach())
