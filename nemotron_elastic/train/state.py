@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Resumable training state, written atomically and read without unpickling.
 
-A checkpoint is a folder `checkpoints/step-XXXXXXX/`:
+A checkpoint is a folder `checkpoints/step-<7-digit step>/`, e.g. `checkpoints/step-0000050/`:
 
     model.safetensors      the student's weights (native names)
     router.safetensors     the router's weights
