@@ -24,6 +24,7 @@ order, so every token but the first is a target exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -150,13 +151,11 @@ def pack_documents(
         source = fingerprint_documents(documents)
     tok_hash, vocab_size = tokenizer_hash(tokenizer), len(tokenizer)
     if _sidecar(path).is_file():
-        try:
+        with contextlib.suppress(ValueError):  # a corrupt or stale file is rebuilt below
             existing = PackedTokens(path)
             meta = existing.meta
             if (meta.tokenizer_hash, meta.source, meta.eos_token_id) == (tok_hash, source, eos_token_id):
                 return existing
-        except ValueError:
-            pass  # a corrupt or stale file is rebuilt below
     dtype, eos = token_dtype(vocab_size), np.array([eos_token_id])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_bin = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")

@@ -9,20 +9,12 @@ are then left out of training.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from ..data.corpus import default_corpus, load_documents, split_documents
-from ..data.packed import PackedTokens, pack_documents
+from ..data.packed import PackedTokens, fingerprint_documents, pack_documents
 from .config import DataConfig
-
-
-def _fingerprint(name: str, docs: list[str]) -> str:
-    h = hashlib.sha256(name.encode())
-    for d in docs:
-        h.update(hashlib.sha256(d.encode("utf-8")).digest())
-    return h.hexdigest()[:16]
 
 
 def prepare_tokens(data: DataConfig, tokenizer: Any, workdir: Path, progress: bool = True) -> tuple[PackedTokens, PackedTokens]:
@@ -44,8 +36,8 @@ def prepare_tokens(data: DataConfig, tokenizer: Any, workdir: Path, progress: bo
     if not held_docs:
         raise ValueError(f"data.heldout: no held-out documents (give data.heldout, or more than one document in {data.train})")
     workdir.mkdir(parents=True, exist_ok=True)
-    train = pack_documents(train_docs, tokenizer, workdir / f"{name}-train.bin", _fingerprint(name + "/train", train_docs),
+    train = pack_documents(train_docs, tokenizer, workdir / f"{name}-train.bin", f"{name}/train:" + fingerprint_documents(train_docs),
                            progress=progress)
-    held = pack_documents(held_docs, tokenizer, workdir / f"{name}-heldout.bin", _fingerprint(name + "/heldout", held_docs),
+    held = pack_documents(held_docs, tokenizer, workdir / f"{name}-heldout.bin", f"{name}/heldout:" + fingerprint_documents(held_docs),
                           progress=progress)
     return train, held

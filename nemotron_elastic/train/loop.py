@@ -23,7 +23,7 @@ import torch
 
 from ..checkpoint import load_model, load_tokenizer
 from ..data.packed import eval_batches
-from ..router import Router, to_spec
+from ..router import Router, logit_scale, temperature, to_spec
 from ..router.budget_loss import cost_of
 from ..subnet.cost import Sizes
 from .config import TrainConfig
@@ -83,9 +83,8 @@ class ElasticTrainer(Trainer):
 
     def schedules(self, step: int) -> tuple[float, float]:
         """(Gumbel temperature, logit scale) at `step`: exponential 1 -> 0.05, linear 1 -> 10 (SPEC 7.2)."""
-        r, last = self.cfg.router, max(1, self.total_steps() - 1)
-        progress = min(1.0, step / last)
-        return r.tau_start * (r.tau_end / r.tau_start) ** progress, r.scale_start + (r.scale_end - r.scale_start) * progress
+        r, last = self.cfg.router, max(1, self.total_steps() - 1)  # the end values are reached at the last step
+        return (temperature(step, last, r.tau_start, r.tau_end), logit_scale(step, last, r.scale_start, r.scale_end))
 
     def log_extra(self, step: int) -> dict[str, float]:
         tau, scale = self.schedules(step)
