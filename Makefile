@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow demo bench reproduce clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m nemotron_elastic demo
+
+# The reproduction study (docs/RESULTS.md): pretrain the tiny-hybrid parent unless it exists (resuming a
+# stopped pretrain), then every run of benchmarks/reproduce/ (finished runs are reused). About 1.5 h on 2 cores.
+reproduce: $(STAMP)
+	test -f runs/parent/model/config.yaml || $(PY) -m nemotron_elastic pretrain --config configs/pretrain-tiny.yaml \
+		$$(test -f runs/parent/train_config.yaml && echo --resume)
+	$(PY) benchmarks/reproduce/run.py --parent runs/parent/model --out runs/reproduce
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py

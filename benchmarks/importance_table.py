@@ -6,7 +6,7 @@ normalized-MSE search limited to the drops the table needs), then cut it to 75% 
 (hidden, MLP, attention heads, Mamba heads and head channels where present, depth) keeping
 
 - the top-ranked units (the default scores; also the alternative MLP / attention scoring points), or
-- a random group-preserving order of the same sizes (the baseline),
+- random group-preserving orders of the same sizes (the baseline: the mean over `--random-draws` orders),
 
 and for depth the iterative normalized-MSE order versus one-shot nMSE, Block Importance and a random order.
 No retraining: this measures the ranking alone. Perplexity is on the packaged held-out text
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=2048, help="held-out tokens scored per perplexity")
     ap.add_argument("--eval-seq-len", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--random-draws", type=int, default=5,
+                    help="random orders averaged for the baseline (seeds seed .. seed + N - 1)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for every forward (fp32 weights)")
     ap.add_argument(
         "--doc-only", action="store_true", help="only regenerate docs/importance.md from the JSONs"
@@ -102,10 +104,12 @@ def main() -> None:
     models = {
         "ranked": reorder_model(copy.deepcopy(model), ranking),
         "alternative": reorder_model(copy.deepcopy(model), alternative),
-        "random": reorder_model(
-            copy.deepcopy(model), random_ranking(cfg, torch.Generator().manual_seed(args.seed))
-        ),
     }
+    draws = [f"random{i}" for i in range(args.random_draws)]
+    for i, name in enumerate(draws):  # the baseline is the mean over several random orders, not one draw
+        models[name] = reorder_model(
+            copy.deepcopy(model), random_ranking(cfg, torch.Generator().manual_seed(args.seed + i))
+        )
 
     def ppl(which: str, spec=None) -> float:
         with autocast:
@@ -122,7 +126,8 @@ def main() -> None:
         for ratio in RATIOS:
             spec = spec_at_ratio(cfg, ratio, (axis,))
             print(f"{axis} at {ratio}", flush=True)
-            row = {"axis": axis, "ratio": ratio, "ranked": ppl("ranked", spec), "random": ppl("random", spec)}
+            row = {"axis": axis, "ratio": ratio, "ranked": ppl("ranked", spec)}
+            row |= _random_stats([ppl(name, spec) for name in draws])
             if axis in ("mlp", "attention_heads"):  # the other scoring point of the same axis
                 row["alternative"] = ppl("alternative", spec)
             rows.append(row)
@@ -130,14 +135,16 @@ def main() -> None:
         "ranked": depth.drop_order,
         "one_shot": depth.one_shot_order(),
         "block_importance": depth.block_importance_order(),
-        "random": random_ranking(cfg, torch.Generator().manual_seed(args.seed)).depth.drop_order,
     }
+    random_orders = [random_ranking(cfg, torch.Generator().manual_seed(args.seed + i)).depth.drop_order
+                     for i in range(args.random_draws)]
     for ratio in RATIOS:
         num_drop = cfg.num_layers - kept_layers[ratio]
         print(f"depth at {ratio} (drop {num_drop})", flush=True)
         row = {"axis": "depth", "ratio": ratio}
         for name, order in orders.items():
             row[name] = ppl("ranked", spec_drop_layers(cfg, order, num_drop))  # layers: weights not permuted
+        row |= _random_stats([ppl("ranked", spec_drop_layers(cfg, o, num_drop)) for o in random_orders])
         rows.append(row)
     timings["perplexity_s"] = round(time.perf_counter() - t, 1)
     timings["total_s"] = round(time.perf_counter() - start, 1)
@@ -154,6 +161,7 @@ def main() -> None:
             "depth_samples": args.depth_samples,
             "depth_seq_len": args.depth_seq_len,
             "seed": args.seed,
+            "random_draws": args.random_draws,
         },
         "eval": {"tokens": heldout.numel(), "seq_len": args.eval_seq_len, "bf16": args.bf16},
         "scoring": {
@@ -174,6 +182,11 @@ def main() -> None:
     print(f"wrote {RESULTS / f'importance_{label}.json'} and {write_doc()}")
 
 
+def _random_stats(values: list[float]) -> dict:
+    """The baseline of one cut: mean perplexity over the random orders, and each draw's value."""
+    return {"random": sum(values) / len(values), "random_draws": values}
+
+
 # --- docs/importance.md ------------------------------------------------------------------------------------
 
 
@@ -181,6 +194,13 @@ def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.1f}" if value < 1e5 else f"{value:.2e}"
+
+
+def _random_cell(row: dict) -> str:
+    draws = row.get("random_draws")
+    if not draws or len(draws) < 2:
+        return _fmt(row["random"])
+    return f"{_fmt(row['random'])} ({_fmt(min(draws))}-{_fmt(max(draws))})"
 
 
 def _model_section(r: dict) -> list[str]:
@@ -206,7 +226,7 @@ def _model_section(r: dict) -> list[str]:
             "attention head output); *alternative*: MLP post-activation / attention o_proj input."
         ),
         "",
-        "| axis | kept | ranked | random | alternative scoring | ranked < random |",
+        "| axis | kept | ranked | random: mean (min-max) | alternative scoring | ranked < random |",
         "|---|---|---|---|---|---|",
     ]
     losses = []
@@ -217,14 +237,14 @@ def _model_section(r: dict) -> list[str]:
         if not better:
             losses.append(f"{AXIS_NAMES[row['axis']]} at {row['ratio']:.0%}")
         lines.append(
-            f"| {AXIS_NAMES[row['axis']]} | {row['ratio']:.0%} | {_fmt(row['ranked'])} | {_fmt(row['random'])} | "
+            f"| {AXIS_NAMES[row['axis']]} | {row['ratio']:.0%} | {_fmt(row['ranked'])} | {_random_cell(row)} | "
             f"{_fmt(row.get('alternative'))} | {'yes' if better else '**no**'} |"
         )
     lines += [
         "",
         "Depth: layers dropped by each order (the weights are the same).",
         "",
-        "| kept layers | iterative nMSE (ranked) | one-shot nMSE | Block Importance | random | ranked < random |",
+        "| kept layers | iterative nMSE (ranked) | one-shot nMSE | Block Importance | random: mean (min-max) | ranked < random |",
         "|---|---|---|---|---|---|",
     ]
     for row in (row for row in r["rows"] if row["axis"] == "depth"):
@@ -233,7 +253,7 @@ def _model_section(r: dict) -> list[str]:
             losses.append(f"depth at {row['ratio']:.0%}")
         lines.append(
             f"| {row['ratio']:.0%} | {_fmt(row['ranked'])} | {_fmt(row['one_shot'])} | "
-            f"{_fmt(row['block_importance'])} | {_fmt(row['random'])} | {'yes' if better else '**no**'} |"
+            f"{_fmt(row['block_importance'])} | {_random_cell(row)} | {'yes' if better else '**no**'} |"
         )
     lines += [
         "",
@@ -341,8 +361,9 @@ def write_doc() -> Path:
             'the down projection) and `attention_point="o_proj_input"` (Model-Optimizer\'s).'
         ),
         (
-            "- The random baseline is one random group-preserving order (seed 0) per axis; every number is one "
-            "zero-shot run without retraining, so small differences are within noise. Run times are wall-clock "
+            "- The random baseline is the mean over random group-preserving orders (seeds seed ... seed + draws - 1; "
+            "older runs without `random_draws` used one order, seed 0), shown with the best and worst draw; "
+            "every number is a zero-shot run without retraining. Run times are wall-clock "
             "on the machine of the run (its `machine` entry in the JSON), which may be shared with other jobs."
         ),
         "",

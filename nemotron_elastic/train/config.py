@@ -100,6 +100,10 @@ class TrainConfig:
     parent: str = "runs/parent-scored"  # a scored parent (native checkpoint + ranking.json)
     out: str = "runs/elastic"
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5])
+    # Fixed sub-models instead of the router's choice: one SubnetSpec JSON file per budget (same order).
+    # Each budget then trains its given spec by KD and the router is left untouched: the Minitron route
+    # (one budget: prune with the rankings, then distil) or hand-picked architectures (SPEC 10 ablations).
+    specs: list[str] | None = None
     menus: MenuConfig = field(default_factory=MenuConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -124,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"budgets: every budget must be in (0, 1], got {self.budgets}")
         if len(set(self.budgets)) != len(self.budgets):
             raise ValueError(f"budgets: duplicates in {self.budgets}")
+        if self.specs is not None and len(self.specs) != len(self.budgets):
+            raise ValueError(f"specs: need one spec file per budget ({len(self.budgets)}), got {len(self.specs)}")
         if not self.stages:
             raise ValueError("stages: at least one stage")
         for i, stage in enumerate(self.stages):

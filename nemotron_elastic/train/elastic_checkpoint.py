@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_output_dir, load_model, native_state_dict, save_tokenizer
+from ..checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    atomic_output_dir,
+    load_model,
+    native_state_dict,
+    save_tokenizer,
+)
 from ..configio import save_yaml
 from ..router import Router
 from ..router.menus import AxisMenu
@@ -96,6 +103,10 @@ def budget_spec(path: str | Path, budget: float, model_config=None) -> SubnetSpe
     for entry in info["budgets"]:
         if abs(entry["budget"] - budget) < 1e-9:
             return SubnetSpec.from_dict(entry["spec"], model_config)
+    if info.get("fixed_specs"):
+        trained = ", ".join(f"{e['budget']:g}" for e in info["budgets"])
+        raise ValueError(f"budget {budget:g}: {path} was trained on fixed specs (no router), so only its trained "
+                         f"budgets exist ({trained})")
     from ..router import to_spec
 
     router = load_router(path)

@@ -59,6 +59,7 @@ class ElasticTrainer(Trainer):
         self.ranking = parent_dir / "ranking.json"
         menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
         self.menus = {m.axis: m for m in menus}
+        self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
         self.resume_from = self.prepare_run(resume, overwrite)
         self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
         self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
@@ -81,6 +82,15 @@ class ElasticTrainer(Trainer):
         self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus)
         self.setup_common()
 
+    def _fixed_specs(self) -> dict[float, Any] | None:
+        """`specs:` of the config, validated against the parent: {budget: SubnetSpec}, or None (router)."""
+        if self.cfg.specs is None:
+            return None
+        from ..export.subnet_export import resolve_spec
+
+        return {b: resolve_spec(self.teacher.config, path, f"specs[{i}]")
+                for i, (b, path) in enumerate(zip(self.cfg.budgets, self.cfg.specs))}
+
     def schedules(self, step: int) -> tuple[float, float]:
         """(Gumbel temperature, logit scale) at `step`: exponential 1 -> 0.05, linear 1 -> 10 (SPEC 7.2)."""
         r, last = self.cfg.router, max(1, self.total_steps() - 1)  # the end values are reached at the last step
@@ -94,11 +104,14 @@ class ElasticTrainer(Trainer):
         budget = sample_budget(self.cfg, stage, step, micro)
         tau, scale = self.schedules(step)
         with self.autocast():
-            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator)
+            fixed = None if self.fixed is None else self.fixed[budget]
+            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator, fixed=fixed)
         return loss, f"{budget:g}", metrics
 
     def budget_specs(self) -> dict[float, Any]:
-        """The router's deterministic choice (argmax of its logits) per trained budget."""
+        """The router's deterministic choice (argmax of its logits) per trained budget (or the fixed specs)."""
+        if self.fixed is not None:
+            return dict(self.fixed)
         with torch.no_grad():
             return {b: to_spec(self.model.config, self.menus, self.router.logits(b)) for b in self.cfg.budgets}
 
@@ -148,6 +161,7 @@ class ElasticTrainer(Trainer):
                             "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
                             "memory_ratio": float(mem / full_memory)})
         info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
+                "fixed_specs": self.fixed is not None,
                 "final_eval": self._evaluate(), "before_training_eval": self._evaluate(before=True)}
         model = self.export_model()
 

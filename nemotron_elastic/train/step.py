@@ -19,6 +19,7 @@ import torch
 from ..model import HybridLM
 from ..router import Router, budget_loss, to_masks
 from ..router.menus import AxisMenu
+from ..subnet.spec import SubnetSpec
 from .config import TrainConfig
 from .losses import cross_entropy_chunked, kl_div_chunked
 
@@ -55,14 +56,20 @@ def elastic_loss(
     scale: float,
     generator: torch.Generator | None = None,
     t_hidden: torch.Tensor | None = None,
+    fixed: SubnetSpec | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets)."""
+    """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets).
+
+    fixed: train this sub-model (sliced) instead of the router's choice; no router, no budget loss."""
     cfg = ctx.cfg
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     if t_hidden is None:
         t_hidden = teacher_hidden(ctx.teacher, inputs)
-    probs = ctx.router.probs(budget, tau, scale, gumbel=True, generator=generator)
-    masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through)
+    if fixed is None:
+        probs = ctx.router.probs(budget, tau, scale, gumbel=True, generator=generator)
+        masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through)
+    else:
+        masks = fixed
     s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True)
     head = ctx.student.head_weight(masks)
     loss = torch.zeros((), device=tokens.device)
@@ -76,7 +83,7 @@ def elastic_loss(
         ce = cross_entropy_chunked(s_hidden, head, targets, cfg.distill.chunk_size)
         loss = loss + cfg.distill.ce_weight * ce
         metrics["ce"] = float(ce.detach())
-    if ctx.menus:
+    if ctx.menus and fixed is None:
         memory = ctx.memory_kwargs() if cfg.router.budget_kind == "memory" else None
         cost_probs = probs
         if cfg.router.budget_probs == "unsharpened":

@@ -139,3 +139,50 @@ def test_resume_folder_from_another_config_is_refused(parent_dir):
         ElasticTrainer(config(parent_dir, "other", seed=7), resume=True, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         ElasticTrainer(config(parent_dir, "other"), progress=False)
+
+
+def test_step_zero_is_evaluated(parent_dir):
+    ElasticTrainer(config(parent_dir, "zero"), progress=False).fit()
+    evals = [r for r in read_metrics(parent_dir / "zero" / "metrics.jsonl") if r["split"] == "eval"]
+    assert evals[0]["step"] == 0 and set(evals[0]) >= {"1", "0.5"}
+
+
+def test_fixed_specs_train_only_the_given_sub_model(parent_dir):
+    """`specs:` trains the given sub-model by KD (the Minitron route): weights outside it stay as in the
+    parent, the router is untouched, budgets.json records the spec, and no other budget can be asked."""
+    from nemotron_elastic.subnet import SubnetSpec
+    from nemotron_elastic.subnet.budget import spec_at_ratio
+
+    parent = load_model(parent_dir / "parent")
+    spec = spec_at_ratio(parent.config, 0.5, axes=("mlp",))
+    path = parent_dir / "half.json"
+    path.write_text(json.dumps(spec.to_dict()))
+    trainer = ElasticTrainer(config(parent_dir, "fixed", budgets=[0.5], specs=[str(path)],
+                                    stages=[{"name": "s1", "steps": 4, "seq_len": 16, "micro_batch": 2,
+                                             "grad_accum": 2}]), progress=False)
+    router_before = {k: v.clone() for k, v in trainer.router.state_dict().items()}
+    info = trainer.fit()
+    assert info["fixed_specs"] and info["budgets"][0]["spec"] == spec.to_dict()
+    out = parent_dir / "fixed" / "model"
+    assert budget_spec(out, 0.5) == SubnetSpec.from_dict(spec.to_dict(), parent.config)
+    with pytest.raises(ValueError, match="fixed specs"):
+        budget_spec(out, 0.75)
+    trained = load_model(out).state_dict()
+    base = parent.state_dict()
+    mlp = spec.to_dict()["mlp"]
+    cut = mlp if isinstance(mlp, int) else mlp[0]
+    name = next(k for k in base if k.endswith("up_proj.weight"))  # (mlp, hidden): rows past the cut unused
+    assert torch.equal(trained[name][cut:], base[name][cut:])
+    assert not torch.equal(trained[name][:cut], base[name][:cut])
+    assert all(torch.equal(router_before[k], v) for k, v in load_router(out).state_dict().items())
+
+
+def test_fixed_specs_bad_input(parent_dir, tmp_path):
+    with pytest.raises(ValueError, match="one spec file per budget"):
+        config(parent_dir, "bad", specs=[str(tmp_path / "a.json")])
+    (tmp_path / "a.json").write_text(json.dumps({"mlp": [10**6]}))
+    one_stage = [{"name": "s1", "steps": 2, "seq_len": 16, "micro_batch": 2, "grad_accum": 1}]
+    with pytest.raises(ValueError, match=r"a\.json: subnet\.mlp"):
+        ElasticTrainer(config(parent_dir, "bad", budgets=[0.5], specs=[str(tmp_path / "a.json")], stages=one_stage),
+                       progress=False)
+    assert not (parent_dir / "bad").exists()

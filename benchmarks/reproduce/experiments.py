@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The runs of the reproduction study, each a folder under the study's output that is skipped once complete.
+
+    scored/                   the parent scored and reordered (skipped when the parent has ranking.json)
+    elastic-s{seed}/          the recipe: router, budgets 1.0/0.75/0.5, stage 1 uniform, stage 2 0.5/0.3/0.2
+    stage1only-s{seed}/       the same tokens, all at the stage-1 context with uniform budgets    (Table 4)
+    stage2uniform-s{seed}/    stage 2 with uniform budget weights                                 (Table 5)
+    homogeneous-s{seed}/      one MLP size for every layer instead of per-layer menus            (ablation)
+    uniformspecs-s{seed}/     no router: fixed common-ratio specs of the router's cost            (ablation)
+    minitron-{b}/             the Minitron route: the router's spec pruned, distilled alone, T tokens each
+    scratch-{b}/              the same architecture trained from random init, T tokens each
+
+Every elastic variant sees the same number of tokens T (stage-2 steps hold as many tokens as stage-1
+steps: half the batch at twice the context).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemotron_elastic.configio import from_dict, to_dict
+from nemotron_elastic.subnet.budget import spec_for_budget
+from nemotron_elastic.subnet.spec import SubnetSpec
+
+BUDGETS = (1.0, 0.75, 0.5)
+STAGE2_WEIGHTS = (0.5, 0.3, 0.2)
+VARIANTS = ("elastic", "stage1only", "stage2uniform", "homogeneous", "uniformspecs")
+ROUTER_AXES = ("hidden", "mlp", "mamba_heads")  # the axes the menus make elastic (uniform specs shrink these)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of the study. Tokens per optimizer step: micro_batch * grad_accum * seq_len in stage 1."""
+
+    stage1_steps: int = 150
+    stage2_steps: int = 60
+    seq_len: int = 256
+    micro_batch: int = 4
+    grad_accum: int = 3
+    lr: float = 5e-4
+    scratch_lr: float = 3e-3
+    eval_tokens: int = 16384  # held-out tokens of the final evaluation of every model
+    train_eval_tokens: int = 8192  # held-out tokens of the evaluations during training (learning curves)
+    long_seq: int = 1024  # the long-context evaluation (stage 2 trains at 2 * seq_len)
+    score_samples: int = 32
+    seeds: tuple[int, ...] = (0, 1)
+    menus: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "hidden": [1.0, 0.875, 0.75, 0.625, 0.5],
+        "mlp": [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25],
+        "mamba_heads": [1.0, 0.875, 0.75, 0.625, 0.5],
+        "depth": [0, 1, 2],
+        "per_layer": ["mlp"],
+    })
+
+    @property
+    def steps(self) -> int:
+        return self.stage1_steps + self.stage2_steps
+
+    @property
+    def tokens(self) -> int:
+        """T: tokens one run trains on."""
+        return self.steps * self.micro_batch * self.grad_accum * self.seq_len
+
+    def stages(self, variant: str) -> list[dict[str, Any]]:
+        s1 = {"name": "stage1", "steps": self.stage1_steps, "seq_len": self.seq_len,
+              "micro_batch": self.micro_batch, "grad_accum": self.grad_accum}
+        s2 = {"name": "stage2", "steps": self.stage2_steps, "seq_len": 2 * self.seq_len,
+              "micro_batch": max(1, self.micro_batch // 2), "grad_accum": self.grad_accum,
+              "budget_weights": list(STAGE2_WEIGHTS)}
+        if variant == "stage1only":
+            return [s1 | {"steps": self.steps}]
+        if variant == "stage2uniform":
+            s2["budget_weights"] = None
+        if variant == "single":  # one budget: no weights
+            s2["budget_weights"] = None
+        return [s1, s2]
+
+
+def _common(plan: Plan, out: Path, tokens_dir: Path, seed: int) -> dict[str, Any]:
+    every = max(1, plan.steps // 5)
+    return {"out": str(out), "seed": seed, "data": {"eval_tokens": plan.train_eval_tokens, "workdir": str(tokens_dir)},
+            "log_every": max(1, plan.steps // 30), "eval_every": every, "save_every": plan.steps}
+
+
+def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir: Path, seed: int,
+                   specs: list[str] | None = None, budgets: tuple[float, ...] = BUDGETS):
+    """The TrainConfig of one elastic variant (or, with `specs`, of a fixed-spec run)."""
+    from nemotron_elastic.train.config import TrainConfig
+
+    menus = dict(plan.menus)
+    if variant == "homogeneous":
+        menus["per_layer"] = []
+    data = _common(plan, out, tokens_dir, seed) | {
+        "parent": str(scored), "budgets": list(budgets), "menus": menus, "specs": specs,
+        "optim": {"lr": plan.lr, "warmup_steps": max(1, plan.steps // 10)},
+        "stages": plan.stages("single" if len(budgets) == 1 else variant),
+    }
+    return from_dict(TrainConfig, data)
+
+
+def scratch_config(plan: Plan, spec: SubnetSpec, parent: Path, out: Path, tokens_dir: Path, seed: int):
+    """A PretrainConfig for `spec`'s architecture from random init, the parent's tokenizer, T tokens."""
+    from nemotron_elastic.train.config import PretrainConfig
+
+    stages = [{"name": "pretrain", "steps": plan.steps, "seq_len": plan.seq_len,
+               "micro_batch": plan.micro_batch * plan.grad_accum, "grad_accum": 1}]
+    data = _common(plan, out, tokens_dir, seed) | {
+        "preset": None, "model": to_dict(spec.config()), "tokenizer": str(parent),
+        "optim": {"lr": plan.scratch_lr, "warmup_steps": max(1, plan.steps // 10), "weight_decay": 0.1},
+        "stages": stages,
+    }
+    return from_dict(PretrainConfig, data)
+
+
+def uniform_specs(elastic_model: Path, config) -> dict[float, SubnetSpec]:
+    """Per budget: the common-ratio spec (router axes shrunk alike, no depth cut) with at most the
+    parameters the router's spec has, i.e. the same cost."""
+    full = config.num_parameters()
+    return {b: spec_for_budget(config, min(1.0, s.param_count() / full), ROUTER_AXES)
+            for b, s in router_specs(elastic_model, config).items()}
+
+
+def router_specs(elastic_model: Path, config) -> dict[float, SubnetSpec]:
+    info = json.loads((elastic_model / "budgets.json").read_text())
+    return {float(e["budget"]): SubnetSpec.from_dict(e["spec"], config) for e in info["budgets"]}
+
+
+def write_spec(spec: SubnetSpec, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec.to_dict(), indent=1) + "\n")
+    return str(path)
+
+
+def run_complete(folder: Path) -> bool:
+    """A finished run: its final output folder exists (written atomically at the very end)."""
+    return (folder / "model" / "config.yaml").is_file()

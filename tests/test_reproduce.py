@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The reproduction study (`benchmarks/reproduce/run.py --quick`) end to end on a micro parent: every run is
+trained, evaluated and reported, finished runs are reused, and the generated reading follows the numbers."""
+
+import copy
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
+sys.path.insert(0, str(ROOT))
+
+import report
+import run
+
+from nemotron_elastic.checkpoint import save_native
+from nemotron_elastic.data.corpus import default_corpus
+from nemotron_elastic.data.tokenizer import train_bpe
+from nemotron_elastic.model import HybridLM
+from nemotron_elastic.presets import get_preset
+
+RUNS = {"elastic-s0", "stage1only-s0", "stage2uniform-s0", "homogeneous-s0", "uniformspecs-s0", "minitron-0.75",
+        "minitron-0.5", "scratch-0.75", "scratch-0.5", "parent-sliced"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    tok = train_bpe(default_corpus("train")[:200], 512)
+    cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
+    torch.manual_seed(0)
+    model = HybridLM(cfg)
+    model.init_weights()
+    save_native(model, root / "parent", tokenizer=tok)
+    args = ["--parent", str(root / "parent"), "--out", str(root / "out"), "--quick", "--no-progress",
+            "--results", str(root / "r.json"), "--doc", str(root / "doc" / "RESULTS.md")]
+    run.main(args)
+    return root, args
+
+
+def test_quick_study_trains_evaluates_and_reports_every_run(study):
+    root, _ = study
+    results = json.loads((root / "r.json").read_text())
+    assert set(results["runs"]) == RUNS
+    for name, r in results["runs"].items():
+        for ctx in ("32", "64"):
+            labels = set(r["eval"][ctx])
+            assert labels == ({"1", "0.75", "0.5"} if r["variant"] not in ("minitron", "scratch")
+                              else {f"{r['budget']:g}"}), (name, labels)
+    # the Minitron and scratch models have the architecture the elastic run chose for their budget
+    chosen = results["runs"]["elastic-s0"]["eval"]["32"]
+    for b in ("0.75", "0.5"):
+        assert results["runs"][f"minitron-{b}"]["eval"]["32"][b]["params"] == chosen[b]["params"]
+        assert results["runs"][f"scratch-{b}"]["eval"]["32"][b]["params"] == chosen[b]["params"]
+        uniform = results["runs"]["uniformspecs-s0"]["eval"]["32"][b]["params"]
+        assert uniform <= chosen[b]["params"]
+    assert results["memory"]["separate_bytes"] > results["memory"]["elastic_bytes"]
+    doc = (root / "doc" / "RESULTS.md").read_text()
+    for heading in ("Family cost", "Deployment memory", "Stage 2 versus stage 1", "Ablations", "Reading"):
+        assert f"## {heading}" in doc
+    for png in ("reproduce_curves.png", "reproduce_variants.png"):
+        assert (root / "doc" / "results" / png).stat().st_size > 0
+
+
+def test_second_run_reuses_finished_runs(study, capsys):
+    root, args = study
+    before = (root / "out" / "elastic-s0" / "model" / "model.safetensors").stat().st_mtime_ns
+    run.main(args)
+    assert (root / "out" / "elastic-s0" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert "elastic-s0: finished before, reused" in capsys.readouterr().out
+
+
+def test_reading_follows_the_numbers(study):
+    """A difference inside the seed spread is a tie; a clear one decides the claim."""
+    root, _ = study
+    results = json.loads((root / "r.json").read_text())
+    fake = copy.deepcopy(results)
+    base = fake["runs"]["elastic-s0"]
+    for seed, shift in ((0, 0.0), (1, 2.0)):  # two seeds of each variant, 2 apart
+        for variant, offset in (("elastic", 0.0), ("stage2uniform", 1.0), ("homogeneous", 10.0)):
+            r = copy.deepcopy(base)
+            r["variant"], r["seed"] = variant, seed
+            for ctx in r["eval"].values():
+                for row in ctx.values():
+                    row["perplexity"] = 100.0 + shift + offset
+            fake["runs"][f"{variant}-s{seed}"] = r
+    lines = "\n".join(report._reading(fake, "32", "64"))
+    assert "Weighted stage-2 sampling beats uniform (Table 5)**: not shown" in lines
+    assert "Per-layer MLP menus beat one MLP size for all layers**: held" in lines
+    assert "101.00 ± 1.00" == report._cell(fake, "elastic", "0.5", "32")
+
+
+def test_bad_parent_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--parent", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert "not a model folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
