@@ -43,6 +43,11 @@ from nemotron_elastic.importance import depth_ranking, random_ranking, reorder_m
 from nemotron_elastic.subnet.budget import spec_at_ratio, spec_drop_layers
 
 RATIOS = (0.75, 0.5)
+DEFAULT = {"mlp_point": "post", "attention_point": "head_output", "mamba_point": "out_proj_input"}
+ALTERNATIVE = {"mlp_point": "pre", "attention_point": "o_proj_input", "mamba_point": "x"}  # paper / ModelOpt
+POINT_NAMES = {"pre": "MLP pre-activation", "post": "MLP post-activation", "head_output": "attention head output",
+               "o_proj_input": "attention o_proj input", "x": "Mamba in_proj x branch",
+               "out_proj_input": "Mamba out_proj input"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "importance.md"
 AXIS_NAMES = {
     "hidden": "hidden channels",
@@ -96,7 +101,7 @@ def main() -> None:
     t = time.perf_counter()
     with autocast:
         ranking = width_ranking(model, width_ids, 4, progress=True)
-        alternative = width_ranking(model, width_ids, 4, mlp_point="post", attention_point="o_proj_input")
+        alternative = width_ranking(model, width_ids, 4, **ALTERNATIVE)
         timings["width_scoring_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         depth = depth_ranking(model, depth_ids, max_drops, batch_size=args.depth_samples, progress=True)
@@ -128,7 +133,7 @@ def main() -> None:
             print(f"{axis} at {ratio}", flush=True)
             row = {"axis": axis, "ratio": ratio, "ranked": ppl("ranked", spec)}
             row |= _random_stats([ppl(name, spec) for name in draws])
-            if axis in ("mlp", "attention_heads"):  # the other scoring point of the same axis
+            if axis in ("mlp", "attention_heads", "mamba_heads", "mamba_head_dim"):  # the other scoring point
                 row["alternative"] = ppl("alternative", spec)
             rows.append(row)
     orders = {
@@ -165,8 +170,8 @@ def main() -> None:
         },
         "eval": {"tokens": heldout.numel(), "seq_len": args.eval_seq_len, "bf16": args.bf16},
         "scoring": {
-            "default": {"mlp_point": "pre", "attention_point": "head_output"},
-            "alternative": {"mlp_point": "post", "attention_point": "o_proj_input"},
+            "default": DEFAULT,
+            "alternative": ALTERNATIVE,
         },
         "depth": {
             "searched_steps": max_drops,
@@ -196,6 +201,11 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.1f}" if value < 1e5 else f"{value:.2e}"
 
 
+def _scoring(r: dict, which: str) -> dict:
+    """The scoring points of a run's ranked ("default") or "alternative" models, as recorded by that run."""
+    return r["scoring"][which]
+
+
 def _random_cell(row: dict) -> str:
     draws = row.get("random_draws")
     if not draws or len(draws) < 2:
@@ -222,8 +232,9 @@ def _model_section(r: dict) -> list[str]:
         "    " + r["command"],
         "",
         (
-            "Width: one axis cut at a time, the other axes whole. *ranked*: default scores (MLP pre-activation, "
-            "attention head output); *alternative*: MLP post-activation / attention o_proj input."
+            "Width: one axis cut at a time, the other axes whole. *ranked*: this run's default scores ("
+            + ", ".join(POINT_NAMES[v] for v in _scoring(r, "default").values())
+            + "); *alternative*: " + ", ".join(POINT_NAMES[v] for v in _scoring(r, "alternative").values()) + "."
         ),
         "",
         "| axis | kept | ranked | random: mean (min-max) | alternative scoring | ranked < random |",
@@ -278,7 +289,8 @@ def _findings(r: dict) -> list[str]:
     for row in r["rows"]:
         name, kept = AXIS_NAMES.get(row["axis"], row["axis"]), f"{row['ratio']:.0%}"
         if "alternative" in row:
-            point = {"mlp": "post-activation", "attention_heads": "o_proj input"}[row["axis"]]
+            key = {"mlp": "mlp_point", "attention_heads": "attention_point"}.get(row["axis"], "mamba_point")
+            point = POINT_NAMES[_scoring(r, "alternative")[key]]
             if row["alternative"] < row["ranked"]:
                 notes.append(
                     f"{name} at {kept}: the alternative scoring ({point}) is better than the default "

@@ -64,7 +64,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = score_model(
         args.model, args.data, args.out, samples=args.samples, seq_len=args.seq_len,
         depth_samples=args.depth_samples, max_depth_drops=args.max_depth_drops, seed=args.seed,
-        mlp_point=args.mlp_point, bf16=args.bf16, progress=not args.quiet, overwrite=args.overwrite,
+        mlp_point=args.mlp_point, attention_point=args.attention_point, mamba_point=args.mamba_point,
+        bf16=args.bf16, progress=not args.quiet, overwrite=args.overwrite,
     )  # fmt: skip
     print(f"scored {args.model} -> {out} (reordered parent + ranking.json)")
     return 0
@@ -88,8 +89,12 @@ def register(add: Any) -> None:
     p.add_argument("--seq-len", type=int, default=512, metavar="L", help="tokens per window (default 512)")
     p.add_argument("--depth-samples", type=int, default=8, metavar="N", help="windows for depth scoring (default 8)")
     p.add_argument("--max-depth-drops", type=int, metavar="K", help="greedy depth steps (default: all layers)")
-    p.add_argument("--mlp-point", choices=("pre", "post"), default="pre",
-                   help="MLP neuron score on the activation's input (paper, default) or output")
+    p.add_argument("--mlp-point", choices=("post", "pre"), default="post",
+                   help="MLP neuron score on the activation's output (default) or input (the paper)")
+    p.add_argument("--attention-point", choices=("head_output", "o_proj_input"), default="head_output",
+                   help="attention head score: each head's contribution to the residual (default) or o_proj's input")
+    p.add_argument("--mamba-point", choices=("out_proj_input", "x"), default="out_proj_input",
+                   help="Mamba head / channel score: out_proj's input (default) or in_proj's x branch (the paper)")
     p.add_argument("--seed", type=int, default=0, help="calibration draw seed")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the scoring forwards")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")

@@ -26,7 +26,7 @@ from .depth import depth_ranking
 from .hooks import Aggregation
 from .ranking import Ranking
 from .reorder import reorder_model
-from .width import AttentionPoint, MlpPoint, width_ranking
+from .width import AttentionPoint, MambaPoint, MlpPoint, width_ranking
 
 RANKING_NAME = "ranking.json"
 
@@ -50,8 +50,9 @@ def score_model(
     max_depth_drops: int | None = None,
     batch_size: int = 4,
     seed: int = 0,
-    mlp_point: MlpPoint = "pre",
+    mlp_point: MlpPoint = "post",
     attention_point: AttentionPoint = "head_output",
+    mamba_point: MambaPoint = "out_proj_input",
     aggregation: Aggregation | None = None,
     bf16: bool = False,
     progress: bool = True,
@@ -70,8 +71,9 @@ def score_model(
             last step's scores.
         batch_size: rows per forward.
         seed: the calibration window draw.
-        mlp_point: "pre" (the activation's input, the paper) or "post" (the down projection's input).
+        mlp_point: "post" (the down projection's input, default) or "pre" (the activation's input, the paper).
         attention_point: "head_output" (each head's o_proj contribution) or "o_proj_input" (Model-Optimizer).
+        mamba_point: "out_proj_input" (after the scan and gate, default) or "x" (in_proj's x branch, the paper).
         aggregation: reduction over sequence and batch (default: mean over the sequence, L2 over the batch).
         bf16: run the forwards under bf16 autocast (weights and the saved checkpoint keep their dtype).
         progress: tqdm bars on stderr.
@@ -103,7 +105,8 @@ def score_model(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with autocast:
         ranking = width_ranking(
-            model, width_ids, batch_size, aggregation, mlp_point, attention_point, progress=progress
+            model, width_ids, batch_size, aggregation, mlp_point, attention_point, progress=progress,
+            mamba_point=mamba_point,
         )
         ranking.depth = depth_ranking(model, depth_ids, max_depth_drops, batch_size, progress=progress)
     ranking.meta = {
@@ -119,6 +122,7 @@ def score_model(
         "aggregation": (aggregation or Aggregation()).to_dict(),
         "mlp_point": mlp_point,
         "attention_point": attention_point,
+        "mamba_point": mamba_point,
         "bf16": bf16,
         "reordered": True,  # the saved weights are sorted: every order below is applied
     }
