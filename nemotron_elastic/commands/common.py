@@ -11,18 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
+from ..argtypes import DTYPES, positive_int  # noqa: F401  (re-exported for the command modules)
 
 # --- helpers -----------------------------------------------------------------------------------------------
 

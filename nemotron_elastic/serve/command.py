@@ -19,23 +19,14 @@ import signal
 import sys
 import threading
 
-DTYPES = ("float32", "bfloat16", "float16")
+from ..argtypes import DTYPES, positive_int
+
 SERVE_EPILOG = """examples:
   nemotron-elastic serve --model runs/elastic/model --port 8000
   curl http://127.0.0.1:8000/v1/models
   curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
        -d '{"model": "elastic-0.5", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}'
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -67,7 +58,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any free port)")
     parser.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         metavar="K",
         help="requests generating at the same time (default 2)",
@@ -81,13 +72,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         metavar="T",
         help="torch CPU threads per request (default: available cores / K, at least 1)",
     )
     parser.add_argument(
         "--max-context",
-        type=_positive_int,
+        type=positive_int,
         metavar="L",
         help="prompt + completion token limit (default: the model's max_position_embeddings)",
     )
