@@ -34,9 +34,18 @@ def _fmt(stat: tuple[float, float] | None, n: int) -> str:
     return f"{stat[0]:.2f}" if n < 2 else f"{stat[0]:.2f} ± {stat[1]:.2f}"
 
 
-def _cell(results: dict, variant: str, label: str, ctx: str) -> str:
+def _cell(results: dict, variant: str, label: str, ctx: str, size: bool = False) -> str:
+    """Mean perplexity (± half the range over seeds); with `size`, the mean parameter ratio in brackets."""
     vals = _values(results, variant, label, ctx)
-    return _fmt(_stat(vals), len(vals))
+    text = _fmt(_stat(vals), len(vals))
+    if size and vals:
+        text += f" ({statistics.fmean(_values(results, variant, label, ctx, 'param_ratio')):.2f}x)"
+    return text
+
+
+def _ratio(results: dict, variant: str, label: str, ctx: str) -> float | None:
+    vals = _values(results, variant, label, ctx, "param_ratio")
+    return statistics.fmean(vals) if vals else None
 
 
 def _compare(results: dict, a: str, b: str, label: str, ctx: str) -> tuple[str, float, float] | None:
@@ -55,7 +64,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _variant_table(results: dict, variants: list[tuple[str, str]], ctxs: list[str]) -> list[str]:
     header = ["run"] + [f"ppl {b} @ {c}" for c in ctxs for b in BUDGET_LABELS]
-    return _table(header, [[name] + [_cell(results, v, b, c) for c in ctxs for b in BUDGET_LABELS]
+    return _table(header, [[name] + [_cell(results, v, b, c, size=True) for c in ctxs for b in BUDGET_LABELS]
                            for v, name in variants])
 
 
@@ -68,21 +77,24 @@ def _millions(n: float) -> str:
 
 
 def _training_checks(results: dict) -> list[str]:
-    """Per budget: where the router landed, and held-out KD at step 0 versus the end (elastic runs)."""
+    """Per elastic run and budget: where the router's decision landed, and the held-out KD loss of that
+    sub-model cut from the parent before training versus after; plus the KD of the router's decision at
+    step 0 and at the first evaluation after it (the decisions move while the router learns)."""
     rows = []
     for name, run in results["runs"].items():
         if run["variant"] != "elastic":
             continue
-        curve = run["curve"]
-        for b in BUDGET_LABELS:
-            start, end = curve[0].get(b), curve[-1].get(b)
-            if not start or not end:
-                continue
-            target = float(b)
-            ratio = end["param_ratio"]
-            rows.append([name, b, f"{ratio:.3f}", f"{100 * (ratio / target - 1):+.1f}%", f"{start['kd']:.4f}",
-                         f"{end['kd']:.4f}", "yes" if end["kd"] < start["kd"] else "no"])
-    return _table(["run", "budget", "params / parent", "off target", "KD step 0", "KD end", "lower"], rows)
+        info, curve = run["budgets"], run["curve"]
+        for entry in info["budgets"]:
+            b = f"{entry['budget']:g}"
+            before, after = info["before_training_eval"][b]["kd"], info["final_eval"][b]["kd"]
+            ratio = entry["param_ratio"]
+            rows.append([name, b, f"{ratio:.3f}", f"{100 * (ratio / entry['budget'] - 1):+.1f}%",
+                         f"{before:.3f}", f"{after:.3f}", "yes" if after < before else "no",
+                         f"{curve[0][b]['kd']:.3f} ({curve[0][b]['param_ratio']:.2f})",
+                         f"{curve[1][b]['kd']:.3f} ({curve[1][b]['param_ratio']:.2f})" if len(curve) > 1 else "-"])
+    return _table(["run", "budget", "params / parent", "off target", "KD, spec cut before training",
+                   "KD after training", "lower", "KD at step 0 (its params)", "KD at the next eval (params)"], rows)
 
 
 def _reading(results: dict, ctx: str, long_ctx: str) -> list[str]:
@@ -92,6 +104,11 @@ def _reading(results: dict, ctx: str, long_ctx: str) -> list[str]:
         out.append(f"- **{claim}**: {verdict}. {detail}")
 
     T = results["plan"]["tokens"]
+    for b in BUDGET_LABELS[1:]:
+        c = _compare(results, "elastic", "before", b, ctx)
+        if c:
+            say(f"Elastic training repairs the {b} sub-model (against the same spec cut from the parent before "
+                "training)", "held" if c[0] == "lower" else "did not hold", f"Perplexity {c[1]:.2f} vs {c[2]:.2f}.")
     for b in BUDGET_LABELS[1:]:
         c = _compare(results, "elastic", "minitron", b, ctx)
         if c:
@@ -114,13 +131,17 @@ def _reading(results: dict, ctx: str, long_ctx: str) -> list[str]:
                 c = _compare(results, "elastic", variant, b, c_)
                 if c is None:
                     continue
+                ra, rb = _ratio(results, "elastic", b, c_), _ratio(results, variant, b, c_)
+                if abs(ra - rb) > 0.02:  # different sizes: perplexity alone does not decide
+                    parts.append(f"{b}@{c_}: {c[1]:.2f} at {ra:.2f}x vs {c[2]:.2f} at {rb:.2f}x (sizes differ)")
+                    continue
                 wins += c[0] == "lower"
                 losses += c[0] == "higher"
                 parts.append(f"{b}@{c_}: {c[1]:.2f} vs {c[2]:.2f} ({c[0]})")
         if parts:
             verdict = "held" if wins and not losses else ("did not hold" if losses and not wins else "mixed")
             if not wins and not losses:
-                verdict = "not shown (ties within the seed spread)"
+                verdict = "not shown (ties within the seed spread, or sub-models of different sizes)"
             say(claim, verdict, "Recipe vs variant: " + "; ".join(parts) + ".")
     depth = results["depth"]
     parts, wins, losses = [], 0, 0
@@ -154,13 +175,13 @@ def _family_table(results: dict, ctx: str) -> list[str]:
     T = results["plan"]["tokens"]
     n = len(_values(results, "elastic", "0.5", ctx))
     rows = [
-        ["parent, specs cut before training", "0", "yes"] + [_cell(results, "before", b, ctx) for b in BUDGET_LABELS],
+        ["parent, specs cut before training", "0", "yes"] + [_cell(results, "before", b, ctx, True) for b in BUDGET_LABELS],
         [f"**elastic** (one run, {n} seed{'s' if n > 1 else ''})", _millions(T), "yes"]
-        + [_cell(results, "elastic", b, ctx) for b in BUDGET_LABELS],
+        + [_cell(results, "elastic", b, ctx, True) for b in BUDGET_LABELS],
         ["Minitron route (prune, distil each size)", _millions(2 * T), "yes", "-"]
-        + [_cell(results, "minitron", b, ctx) for b in BUDGET_LABELS[1:]],
+        + [_cell(results, "minitron", b, ctx, True) for b in BUDGET_LABELS[1:]],
         ["from scratch (each size)", _millions(2 * T), "no", "-"]
-        + [_cell(results, "scratch", b, ctx) for b in BUDGET_LABELS[1:]],
+        + [_cell(results, "scratch", b, ctx, True) for b in BUDGET_LABELS[1:]],
     ]
     return _table(["route", "tokens for the 0.75 + 0.5 models", "uses the parent"]
                   + [f"ppl {b}" for b in BUDGET_LABELS], rows)
@@ -238,8 +259,10 @@ def render(results: dict, figures: dict[str, str]) -> str:
         "",
         "## Training checks",
         "",
-        ("Where each budget's router decision landed and the held-out KD loss of the router's argmax sub-model "
-        "at step 0 versus the end of the run."),
+        ("Where each budget's router decision landed, and the held-out KD loss (to the parent) of that "
+         "sub-model cut from the parent before training versus after training. A budget whose decision is "
+         "the full model starts at KD 0 exactly (it is the parent), so it cannot go lower. The last two "
+         "columns follow the router's decision during training (its parameter ratio in brackets)."),
         "",
         *_training_checks(results),
         "",

@@ -135,7 +135,12 @@ def run_study(parent: Path, out: Path, plan: ex.Plan, progress: bool = True) -> 
     for name, run in runs.items():
         label = f"{run['budget']:g}" if run["variant"] == "scratch" else None
         run["eval"] = evaluate_run(Path(run["folder"]), plan, progress, label=label)
+        if label is not None:  # a standalone model: its size relative to the parent, like every other row
+            for rows in run["eval"].values():
+                rows[label]["param_ratio"] = rows[label]["params"] / config.num_parameters()
         run["curve"] = learning_curve(Path(run["folder"]), plan)
+        if run["variant"] != "scratch":  # each budget's spec, cost and held-out KD before / after training
+            run["budgets"] = json.loads((Path(run["folder"]) / "model" / "budgets.json").read_text())
     first = f"elastic-s{plan.seeds[0]}"
     before = {b: s.to_dict() for b, s in ex.router_specs(out / first / "model", config).items()}
     runs["parent-sliced"] = {"variant": "before", "seed": None, "tokens": 0, "folder": str(scored),
