@@ -104,21 +104,32 @@ def _reading(results: dict, ctx: str, long_ctx: str) -> list[str]:
         out.append(f"- **{claim}**: {verdict}. {detail}")
 
     T = results["plan"]["tokens"]
-    for b in BUDGET_LABELS[1:]:
-        c = _compare(results, "elastic", "before", b, ctx)
-        if c:
-            say(f"Elastic training repairs the {b} sub-model (against the same spec cut from the parent before "
-                "training)", "held" if c[0] == "lower" else "did not hold", f"Perplexity {c[1]:.2f} vs {c[2]:.2f}.")
-    for b in BUDGET_LABELS[1:]:
-        c = _compare(results, "elastic", "minitron", b, ctx)
-        if c:
-            verdict = {"lower": "held", "tie": "held (a tie within the seed spread)", "higher": "did not hold"}[c[0]]
+    for b in BUDGET_LABELS[1:]:  # per seed: each run's own spec, cut from the parent before vs after training
+        rows = [(n, r["budgets"]["before_training_eval"][b], r["budgets"]["final_eval"][b])
+                for n, r in results["runs"].items() if r["variant"] == "elastic"]
+        if rows:
+            closer = all(after["kd"] < before["kd"] for _, before, after in rows)
+            better = all(after["ppl"] < before["ppl"] for _, before, after in rows)
+            say(f"Elastic training brings the {b} sub-model closer to the parent (held-out KD of each run's spec, "
+                "cut from the parent before training versus after)", "held" if closer else "did not hold",
+                "KD / perplexity on the training-time held-out tokens: "
+                + "; ".join(f"{n}: {x['kd']:.3f} / {x['ppl']:.2f} -> {y['kd']:.3f} / {y['ppl']:.2f}"
+                            for n, x, y in rows)
+                + ("." if better else "; perplexity did not improve in every run (the full model drifts too)."))
+    first = f"elastic-s{results['plan']['seeds'][0]}"
+    for b in BUDGET_LABELS[1:]:  # the Minitron and scratch models have the first seed's specs: compare with it
+        e = results["runs"][first]["eval"][ctx][b]["perplexity"] if first in results["runs"] else None
+        m, z = (results["runs"].get(f"{v}-{b}") for v in ("minitron", "scratch"))
+        if e is not None and m is not None:
+            mp = m["eval"][ctx][b]["perplexity"]
             say(f"Elastic matches the Minitron route at {b} for half the tokens ({_millions(T)} for the whole "
-                f"family vs {_millions(2 * T)})", verdict, f"Perplexity {c[1]:.2f} (elastic) vs {c[2]:.2f} (Minitron).")
-        c = _compare(results, "elastic", "scratch", b, ctx)
-        if c:
-            say(f"Elastic beats training the {b} model from scratch on T tokens (the elastic run spent T on all three)", "held" if c[0] == "lower"
-                else "did not hold", f"Perplexity {c[1]:.2f} vs {c[2]:.2f}.")
+                f"family vs {_millions(2 * T)})", "held" if e <= mp * 1.01 else "did not hold",
+                f"Same architecture, one seed: perplexity {e:.2f} ({first}) vs {mp:.2f} (Minitron, "
+                f"{100 * (e / mp - 1):+.1f}%).")
+        if e is not None and z is not None:
+            zp = z["eval"][ctx][b]["perplexity"]
+            say(f"Elastic beats training the {b} model from scratch on T tokens (the elastic run spent T on all "
+                "three)", "held" if e < zp else "did not hold", f"Perplexity {e:.2f} ({first}) vs {zp:.2f}.")
     for variant, claim, ctxs in (
         ("stage1only", "Stage 2 (long context, full-model-weighted) improves on stage 1 alone (Table 4)", (ctx, long_ctx)),
         ("stage2uniform", "Weighted stage-2 sampling beats uniform (Table 5)", (ctx,)),
@@ -171,13 +182,21 @@ def _memory_table(results: dict) -> list[str]:
     return _table(["family", "parameters", "weights on disk"], rows)
 
 
+def _run_cell(results: dict, name: str, label: str, ctx: str) -> str:
+    row = results["runs"].get(name, {}).get("eval", {}).get(ctx, {}).get(label)
+    return "-" if row is None else f"{row['perplexity']:.2f} ({row['param_ratio']:.2f}x)"
+
+
 def _family_table(results: dict, ctx: str) -> list[str]:
     T = results["plan"]["tokens"]
+    first = results["plan"]["seeds"][0]
     n = len(_values(results, "elastic", "0.5", ctx))
     rows = [
-        ["parent, specs cut before training", "0", "yes"] + [_cell(results, "before", b, ctx, True) for b in BUDGET_LABELS],
+        [f"parent, seed-{first} specs cut before training", "0", "yes"] + [_cell(results, "before", b, ctx, True) for b in BUDGET_LABELS],
         [f"**elastic** (one run, {n} seed{'s' if n > 1 else ''})", _millions(T), "yes"]
         + [_cell(results, "elastic", b, ctx, True) for b in BUDGET_LABELS],
+        [f"elastic, seed {first} only (the architectures of the rows below)", _millions(T), "yes"]
+        + [_run_cell(results, f"elastic-s{first}", b, ctx) for b in BUDGET_LABELS],
         ["Minitron route (prune, distil each size)", _millions(2 * T), "yes", "-"]
         + [_cell(results, "minitron", b, ctx, True) for b in BUDGET_LABELS[1:]],
         ["from scratch (each size)", _millions(2 * T), "no", "-"]

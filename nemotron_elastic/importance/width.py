@@ -14,7 +14,8 @@ https://arxiv.org/abs/2504.11409 Sec. 3), with every activation reduced by `hook
   `"post"` (default): the down projection's input, the neuron's post-activation value (Model-Optimizer's
   choice, the input of linear_fc2). It is the default because it ranks better than "pre" on both models
   measured, the gated SmolLM2-135M and the relu2 tiny-hybrid (docs/importance.md: tiny-hybrid cut to 75% /
-  50% of its MLP width, zero-shot perplexity 137.9 / 138.9 with "post" against 152.8 / 162.0 with "pre").
+  50% of its MLP width, zero-shot held-out perplexity 46.2 / 46.8 with "post" against 48.1 / 51.0 with
+  "pre"; the parent has 46.3).
 - attention heads, `attention_point="head_output"` (default): the magnitude of each head's contribution to the
   residual stream, ||W_o[:, h] y_h|| per token, computed through the per-head Gram matrix
   W_o[:, h]^T W_o[:, h] (hd^2 rather than D*hd per head and token). `"o_proj_input"` (Model-Optimizer): the
@@ -29,9 +30,9 @@ https://arxiv.org/abs/2504.11409 Sec. 3), with every activation reduced by `hook
   `mamba_head_dim_target` channels (default: all), ranked inside each B/C group. B and C are never ranked.
   `"out_proj_input"` (default): the same per-channel statistic taken at out_proj's input, i.e. after the
   scan, the D skip and the z-gated norm: what each head and channel actually sends to the residual stream
-  (the Mamba analogue of the MLP's "post"). It is the default because on the tiny-hybrid the x branch
-  ranks worse than a random order while this point ranks better (docs/importance.md: Mamba heads cut to
-  75% / 50%, perplexity 165.2 / 262.8 against 180.0 / 318.0 for "x" and 177.1 / 293.6 for random orders).
+  (the Mamba analogue of the MLP's "post"). It is the default because it ranks better than the x branch
+  on the tiny-hybrid (docs/importance.md: Mamba heads cut to 75% / 50%, perplexity 55.9 / 88.5 against
+  56.8 / 94.4 for "x" and 65.4 / 124.0 for random orders; head channels at 50%, 77.3 against 107.7).
 
 Official reference: Model-Optimizer `modelopt/torch/prune/plugins/mcore_minitron.py`
 (`_register_mlp_importance`, `_register_attention_importance`, `_register_mamba_mixer_importance`).
