@@ -84,6 +84,7 @@ def _step(name: str, done: bool, timings: dict[str, Any], fn) -> None:
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole pipeline; returns the report's numbers and writes <out>/report.md."""
     from .configio import from_dict
+    from .data.calibration import default_calibration_file
     from .importance.pipeline import score_model
     from .train.config import PretrainConfig, TrainConfig
     from .train.loop import ElasticTrainer
@@ -108,7 +109,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
         PretrainTrainer(cfg, resume=(out / "parent" / "train_config.yaml").is_file(), progress=progress).fit()
 
     def score() -> None:
-        calib = train_file or _calibration_file(out)
+        calib = train_file or str(default_calibration_file(out / "data" / "calibration.jsonl"))
         score_model(parent, calib, scored, samples=plan.score_samples, seq_len=plan.score_seq,
                     depth_samples=4, depth_seq_len=plan.score_seq // 2, max_depth_drops=3, progress=progress,
                     overwrite=True)
@@ -136,17 +137,3 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     from .demo_report import evaluate_and_report
 
     return evaluate_and_report(out, plan, parent, scored, elastic, held_file, timings, progress)
-
-
-def _calibration_file(out: Path) -> str:
-    """A jsonl of default-corpus training documents for importance scoring."""
-    from .data.corpus import default_corpus
-
-    path = out / "data" / "calibration.jsonl"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        docs = default_corpus("train")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[::20]))
-        tmp.replace(path)
-    return str(path)

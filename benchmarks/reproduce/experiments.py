@@ -73,9 +73,7 @@ class Plan:
               "budget_weights": list(STAGE2_WEIGHTS)}
         if variant == "stage1only":
             return [s1 | {"steps": self.steps}]
-        if variant == "stage2uniform":
-            s2["budget_weights"] = None
-        if variant == "single":  # one budget: no weights
+        if variant in ("stage2uniform", "single"):  # "single": one budget, so no weights
             s2["budget_weights"] = None
         return [s1, s2]
 

@@ -39,15 +39,9 @@ def _log(msg: str) -> None:
 
 
 def _calibration(out: Path) -> Path:
-    from nemotron_elastic.data.corpus import default_corpus
+    from nemotron_elastic.data.calibration import default_calibration_file
 
-    path = out / "calibration.jsonl"
-    if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in default_corpus("train")[::20]))
-        tmp.replace(path)
-    return path
+    return default_calibration_file(out / "calibration.jsonl")
 
 
 def _scored(parent: Path, out: Path, plan: ex.Plan, progress: bool) -> Path:

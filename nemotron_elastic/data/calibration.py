@@ -179,3 +179,17 @@ def calibration_samples(
     """
     stream = tokenize_documents(read_documents(path), tokenizer, eos_token_id)
     return sample_windows(stream, num_samples, seq_len, seed)
+
+
+def default_calibration_file(path: str | os.PathLike, every: int = 20) -> Path:
+    """Write (once) a jsonl of every `every`-th training document of the packaged default corpus to `path`,
+    the calibration text the demo and the reproduction study score with; returns the path."""
+    from .corpus import default_corpus
+
+    path = Path(path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in default_corpus("train")[::every]))
+        tmp.replace(path)
+    return path

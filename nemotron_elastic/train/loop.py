@@ -26,6 +26,7 @@ from ..data.packed import eval_batches
 from ..router import Router, logit_scale, temperature, to_spec
 from ..router.budget_loss import cost_of
 from ..subnet.cost import Sizes
+from ..subnet.masks import ElasticMasks
 from .config import TrainConfig
 from .data import prepare_tokens
 from .distributed import setup
@@ -60,6 +61,10 @@ class ElasticTrainer(Trainer):
         menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
         self.menus = {m.axis: m for m in menus}
         self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
+        # realised once here rather than from the spec at every micro-step
+        self.fixed_masks = None if self.fixed is None else {
+            b: ElasticMasks.from_spec(spec) for b, spec in self.fixed.items()
+        }
         self.resume_from = self.prepare_run(resume, overwrite)
         self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
         self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
@@ -104,7 +109,7 @@ class ElasticTrainer(Trainer):
         budget = sample_budget(self.cfg, stage, step, micro)
         tau, scale = self.schedules(step)
         with self.autocast():
-            fixed = None if self.fixed is None else self.fixed[budget]
+            fixed = None if self.fixed_masks is None else self.fixed_masks[budget]
             loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator, fixed=fixed)
         return loss, f"{budget:g}", metrics
 

@@ -19,7 +19,7 @@ import torch
 from ..model import HybridLM
 from ..router import Router, budget_loss, to_masks
 from ..router.menus import AxisMenu
-from ..subnet.spec import SubnetSpec
+from ..subnet.masks import ElasticMasks
 from .config import TrainConfig
 from .losses import cross_entropy_chunked, kl_div_chunked
 
@@ -56,7 +56,7 @@ def elastic_loss(
     scale: float,
     generator: torch.Generator | None = None,
     t_hidden: torch.Tensor | None = None,
-    fixed: SubnetSpec | None = None,
+    fixed: ElasticMasks | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets).
 

@@ -148,7 +148,7 @@ class Trainer(abc.ABC):
         datasets: dict[str, PackedDataset] = {}
         tokens_seen, t0 = 0, time.perf_counter()
         params = [p for p in list(self.model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
-        if self.step == 0 and total > 0:  # the starting point every later evaluation is read against
+        if self.step == 0:  # the starting point every later evaluation is read against
             self.metrics.write(0, "eval", self._evaluate())
         while self.step < total:
             index, stage = stage_at(cfg, self.step)
