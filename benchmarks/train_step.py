@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Elastic training step vs a plain KD step of the sliced model of the same size, side by side.
 
-For each budget the router picks a spec; we time (a) the elastic micro-step (router probabilities, masks,
+For each budget the router picks a spec (the default decision within the budget); we time (a) the elastic micro-step (router probabilities, masks,
 the student's sliced forward inside the parent, chunked KL to the frozen teacher, budget loss, backward into
 the parent and the router) against (b) a plain KD step of the standalone sliced model of that spec (same
 teacher, same chunked KL, backward into the small model). The teacher's forward is in both. Ratios go to
@@ -26,7 +26,7 @@ from _timing import machine, time_interleaved, write_json  # noqa: E402
 from nemotron_elastic.configio import from_dict  # noqa: E402
 from nemotron_elastic.model import HybridLM  # noqa: E402
 from nemotron_elastic.presets import get_preset  # noqa: E402
-from nemotron_elastic.router import Router, build_menu, to_spec  # noqa: E402
+from nemotron_elastic.router import CostTable, Router, build_menu, decide, to_spec  # noqa: E402
 from nemotron_elastic.subnet.slicing import slice_model  # noqa: E402
 from nemotron_elastic.train.config import TrainConfig  # noqa: E402
 from nemotron_elastic.train.losses import kl_div_chunked  # noqa: E402
@@ -57,7 +57,8 @@ def main() -> None:
     md = {m.axis: m for m in menus}
     # train the router on the budget loss alone for a moment so that each budget picks a sized spec
     train_cfg = from_dict(TrainConfig, {"budgets": budgets, "bf16": args.bf16})
-    ctx = StepContext(train_cfg, student, teacher, router, md)
+    table = CostTable(cfg, md)  # the trainer's default `router.decision: within_budget`
+    ctx = StepContext(train_cfg, student, teacher, router, md, table)
     from nemotron_elastic.router import budget_loss
 
     opt = torch.optim.Adam(router.parameters(), lr=1e-2)
@@ -72,7 +73,9 @@ def main() -> None:
 
     runs, specs = {}, {}
     for b in budgets:
-        spec = to_spec(cfg, md, router.logits(b))
+        with torch.no_grad():
+            logits = router.logits(b)
+        spec = to_spec(cfg, md, logits, decide(logits, b, table))
         specs[b] = spec
         small = slice_model(student, spec).train().requires_grad_(True)
 

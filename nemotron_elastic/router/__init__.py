@@ -7,8 +7,9 @@ from .decision import expected_sizes, to_masks, to_spec
 from .menus import AxisMenu, build_depth_menu, build_menu
 from .router import Router
 from .schedules import logit_scale, temperature
+from .within_budget import CostTable, decide, within_budget
 
 __all__ = [
-    "AxisMenu", "Router", "budget_loss", "build_depth_menu", "build_menu", "expected_sizes", "logit_scale",
-    "temperature", "to_masks", "to_spec",
+    "AxisMenu", "CostTable", "Router", "budget_loss", "build_depth_menu", "build_menu", "decide", "expected_sizes",
+    "logit_scale", "temperature", "to_masks", "to_spec", "within_budget",
 ]

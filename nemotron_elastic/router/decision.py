@@ -4,9 +4,10 @@
 probs: {axis: (L or 1, C)} as returned by `Router.probs`; a (1, C) row applies to every layer of the type.
 Axes without a menu stay at the parent's size.
 
-- hard (SPEC 7.4 mode 1): per row the argmax choice, its prefix mask multiplied by its probability
-  (NVIDIA multiplies by max(pi)) so that the task loss reaches the router; `straight_through` instead keeps
-  the value 1 and passes the gradient of the probability (1 + p - stop_grad(p)).
+- hard (SPEC 7.4 mode 1): per row the chosen column (the argmax, or the decision within the budget,
+  `within_budget.py`), its prefix mask multiplied by the row's largest probability (NVIDIA multiplies by
+  max(pi)) with the chosen entry's gradient, so that the task loss reaches the router; `straight_through`
+  instead keeps the value 1 and passes the gradient of the probability (1 + p - stop_grad(p)).
 - soft (mode 2): sum_i p_i * prefix_mask_i, computing only up to the largest choice with p > 0.
 - depth: choice k drops the first k layers of the menu's drop order. Layer at drop position r is kept with
   probability sum_c p_c * [r >= k_c] (cumulative, SPEC 7.3); soft mode gates the layer's output with it,
@@ -35,16 +36,29 @@ def _groups(parent: ModelConfig, axis: str) -> int:
     return {"attention_heads": parent.num_key_value_heads, "mamba_heads": parent.mamba_n_groups}.get(axis, 1)
 
 
-def _hard_scale(p: torch.Tensor, straight_through: bool) -> torch.Tensor:
-    return 1.0 + p - p.detach() if straight_through else p
+def _hard_scale(row: torch.Tensor, index: int, straight_through: bool) -> torch.Tensor:
+    """The scalar on the chosen mask: 1 with the probability's gradient, or the row's largest probability
+    (the argmax' own when it is chosen) with the gradient of the chosen entry's, so a decision moved
+    within the budget is not damped by its smaller probability."""
+    p = row[index]
+    if straight_through:
+        return 1.0 + p - p.detach()
+    return p + (row.max() - p).detach()
 
 
-def argmax_sizes(menus: dict[str, AxisMenu], probs: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    """The chosen size per axis and row (index = argmax of each row)."""
+def _columns(menu: AxisMenu, probs: torch.Tensor, choice: torch.Tensor | None) -> torch.Tensor:
+    """(L,) chosen column per row: `choice` (1 or L entries) or the argmax of each row."""
+    cols = _rows(menu, probs).argmax(-1).cpu() if choice is None else torch.as_tensor(choice).long().cpu()
+    return cols.expand(menu.num_rows) if cols.numel() == 1 else cols
+
+
+def argmax_sizes(menus: dict[str, AxisMenu], probs: dict[str, torch.Tensor],
+                 choice: dict[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
+    """The chosen size per axis and row (`choice`, else the argmax of each row)."""
     out = {}
     for axis, menu in menus.items():
-        p = _rows(menu, probs[axis])
-        out[axis] = menu.choices.gather(1, p.argmax(-1, keepdim=True).cpu()).squeeze(1).tolist()
+        cols = _columns(menu, probs[axis], None if choice is None else choice[axis])
+        out[axis] = menu.choices.gather(1, cols[:, None]).squeeze(1).tolist()
     return out
 
 
@@ -58,9 +72,11 @@ def keep_probs(parent: ModelConfig, menu: AxisMenu, probs: torch.Tensor) -> torc
     return keep.scatter(0, torch.tensor(menu.drop_order, device=probs.device, dtype=torch.long), kept)
 
 
-def to_spec(parent: ModelConfig, menus: dict[str, AxisMenu], probs: dict[str, torch.Tensor]) -> SubnetSpec:
-    """The router's deterministic choice (argmax per row) as a SubnetSpec."""
-    sizes = argmax_sizes(menus, probs)
+def to_spec(parent: ModelConfig, menus: dict[str, AxisMenu], probs: dict[str, torch.Tensor],
+            choice: dict[str, torch.Tensor] | None = None) -> SubnetSpec:
+    """The router's choice as a SubnetSpec: `choice` ({axis: chosen index per row}, see `within_budget`),
+    else the argmax per row."""
+    sizes = argmax_sizes(menus, probs, choice)
     data: dict = {}
     for axis in ("hidden", "mamba_head_dim"):
         if axis in sizes:
@@ -80,8 +96,11 @@ def to_masks(
     probs: dict[str, torch.Tensor],
     mode: str = "hard",
     straight_through: bool = False,
+    choice: dict[str, torch.Tensor] | None = None,
 ) -> ElasticMasks:
-    """ElasticMasks realising the router's decision inside the parent (differentiable in probs)."""
+    """ElasticMasks realising the router's decision inside the parent (differentiable in probs).
+
+    choice: hard mode's chosen index per axis and row (`within_budget`); None: the argmax per row."""
     if mode not in ("hard", "soft"):
         raise ValueError(f"mode: expected 'hard' or 'soft', got {mode!r}")
     base = ElasticMasks.from_spec(SubnetSpec.full(parent))
@@ -94,9 +113,9 @@ def to_masks(
         if mode == "soft":
             axes[axis] = [Axis.soft(row.tolist(), pr) for row, pr in zip(choices, p)]
         else:
-            idx = p.argmax(-1)
+            idx = _columns(menu, p, None if choice is None else choice[axis])
             axes[axis] = [
-                Axis(int(row[i]), scale=_hard_scale(pr[i], straight_through)) for row, pr, i in zip(choices, p, idx)
+                Axis(int(row[i]), scale=_hard_scale(pr, int(i), straight_through)) for row, pr, i in zip(choices, p, idx)
             ]
     hidden = axes.get("hidden", [base.hidden])[0]
     head_dim = axes.get("mamba_head_dim", [base.mamba_head_dim])[0]
@@ -105,7 +124,8 @@ def to_masks(
         menu, p = menus["depth"], probs["depth"]
         keep = keep_probs(parent, menu, p)
         candidates = set(menu.drop_order[: int(menu.choices.max())])
-        dropped = set(menu.drop_order[: int(menu.choices[0, p[0].argmax()])]) if mode == "hard" else set()
+        k = int(p[0].argmax()) if choice is None else int(choice["depth"][0])
+        dropped = set(menu.drop_order[: int(menu.choices[0, k])]) if mode == "hard" else set()
         for i in candidates - dropped:
             k = keep[i]
             gate_for[i] = 1.0 + k - k.detach() if mode == "hard" else k

@@ -78,6 +78,26 @@ class Router(nn.Module):
         u = self.encode(budget).to(self.nets[next(iter(self.nets))][0].weight.dtype)
         return {axis: net(u).view(-1, self.menus[axis].num_choices) for axis, net in self.nets.items()}
 
+    def scores(
+        self,
+        budget: float,
+        tau: float = 1.0,
+        scale: float = 1.0,
+        gumbel: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """(scale * z + g) / tau per axis, (L or 1, C): the log-probabilities of `probs` up to a constant per
+        row, which is what a decision over several rows (`within_budget`) adds up."""
+        out = {}
+        for axis, z in self.logits(budget).items():
+            z = z * scale
+            if gumbel:
+                u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                gumbel_noise = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))  # Gumbel(0, 1)
+                z = z + gumbel_noise
+            out[axis] = z / tau
+        return out
+
     def probs(
         self,
         budget: float,
@@ -88,12 +108,4 @@ class Router(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Gumbel-softmax probabilities per axis, (L or 1, C); `gumbel=False` gives softmax(scale*z/tau)
         (evaluation / export: the argmax is then the router's deterministic choice)."""
-        out = {}
-        for axis, z in self.logits(budget).items():
-            z = z * scale
-            if gumbel:
-                u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-                gumbel_noise = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))  # Gumbel(0, 1)
-                z = z + gumbel_noise
-            out[axis] = F.softmax(z / tau, dim=-1)
-        return out
+        return {axis: F.softmax(s, dim=-1) for axis, s in self.scores(budget, tau, scale, gumbel, generator).items()}

@@ -51,6 +51,10 @@ class RouterConfig:
     # ("unsharpened"), so its gradient never vanishes once the sampled decisions are sharp; "sampled" uses
     # the sharpened Gumbel probabilities (NVIDIA's code), which can lock a budget at a wrong size.
     budget_probs: Literal["unsharpened", "sampled"] = "unsharpened"
+    # The sub-model a budget gets: "within_budget" = the one the router scores highest among those whose
+    # cost is within dead_zone of the budget (router/within_budget.py); "argmax" = the paper's row-wise
+    # argmax, whose cost can land outside the dead zone.
+    decision: Literal["within_budget", "argmax"] = "within_budget"
 
 
 @dataclass(kw_only=True)

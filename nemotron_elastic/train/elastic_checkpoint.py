@@ -107,9 +107,14 @@ def budget_spec(path: str | Path, budget: float, model_config=None) -> SubnetSpe
         trained = ", ".join(f"{e['budget']:g}" for e in info["budgets"])
         raise ValueError(f"budget {budget:g}: {path} was trained on fixed specs (no router), so only its trained "
                          f"budgets exist ({trained})")
-    from ..router import to_spec
+    from ..router import CostTable, decide, to_spec
 
     router = load_router(path)
     with torch.no_grad():
         logits = router.logits(budget)  # raises a clear error outside the trained range
-    return to_spec(model_config, router.menus, logits)
+    table = None  # checkpoints written before `router.decision` existed took the argmax
+    if info.get("decision") == "within_budget":
+        kind = info.get("budget_kind", "params")
+        table = CostTable(model_config, router.menus, kind, info.get("memory_setting") if kind == "memory" else None)
+    choice = decide(logits, budget, table, info.get("dead_zone", 0.05))
+    return to_spec(model_config, router.menus, logits, choice)

@@ -23,7 +23,7 @@ import torch
 
 from ..checkpoint import load_model, load_tokenizer
 from ..data.packed import eval_batches
-from ..router import Router, logit_scale, temperature, to_spec
+from ..router import CostTable, Router, decide, logit_scale, temperature, to_spec, within_budget
 from ..router.budget_loss import cost_of
 from ..subnet.cost import Sizes
 from ..subnet.masks import ElasticMasks
@@ -34,7 +34,7 @@ from .elastic_checkpoint import save_elastic
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .menus_from_config import menus_from_config
 from .sampling import sample_budget
-from .step import StepContext, elastic_loss, teacher_hidden
+from .step import StepContext, elastic_loss, memory_setting, teacher_hidden
 from .trainer import Trainer
 
 
@@ -65,6 +65,7 @@ class ElasticTrainer(Trainer):
         self.fixed_masks = None if self.fixed is None else {
             b: ElasticMasks.from_spec(spec) for b, spec in self.fixed.items()
         }
+        self.costs = self._cost_table()
         self.resume_from = self.prepare_run(resume, overwrite)
         self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
         self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
@@ -84,7 +85,8 @@ class ElasticTrainer(Trainer):
         self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
             lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
         )
-        self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus)
+        within = cfg.router.decision == "within_budget"
+        self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None)
         self.setup_common()
 
     def _fixed_specs(self) -> dict[float, Any] | None:
@@ -95,6 +97,24 @@ class ElasticTrainer(Trainer):
 
         return {b: resolve_spec(self.teacher.config, path, f"specs[{i}]")
                 for i, (b, path) in enumerate(zip(self.cfg.budgets, self.cfg.specs))}
+
+    def _cost_table(self) -> CostTable | None:
+        """The menus' exact cost table (None without a router), after checking that every budget has a
+        sub-model within its dead zone: a budget the menus cannot reach is an error before training."""
+        if self.fixed is not None or not self.menus:
+            return None
+        r = self.cfg.router
+        memory = memory_setting(self.cfg) if r.budget_kind == "memory" else None
+        table = CostTable(self.teacher.config, self.menus, r.budget_kind, memory)
+        flat = {axis: torch.zeros(m.num_rows if m.per_layer else 1, m.num_choices) for axis, m in self.menus.items()}
+        for b in self.cfg.budgets:
+            if within_budget(table, flat, b, r.dead_zone) is None:
+                lo, hi = table.span()
+                raise ValueError(
+                    f"budgets: no sub-model of these menus costs within {r.dead_zone:.0%} of budget {b:g} "
+                    f"({r.budget_kind}); the menus span {lo:.3f} to {hi:.3f} of the parent"
+                )
+        return table
 
     def schedules(self, step: int) -> tuple[float, float]:
         """(Gumbel temperature, logit scale) at `step`: exponential 1 -> 0.05, linear 1 -> 10 (SPEC 7.2)."""
@@ -114,11 +134,18 @@ class ElasticTrainer(Trainer):
         return loss, f"{budget:g}", metrics
 
     def budget_specs(self) -> dict[float, Any]:
-        """The router's deterministic choice (argmax of its logits) per trained budget (or the fixed specs)."""
+        """The router's deterministic choice per trained budget, from its logits (within the budget, or the
+        argmax: `router.decision`), or the fixed specs."""
         if self.fixed is not None:
             return dict(self.fixed)
+        table = self.ctx.costs
+        out = {}
         with torch.no_grad():
-            return {b: to_spec(self.model.config, self.menus, self.router.logits(b)) for b in self.cfg.budgets}
+            for b in self.cfg.budgets:
+                logits = self.router.logits(b)
+                choice = decide(logits, b, table, self.cfg.router.dead_zone)
+                out[b] = to_spec(self.model.config, self.menus, logits, choice)
+        return out
 
     @torch.no_grad()
     def evaluate(self, before: bool = False) -> dict[str, dict[str, float]]:
@@ -166,7 +193,8 @@ class ElasticTrainer(Trainer):
                             "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
                             "memory_ratio": float(mem / full_memory)})
         info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
-                "fixed_specs": self.fixed is not None,
+                "fixed_specs": self.fixed is not None, "decision": self.cfg.router.decision,
+                "dead_zone": self.cfg.router.dead_zone,
                 "final_eval": self._evaluate(), "before_training_eval": self._evaluate(before=True)}
         model = self.export_model()
 

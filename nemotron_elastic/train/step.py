@@ -3,7 +3,8 @@
 
     teacher hidden (no grad, once per micro-batch)
     probs  = router.probs(budget, tau, scale)            Gumbel-softmax per axis
-    masks  = to_masks(probs, hard|soft)                  the sub-model inside the student
+    choice = within_budget(scores) | argmax              the sampled sub-model (router.decision)
+    masks  = to_masks(probs, hard|soft, choice)          the sub-model inside the student
     loss   = kd_weight * KL(teacher || student_masks) + ce_weight * CE + lambda * budget_loss(probs)
 
 The student runs *sliced* to the chosen sizes (hard masks) so a budget-0.5 step costs about half a full
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from ..model import HybridLM
-from ..router import Router, budget_loss, to_masks
+import torch.nn.functional as F
+
+from ..router import CostTable, Router, budget_loss, decide, to_masks
 from ..router.menus import AxisMenu
 from ..subnet.masks import ElasticMasks
 from .config import TrainConfig
@@ -33,13 +36,19 @@ class StepContext:
     teacher: HybridLM
     router: Router
     menus: dict[str, AxisMenu]
+    costs: CostTable | None = None  # the menus' cost table when decisions are taken within the budget
 
     def memory_kwargs(self) -> dict:
-        r = self.cfg.router
-        return {
-            "context": r.memory_context, "batch": r.memory_batch, "weight_bytes": r.memory_weight_bytes,
-            "kv_bytes": r.memory_kv_bytes, "ssm_bytes": r.memory_ssm_bytes,
-        }
+        return memory_setting(self.cfg)
+
+
+def memory_setting(cfg: TrainConfig) -> dict:
+    """The memory budget's cost-model settings (context, batch, bytes per element)."""
+    r = cfg.router
+    return {
+        "context": r.memory_context, "batch": r.memory_batch, "weight_bytes": r.memory_weight_bytes,
+        "kv_bytes": r.memory_kv_bytes, "ssm_bytes": r.memory_ssm_bytes,
+    }
 
 
 def teacher_hidden(teacher: HybridLM, inputs: torch.Tensor) -> torch.Tensor:
@@ -63,17 +72,22 @@ def elastic_loss(
     fixed: train this sub-model (sliced) instead of the router's choice; no router, no budget loss."""
     cfg = ctx.cfg
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    metrics: dict[str, float] = {}
     if t_hidden is None:
         t_hidden = teacher_hidden(ctx.teacher, inputs)
     if fixed is None:
-        probs = ctx.router.probs(budget, tau, scale, gumbel=True, generator=generator)
-        masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through)
+        scores = ctx.router.scores(budget, tau, scale, gumbel=True, generator=generator)
+        probs = {axis: F.softmax(s, dim=-1) for axis, s in scores.items()}
+        choice = None
+        if ctx.costs is not None and cfg.router.mask == "hard":
+            choice = decide(scores, budget, ctx.costs, cfg.router.dead_zone)
+            metrics["decision_ratio"] = ctx.costs.ratio(choice)
+        masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through, choice)
     else:
         masks = fixed
     s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True)
     head = ctx.student.head_weight(masks)
     loss = torch.zeros((), device=tokens.device)
-    metrics: dict[str, float] = {}
     if cfg.distill.kd_weight:
         kd = kl_div_chunked(s_hidden, head, t_hidden, ctx.teacher.lm_head.weight, cfg.distill.temperature,
                             cfg.distill.chunk_size)

@@ -141,7 +141,8 @@ def assert_same_run(single: Path, multi: Path, keys: tuple[str, ...], weight_ato
         for k, v in flat_a.items():
             if isinstance(v, dict):
                 for m in ("kd", "ce"):
-                    assert flat_b[k][m] == pytest.approx(v[m], rel=1e-5), (ea["step"], k, m)
+                    # abs: the full budget's KD after a few steps is ~1e-6, at the level of rounding noise
+                    assert flat_b[k][m] == pytest.approx(v[m], rel=1e-5, abs=1e-7), (ea["step"], k, m)
             elif k == "ce":
                 assert flat_b[k] == pytest.approx(v, rel=1e-5)
     wa, wb = load_model(single / "model").state_dict(), load_model(multi / "model").state_dict()

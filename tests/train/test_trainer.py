@@ -73,8 +73,20 @@ def test_train_writes_a_complete_elastic_checkpoint(parent_dir):
         spec = budget_spec(out, b, model.config)
         assert spec.param_count() <= model.config.num_parameters()
     assert budget_spec(out, 1.0, model.config).is_within(SubnetSpecFull(model.config))
+    # the default decision lands every budget within the dead zone, trained and interpolated alike, and
+    # every training step's sampled sub-model too
+    budgets = json.loads((out / "budgets.json").read_text())
+    assert budgets["decision"] == "within_budget"
+    for entry in budgets["budgets"]:
+        assert abs(entry["param_ratio"] / entry["budget"] - 1) <= 0.05, entry
+    full = model.config.num_parameters()
+    assert abs(budget_spec(out, 0.75, model.config).param_count() / full / 0.75 - 1) <= 0.05
     rows = train_rows(parent_dir / "run")
     assert rows and all("1/kd" in r or "0.5/kd" in r for r in rows)
+    for r in rows:
+        for b in ("1", "0.5"):
+            if f"{b}/decision_ratio" in r:
+                assert abs(r[f"{b}/decision_ratio"] / float(b) - 1) <= 0.05, r
     evals = [r for r in read_metrics(parent_dir / "run" / "metrics.jsonl") if r["split"] == "eval"]
     assert evals and set(evals[-1]) >= {"1", "0.5"}
 
@@ -122,6 +134,7 @@ def test_checkpoint_killed_mid_write_keeps_the_previous_one(parent_dir, monkeypa
     "over, error, match",
     [
         ({"budgets": [1.0, 1.5]}, ValueError, "budgets"),
+        ({"budgets": [1.0, 0.1]}, ValueError, "no sub-model of these menus costs within 5% of budget 0.1"),
         ({"menus": {"mamba_heads": [1.0, 3]}}, ValueError, "multiple of 2"),
         ({"menus": {"depth": [0, 1]}}, ValueError, "ranking.json"),
         ({"parent": "/nonexistent/parent"}, FileNotFoundError, "nonexistent"),

@@ -1,0 +1,204 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The router's decision within the budget: the sub-model the router scores highest among those whose cost
+is within the budget's tolerance (`router.decision: within_budget`, the default).
+
+The paper and NVIDIA's code take the argmax of every row of the router's output. The budget loss only sees
+the *expected* cost, so that argmax can cost e.g. 0.555 of the parent at budget 0.5 while the loss is zero:
+on a coarse lattice of sizes (here 0.463 / 0.486 / 0.555 near 0.5) no single row's flip lands, and the
+gradient moves one row back and forth. So the decision is
+
+    c* = argmax_c  sum_rows score[row, c_row]   subject to   |cost(c) / (budget * cost(parent)) - 1| <= tol
+
+with score = the router's logits (export, evaluation) or its Gumbel-perturbed logits (a training step).
+It *is* the row-wise argmax whenever that lands (then it is the unconstrained maximum); otherwise it is the
+most preferred sub-model that does. `argmax` keeps the paper's rule.
+
+Exact costs by decomposition. hidden, Mamba head dim and depth are *global* axes (they scale every layer);
+the others are rows: one per axis when homogeneous, one per layer when per layer. With the global choices
+g fixed, the cost model is affine in every row's size and no two rows multiply (a layer has one type), so
+
+    cost(c) = const[g] + sum_r delta[g, r, c_r]      exactly
+
+`CostTable` computes const and delta once per run, by autograd of the cost model at zero row sizes. A
+decision is then a multiple-choice knapsack with a two-sided bound, solved per global choice by dynamic
+programming over cost bins of 1/64 of the tolerance band, each bin keeping its best path and that path's
+exact cost; global choices are visited best-first and pruned by their score bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..subnet.cost import Sizes
+from .budget_loss import cost_of
+from .menus import AxisMenu
+
+GLOBAL_AXES = ("hidden", "mamba_head_dim", "depth")
+_BINS_PER_BAND = 64
+
+
+class CostTable:
+    """cost(choice) / cost(parent) = const[g] + sum_r delta[g, r, c_r] for every choice of the menus.
+
+    Attributes:
+        global_axes: the menus' global axes; `combos[g]` is one choice index per global axis.
+        rows: (axis, row) per row variable; row is 0 for a homogeneous axis, the layer rank when per layer.
+        const: (G,) float64.  delta: (G, R, C) float64 (C = the widest menu; padded entries unused).
+        valid: (R, C) bool, False where a row's menu is shorter than C.
+    """
+
+    def __init__(self, parent: ModelConfig, menus: dict[str, AxisMenu], kind: str = "params",
+                 memory: dict | None = None):
+        self.parent, self.menus, self.kind, self.memory = parent, menus, kind, memory
+        self.global_axes = [a for a in GLOBAL_AXES if a in menus]
+        self.row_axes = [a for a in menus if a not in GLOBAL_AXES]
+        self.rows = [(a, r) for a in self.row_axes for r in range(menus[a].num_rows if menus[a].per_layer else 1)]
+        width = max([menus[a].num_choices for a in self.row_axes], default=1)
+        self.valid = np.zeros((len(self.rows), width), dtype=bool)
+        for i, (axis, _) in enumerate(self.rows):
+            self.valid[i, : menus[axis].num_choices] = True
+        self.full = float(cost_of(parent, Sizes.full(parent), kind, memory))
+        self.combos = list(itertools.product(*(range(menus[a].num_choices) for a in self.global_axes)))
+        parts = [self._decompose(dict(zip(self.global_axes, combo))) for combo in self.combos]
+        self.const = np.array([c for c, _ in parts])
+        self.delta = np.stack([d for _, d in parts]) if parts else np.zeros((1, len(self.rows), width))
+
+    def _decompose(self, chosen: dict[str, int]) -> tuple[float, np.ndarray]:
+        p, menus = self.parent, self.menus
+        full = Sizes.full(p)
+        values = {"hidden": full.hidden, "mlp": full.mlp, "attention_heads": full.attention_heads,
+                  "mamba_heads": full.mamba_heads, "mamba_head_dim": full.mamba_head_dim, "layer_keep": full.layer_keep}
+        for axis in ("hidden", "mamba_head_dim"):
+            if axis in chosen:
+                values[axis] = menus[axis].choices[0, chosen[axis]].double()
+        if "depth" in chosen:
+            menu = menus["depth"]
+            dropped = list(menu.drop_order[: int(menu.choices[0, chosen["depth"]])])
+            values["layer_keep"] = values["layer_keep"].clone().index_fill_(0, torch.tensor(dropped, dtype=torch.long), 0.0)
+        widths = {a: torch.zeros(menus[a].num_rows, dtype=torch.float64, requires_grad=True) for a in self.row_axes}
+        values.update(widths)
+        cost = cost_of(p, Sizes(**values), self.kind, self.memory)
+        slopes = torch.autograd.grad(cost, list(widths.values())) if widths else []
+        delta = np.zeros(self.valid.shape)
+        i = 0
+        for axis, slope in zip(self.row_axes, slopes):
+            per_layer = (slope[:, None] * menus[axis].choices.double()).numpy()  # (L, C): cost of each layer's size
+            rows = per_layer if menus[axis].per_layer else per_layer.sum(0, keepdims=True)
+            delta[i: i + len(rows), : rows.shape[1]] = rows
+            i += len(rows)
+        return float(cost.detach()) / self.full, delta / self.full
+
+    def ratio(self, choice: dict[str, torch.Tensor]) -> float:
+        """cost(choice) / cost(parent) from the table (equals the cost model on the choice's spec)."""
+        g = self.combos.index(tuple(int(choice[a][0]) for a in self.global_axes))
+        cols = self._row_columns(choice)
+        return float(self.const[g] + self.delta[g, np.arange(len(self.rows)), cols].sum())
+
+    def span(self) -> tuple[float, float]:
+        """(cheapest, dearest) cost of any choice, as fractions of the parent's."""
+        low = np.where(self.valid, self.delta, np.inf).min(2).sum(1) if len(self.rows) else 0.0
+        high = np.where(self.valid, self.delta, -np.inf).max(2).sum(1) if len(self.rows) else 0.0
+        return float((self.const + low).min()), float((self.const + high).max())
+
+    def _row_columns(self, choice: dict[str, torch.Tensor]) -> np.ndarray:
+        return np.array([int(choice[axis][r]) for axis, r in self.rows], dtype=np.int64)
+
+
+def argmax_choice(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The paper's rule: per axis and row the index of the best score -> {axis: (rows,) long}."""
+    return {axis: s.detach().argmax(-1).cpu() for axis, s in scores.items()}
+
+
+def within_budget(table: CostTable, scores: dict[str, torch.Tensor], budget: float,
+                  tolerance: float = 0.05) -> dict[str, torch.Tensor] | None:
+    """The highest-scoring choice whose cost is within `tolerance` of `budget` (fractions of the parent's
+    cost); None when no sub-model of the menus is.
+
+    Args:
+        table: the menus' CostTable.
+        scores: {axis: (rows or 1, C)} log-scores (logits; add Gumbel noise and divide by tau for a sample).
+        budget: target cost as a fraction of the parent's.
+        tolerance: relative half-width of the accepted band (the budget loss' dead zone).
+
+    Returns:
+        {axis: (rows,) long}: one chosen index per row (1 row for homogeneous and global axes).
+    """
+    lo, hi = budget * (1.0 - tolerance), budget * (1.0 + tolerance)
+    best = argmax_choice(scores)
+    if lo <= table.ratio(best) <= hi:
+        return best  # the unconstrained maximum lands: nothing to trade
+    row_scores = np.full(table.valid.shape, -np.inf)
+    for i, (axis, r) in enumerate(table.rows):
+        s = scores[axis].detach().double().cpu().numpy()
+        row_scores[i, : s.shape[1]] = s[r if s.shape[0] > 1 else 0]
+    global_scores = np.array([
+        sum(float(scores[a][0, k].detach()) for a, k in zip(table.global_axes, combo)) for combo in table.combos
+    ]) if table.global_axes else np.zeros(1)
+    row_bound = row_scores.max(1).sum() if len(table.rows) else 0.0
+    found, found_score = None, -np.inf
+    for g in np.argsort(-global_scores, kind="stable"):
+        if global_scores[g] + row_bound <= found_score:
+            break  # no later global choice can do better
+        solved = _knapsack(table.const[g], table.delta[g], table.valid, row_scores, lo, hi)
+        if solved is not None and global_scores[g] + solved[0] > found_score:
+            found_score, found = global_scores[g] + solved[0], (g, solved[1])
+    if found is None:
+        return None
+    g, cols = found
+    out = {a: torch.tensor([k]) for a, k in zip(table.global_axes, table.combos[g])}
+    for axis in table.row_axes:
+        out[axis] = torch.tensor([int(c) for (a, _), c in zip(table.rows, cols) if a == axis])
+    return out
+
+
+def _knapsack(const: float, delta: np.ndarray, valid: np.ndarray, scores: np.ndarray, lo: float,
+              hi: float) -> tuple[float, np.ndarray] | None:
+    """max sum_r scores[r, c_r]  s.t.  lo <= const + sum_r delta[r, c_r] <= hi.  -> (score, (R,) columns)."""
+    num_rows = delta.shape[0]
+    floor = np.where(valid, delta, np.inf).min(1) if num_rows else np.zeros(0)
+    base = const + floor.sum()
+    extra = np.where(valid, delta - floor[:, None], 0.0)  # >= 0: cost above each row's cheapest choice
+    if base > hi + 1e-12 or base + extra.max(1, initial=0.0).sum() < lo - 1e-12:
+        return None
+    capacity = hi - base
+    width = (hi - lo) / _BINS_PER_BAND
+    bins = int(capacity / width) + 1
+    score = np.full(bins, -np.inf)
+    cost = np.zeros(bins)  # exact extra cost of the path kept in each bin
+    score[0] = 0.0
+    back_col = np.zeros((num_rows, bins), dtype=np.int64)
+    back_bin = np.zeros((num_rows, bins), dtype=np.int64)
+    for r in range(num_rows):
+        cand_cost = cost[None, :] + extra[r][:, None]  # (C, bins)
+        cand_score = score[None, :] + scores[r][:, None]
+        ok = np.isfinite(cand_score) & (cand_cost <= capacity + 1e-12) & valid[r][:, None]
+        cols, src = np.nonzero(ok)
+        cc, cs = cand_cost[ok], cand_score[ok]
+        dst = np.minimum((cc / width).astype(np.int64), bins - 1)
+        order = np.lexsort((-cs, dst))  # by bin, best score first
+        keep = order[np.r_[True, dst[order][1:] != dst[order][:-1]]]
+        score, cost = np.full(bins, -np.inf), np.zeros(bins)
+        score[dst[keep]], cost[dst[keep]] = cs[keep], cc[keep]
+        back_col[r, dst[keep]], back_bin[r, dst[keep]] = cols[keep], src[keep]
+    feasible = np.isfinite(score) & (base + cost >= lo - 1e-12)
+    if not feasible.any():
+        return None
+    end = int(np.argmax(np.where(feasible, score, -np.inf)))
+    total, chosen = float(score[end]), np.zeros(num_rows, dtype=np.int64)
+    for r in range(num_rows - 1, -1, -1):
+        chosen[r] = back_col[r, end]
+        end = back_bin[r, end]
+    return total, chosen
+
+
+def decide(scores: dict[str, torch.Tensor], budget: float, table: CostTable | None = None,
+           tolerance: float = 0.05) -> dict[str, torch.Tensor]:
+    """The router's choice: within the budget when `table` is given (falling back to the argmax when no
+    sub-model lands), else the row-wise argmax."""
+    if table is None:
+        return argmax_choice(scores)
+    return within_budget(table, scores, budget, tolerance) or argmax_choice(scores)
