@@ -23,7 +23,7 @@ from _timing import machine, time_interleaved, write_json  # noqa: E402
 
 from nemotron_elastic.checkpoint import build_model  # noqa: E402
 from nemotron_elastic.export.hf import hf_to_native_state_dict  # noqa: E402
-from nemotron_elastic.export.keymap import native_to_hf_config  # noqa: E402
+from nemotron_elastic.export.hf_config import native_to_hf_config  # noqa: E402
 from nemotron_elastic.presets import get_preset  # noqa: E402
 
 

@@ -32,7 +32,8 @@ from _timing import machine, write_json  # noqa: E402
 
 from nemotron_elastic.presets import get_preset  # noqa: E402
 from nemotron_elastic.router import (  # noqa: E402
-    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, logit_scale, temperature, within_budget,
+    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, logit_scale, temperature,
+    within_budget,
 )
 
 BUDGETS = [1.0, 0.75, 0.5]
@@ -82,15 +83,15 @@ def landing(args) -> tuple[list[dict], dict]:
             with torch.no_grad():
                 for b in BUDGETS[1:]:  # the full budget is the parent under both rules
                     logits = router.logits(b)
-                    row = {"preset": preset, "per_layer": per_layer, "kind": kind, "probs": form, "seed": seed,
-                           "budget": b}
+                    row = {"preset": preset, "per_layer": per_layer, "kind": kind, "probs": form,
+                           "seed": seed, "budget": b}
                     for rule, t in (("argmax", None), ("within_budget", table)):
                         ratio = table.ratio(decide(logits, b, t))
                         row[rule] = {"ratio": ratio, "landed": abs(ratio / b - 1) <= 0.05}
                     runs.append(row)
-            print(f"{preset:<22} per_layer={per_layer!s:<5} {kind:<7} {form:<11} seed {seed}: "
-                  + "  ".join(f"{r['budget']:g}: argmax {r['argmax']['ratio']:.3f} / within {r['within_budget']['ratio']:.3f}"
-                              for r in runs[-2:]))
+            landed = "  ".join(f"{r['budget']:g}: argmax {r['argmax']['ratio']:.3f} / within "
+                               f"{r['within_budget']['ratio']:.3f}" for r in runs[-2:])
+            print(f"{preset:<22} per_layer={per_layer!s:<5} {kind:<7} {form:<11} seed {seed}: {landed}")
     summary = {}
     for form in ("unsharpened", "sampled"):
         rows = [r for r in runs if r["probs"] == form]
@@ -113,12 +114,15 @@ def decision_time(presets: list[str], repeats: int = 30) -> dict:
         with torch.no_grad():
             scores = [router.scores(BUDGETS[i % 3], 1.0, 1.0, True, gen) for i in range(repeats)]
         timing = {}
-        for rule, fn in (("argmax", lambda s, b: decide(s, b)), ("within_budget", lambda s, b: within_budget(table, s, b))):
+        rules = {"argmax": lambda s, b: decide(s, b),
+                 "within_budget": lambda s, b: within_budget(table, s, b)}
+        for rule, fn in rules.items():
             start = time.perf_counter()
             for i, s in enumerate(scores):
                 fn(s, BUDGETS[i % 3])
             timing[rule] = (time.perf_counter() - start) / repeats * 1e3
-        out[preset] = {"rows": len(table.rows), "global_choices": len(table.combos), "ms_per_decision": timing}
+        out[preset] = {"rows": len(table.rows), "global_choices": len(table.combos),
+                       "ms_per_decision": timing}
         print(f"{preset}: {timing['within_budget']:.2f} ms per decision within the budget "
               f"({len(table.rows)} rows, {len(table.combos)} global choices), argmax {timing['argmax']:.3f} ms")
     return out
@@ -138,8 +142,8 @@ def main() -> None:
         "runs": runs, "machine": machine(),
     }
     for form, rules in summary.items():
-        print(f"budget loss on {form} probabilities: landed within 5%: "
-              + ", ".join(f"{rule} {v['landed']}/{v['of']} (worst {v['worst_error']:.1%})" for rule, v in rules.items()))
+        landed = ", ".join(f"{rule} {v['landed']}/{v['of']} (worst {v['worst_error']:.1%})" for rule, v in rules.items())
+        print(f"budget loss on {form} probabilities: landed within 5%: {landed}")
     print(f"written to {write_json(args.out, result)}")
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from ..data.corpus import SOURCES, default_corpus, load_documents
+from ..data.corpus import SOURCES, default_corpus
+from ..data.documents import load_documents
 
 DEFAULT_SOURCE = "default corpus held-out split"
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")  # a sentence ends at . ! ? (and closing quotes)

@@ -1,2 +1,2 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Hugging Face interchange: key maps and configs per family (`keymap.py`), HF folders (`hf.py`), GGUF (`gguf.py`)."""
+"""Hugging Face interchange: key maps per family (`keymap.py`), configs (`hf_config.py`), HF folders (`hf.py`), GGUF (`gguf.py`)."""

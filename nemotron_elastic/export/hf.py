@@ -29,15 +29,14 @@ from safetensors.torch import save_file
 
 from ..checkpoint import atomic_output_dir, read_safetensors, save_tokenizer
 from ..config import ModelConfig
+from .hf_config import hf_config_to_native, native_to_hf_config
 from .keymap import (
     IGNORED_HF_KEYS,
     NEMOTRON_H_IMPORT_PREFIXES,
     NEMOTRON_H_PREFIX,
     check_model_type,
     from_hf_key,
-    hf_config_to_native,
     native_shapes,
-    native_to_hf_config,
     to_hf_key,
 )
 from .remote_code import MODEL_TYPE as REMOTE_MODEL_TYPE

@@ -56,7 +56,8 @@ class CostTable:
         self.parent, self.menus, self.kind, self.memory = parent, menus, kind, memory
         self.global_axes = [a for a in GLOBAL_AXES if a in menus]
         self.row_axes = [a for a in menus if a not in GLOBAL_AXES]
-        self.rows = [(a, r) for a in self.row_axes for r in range(menus[a].num_rows if menus[a].per_layer else 1)]
+        self.rows = [(a, r) for a in self.row_axes
+                     for r in range(menus[a].num_rows if menus[a].per_layer else 1)]
         width = max([menus[a].num_choices for a in self.row_axes], default=1)
         self.valid = np.zeros((len(self.rows), width), dtype=bool)
         for i, (axis, _) in enumerate(self.rows):
@@ -65,28 +66,31 @@ class CostTable:
         self.combos = list(itertools.product(*(range(menus[a].num_choices) for a in self.global_axes)))
         parts = [self._decompose(dict(zip(self.global_axes, combo))) for combo in self.combos]
         self.const = np.array([c for c, _ in parts])
-        self.delta = np.stack([d for _, d in parts]) if parts else np.zeros((1, len(self.rows), width))
+        self.delta = np.stack([d for _, d in parts])  # combos holds one empty tuple without global axes
 
     def _decompose(self, chosen: dict[str, int]) -> tuple[float, np.ndarray]:
         p, menus = self.parent, self.menus
         full = Sizes.full(p)
-        values = {"hidden": full.hidden, "mlp": full.mlp, "attention_heads": full.attention_heads,
-                  "mamba_heads": full.mamba_heads, "mamba_head_dim": full.mamba_head_dim, "layer_keep": full.layer_keep}
+        values = {name: getattr(full, name) for name in ("hidden", "mlp", "attention_heads", "mamba_heads",
+                                                         "mamba_head_dim", "layer_keep")}
         for axis in ("hidden", "mamba_head_dim"):
             if axis in chosen:
                 values[axis] = menus[axis].choices[0, chosen[axis]].double()
         if "depth" in chosen:
             menu = menus["depth"]
             dropped = list(menu.drop_order[: int(menu.choices[0, chosen["depth"]])])
-            values["layer_keep"] = values["layer_keep"].clone().index_fill_(0, torch.tensor(dropped, dtype=torch.long), 0.0)
-        widths = {a: torch.zeros(menus[a].num_rows, dtype=torch.float64, requires_grad=True) for a in self.row_axes}
+            keep = values["layer_keep"].clone()
+            values["layer_keep"] = keep.index_fill_(0, torch.tensor(dropped, dtype=torch.long), 0.0)
+        # the row sizes at zero, as leaves: the cost is affine in each, so its gradient is the slope per layer
+        widths = {a: torch.zeros(menus[a].num_rows, dtype=torch.float64, requires_grad=True)
+                  for a in self.row_axes}
         values.update(widths)
         cost = cost_of(p, Sizes(**values), self.kind, self.memory)
         slopes = torch.autograd.grad(cost, list(widths.values())) if widths else []
         delta = np.zeros(self.valid.shape)
         i = 0
         for axis, slope in zip(self.row_axes, slopes):
-            per_layer = (slope[:, None] * menus[axis].choices.double()).numpy()  # (L, C): cost of each layer's size
+            per_layer = (slope[:, None] * menus[axis].choices.double()).numpy()  # (L, C): each layer's size
             rows = per_layer if menus[axis].per_layer else per_layer.sum(0, keepdims=True)
             delta[i: i + len(rows), : rows.shape[1]] = rows
             i += len(rows)

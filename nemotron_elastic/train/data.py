@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.corpus import default_corpus, load_documents, split_documents
+from ..data.corpus import default_corpus, split_documents
+from ..data.documents import load_documents
 from ..data.packed import PackedTokens, fingerprint_documents, pack_documents
 from .config import DataConfig
 

@@ -17,7 +17,7 @@ import torch
 from ..checkpoint import save_native
 from ..config import ModelConfig
 from ..configio import from_dict, to_dict
-from ..data.corpus import load_documents
+from ..data.documents import load_documents
 from ..data.packed import eval_batches
 from ..data.tokenizer import ensure_bpe, load_tokenizer
 from ..model import HybridLM

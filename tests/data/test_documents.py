@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import feather
 
-from nemotron_elastic.data.corpus import iter_documents, load_documents
+from nemotron_elastic.data.documents import iter_documents, load_documents
 
 
 def _one_line_error(path, match):

@@ -6,13 +6,8 @@ import torch
 from export_testlib import tiny_llama, tiny_nemotron_h
 
 from nemotron_elastic.config import ModelConfig
-from nemotron_elastic.export.keymap import (
-    from_hf_key,
-    hf_config_to_native,
-    native_shapes,
-    native_to_hf_config,
-    to_hf_key,
-)
+from nemotron_elastic.export.hf_config import hf_config_to_native, native_to_hf_config
+from nemotron_elastic.export.keymap import from_hf_key, native_shapes, to_hf_key
 from nemotron_elastic.model import HybridLM
 
 HYBRID = dict(

@@ -89,6 +89,16 @@ def test_train_writes_a_complete_elastic_checkpoint(parent_dir):
                 assert abs(r[f"{b}/decision_ratio"] / float(b) - 1) <= 0.05, r
     evals = [r for r in read_metrics(parent_dir / "run" / "metrics.jsonl") if r["split"] == "eval"]
     assert evals and set(evals[-1]) >= {"1", "0.5"}
+    # the same scalars in TensorBoard, per budget
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(parent_dir / "run" / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/0.5/kd", "train/1/kd", "train/0.5/decision_ratio", "eval/0.5/ppl", "train/tau"} <= tags
+    logged = sorted((e.step, e.value) for e in events.Scalars("train/0.5/kd"))
+    expected = sorted((r["step"], r["0.5/kd"]) for r in rows if "0.5/kd" in r)
+    assert [s for s, _ in logged] == [s for s, _ in expected] and logged
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)  # float32 in events
 
 
 def SubnetSpecFull(cfg):
