@@ -279,7 +279,9 @@ def render(results: dict, figures: dict[str, str]) -> str:
         "## Training checks",
         "",
         ("Where each budget's router decision landed, and the held-out KD loss (to the parent) of that "
-         "sub-model cut from the parent before training versus after training. A budget whose decision is "
+         "sub-model cut from the parent before training versus after training. Decisions are taken within "
+         "the budget (the default `router.decision: within_budget`: the router's best-scoring sub-model "
+         "whose cost is within 5% of the budget). A budget whose decision is "
          "the full model starts at KD 0 exactly (it is the parent), so it cannot go lower. The last two "
          "columns follow the router's decision during training (its parameter ratio in brackets)."),
         "",

@@ -194,3 +194,28 @@ def test_menus_of_global_axes_only():
             continue
         assert total_score(scores, got) == pytest.approx(max(s for s, _ in landing))
         assert abs(exact_ratio(TINY, menus, scores, got, "params", None) / budget - 1) <= 0.05 + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.floats(0.3, 1.0))
+def test_per_layer_decision_is_optimal_by_brute_force(seed, budget):
+    """Per-layer rows solved by the dynamic programme: against every choice of a small per-layer menu."""
+    menus = {m.axis: m for m in (build_menu(TINY, "hidden", [1.0, 0.75, 0.5]),
+                                 build_menu(TINY, "mlp", [1.0, 0.5, 0.25], per_layer=True),
+                                 build_menu(TINY, "mamba_heads", [1.0, 0.5], per_layer=True))}
+    table = CostTable(TINY, menus)
+    scores = random_scores(menus, torch.Generator().manual_seed(seed))
+    rows = [(a, r) for a in ("mlp", "mamba_heads") for r in range(menus[a].num_rows)]
+    best = -np.inf
+    for h in range(3):
+        for cols in itertools.product(*(range(menus[a].num_choices) for a, _ in rows)):
+            choice = {"hidden": torch.tensor([h])}
+            for a in ("mlp", "mamba_heads"):
+                choice[a] = torch.tensor([c for (ax, _), c in zip(rows, cols) if ax == a])
+            if abs(table.ratio(choice) / budget - 1) <= 0.05:
+                best = max(best, total_score(scores, choice))
+    got = within_budget(table, scores, budget)
+    assert (got is None) == (best == -np.inf)
+    if got is not None:
+        assert total_score(scores, got) == pytest.approx(best, abs=1e-9)
+        assert abs(exact_ratio(TINY, menus, scores, got, "params", None) / budget - 1) <= 0.05 + 1e-9
