@@ -131,6 +131,8 @@ def within_budget(table: CostTable, scores: dict[str, torch.Tensor], budget: flo
     Returns:
         {axis: (rows,) long}: one chosen index per row (1 row for homogeneous and global axes).
     """
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance: must be in (0, 1), got {tolerance}")
     lo, hi = budget * (1.0 - tolerance), budget * (1.0 + tolerance)
     best = argmax_choice(scores)
     if lo <= table.ratio(best) <= hi:

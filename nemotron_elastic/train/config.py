@@ -134,6 +134,12 @@ class TrainConfig:
             raise ValueError(f"budgets: duplicates in {self.budgets}")
         if self.specs is not None and len(self.specs) != len(self.budgets):
             raise ValueError(f"specs: need one spec file per budget ({len(self.budgets)}), got {len(self.specs)}")
+        r = self.router
+        if not 0.0 <= r.dead_zone < 1.0:
+            raise ValueError(f"router.dead_zone: must be in [0, 1), got {r.dead_zone}")
+        if r.decision == "within_budget" and r.dead_zone == 0.0:
+            raise ValueError("router.dead_zone: 0 leaves no sub-model to choose within the budget; "
+                             "give a tolerance (e.g. 0.05) or set router.decision: argmax")
         if not self.stages:
             raise ValueError("stages: at least one stage")
         for i, stage in enumerate(self.stages):

@@ -145,6 +145,7 @@ def test_checkpoint_killed_mid_write_keeps_the_previous_one(parent_dir, monkeypa
     [
         ({"budgets": [1.0, 1.5]}, ValueError, "budgets"),
         ({"budgets": [1.0, 0.1]}, ValueError, "no sub-model of these menus costs within 5% of budget 0.1"),
+        ({"router": {"dead_zone": 0.0}}, ValueError, "router.dead_zone: 0 leaves no sub-model"),
         ({"menus": {"mamba_heads": [1.0, 3]}}, ValueError, "multiple of 2"),
         ({"menus": {"depth": [0, 1]}}, ValueError, "ranking.json"),
         ({"parent": "/nonexistent/parent"}, FileNotFoundError, "nonexistent"),
