@@ -59,7 +59,17 @@ def test_quick_study_trains_evaluates_and_reports_every_run(study):
         uniform = results["runs"]["uniformspecs-s0"]["eval"]["32"][b]["params"]
         assert uniform <= chosen[b]["params"]
     assert results["memory"]["separate_bytes"] > results["memory"]["elastic_bytes"]
+    # every router run: where the decision landed (within 5%) and where the router's own argmax did
+    for name, r in results["runs"].items():
+        if r["variant"] in ("minitron", "scratch", "uniformspecs", "before"):
+            assert "router_argmax" not in r, name  # no router
+            continue
+        assert set(r["router_argmax"]) == {"1", "0.75", "0.5"}, name
+        assert all(0 < v <= 1 for v in r["router_argmax"].values()), name
+        for entry in r["budgets"]["budgets"]:
+            assert abs(entry["param_ratio"] / entry["budget"] - 1) <= 0.05, (name, entry)
     doc = (root / "doc" / "RESULTS.md").read_text()
+    assert "router's own argmax" in doc
     for heading in ("Family cost", "Deployment memory", "Stage 2 versus stage 1", "Ablations", "Reading"):
         assert f"## {heading}" in doc
     for png in ("reproduce_curves.png", "reproduce_variants.png"):

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """What the reproduction study reads off its runs: held-out perplexity per model and budget (at the
 training context and a long one), learning curves from each run's metrics, zero-shot depth cuts with the
-normalized-MSE and Block-Importance rankings, and the family's size on disk (one elastic checkpoint versus
-one exported checkpoint per budget)."""
+normalized-MSE and Block-Importance rankings, the family's size on disk (one elastic checkpoint versus
+one exported checkpoint per budget), and where the trained router's own argmax lands next to its decision."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ from experiments import Plan
 
 def _model_dir(folder: Path) -> Path:
     return folder / "model" if (folder / "model" / "config.yaml").is_file() else folder
+
+
+def router_argmax_ratios(model_dir: Path) -> dict[str, float]:
+    """{budget: parameter ratio of the router's row-wise argmax} for an elastic checkpoint: whether the
+    router itself learned each budget, next to the decision within the budget that the checkpoint uses."""
+    import torch
+
+    from nemotron_elastic.checkpoint import load_model
+    from nemotron_elastic.router import to_spec
+    from nemotron_elastic.train.elastic_checkpoint import load_router
+
+    router, config = load_router(model_dir), load_model(model_dir).config
+    with torch.no_grad():
+        return {f"{b:g}": to_spec(config, router.menus, router.logits(b)).param_count() / config.num_parameters()
+                for b in router.budgets}
 
 
 def _rows(path: Path, plan: Plan, seq: int, spec: dict | None = None) -> list[dict[str, Any]]:

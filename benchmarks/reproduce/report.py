@@ -89,11 +89,13 @@ def _training_checks(results: dict) -> list[str]:
             b = f"{entry['budget']:g}"
             before, after = info["before_training_eval"][b]["kd"], info["final_eval"][b]["kd"]
             ratio = entry["param_ratio"]
+            argmax = run.get("router_argmax", {}).get(b)
             rows.append([name, b, f"{ratio:.3f}", f"{100 * (ratio / entry['budget'] - 1):+.1f}%",
+                         "-" if argmax is None else f"{argmax:.3f}",
                          f"{before:.3f}", f"{after:.3f}", "yes" if after < before else "no",
                          f"{curve[0][b]['kd']:.3f} ({curve[0][b]['param_ratio']:.2f})",
                          f"{curve[1][b]['kd']:.3f} ({curve[1][b]['param_ratio']:.2f})" if len(curve) > 1 else "-"])
-    return _table(["run", "budget", "params / parent", "off target", "KD, spec cut before training",
+    return _table(["run", "budget", "params / parent", "off target", "router's own argmax", "KD, spec cut before training",
                    "KD after training", "lower", "KD at step 0 (its params)", "KD at the next eval (params)"], rows)
 
 
@@ -281,7 +283,8 @@ def render(results: dict, figures: dict[str, str]) -> str:
         ("Where each budget's router decision landed, and the held-out KD loss (to the parent) of that "
          "sub-model cut from the parent before training versus after training. Decisions are taken within "
          "the budget (the default `router.decision: within_budget`: the router's best-scoring sub-model "
-         "whose cost is within 5% of the budget). A budget whose decision is "
+         "whose cost is within 5% of the budget); the router's own row-wise argmax (the paper's rule) is "
+         "shown next to it. A budget whose decision is "
          "the full model starts at KD 0 exactly (it is the parent), so it cannot go lower. The last two "
          "columns follow the router's decision during training (its parameter ratio in brackets)."),
         "",

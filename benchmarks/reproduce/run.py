@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
 import experiments as ex
-from measure import depth_rankings, evaluate_run, family_memory, learning_curve
+from measure import depth_rankings, evaluate_run, family_memory, learning_curve, router_argmax_ratios
 
 QUICK = ex.Plan(stage1_steps=2, stage2_steps=1, seq_len=32, micro_batch=2, grad_accum=1, eval_tokens=256,
                 train_eval_tokens=128, long_seq=64, score_samples=4, seeds=(0,))
@@ -135,6 +135,8 @@ def run_study(parent: Path, out: Path, plan: ex.Plan, progress: bool = True) -> 
         run["curve"] = learning_curve(Path(run["folder"]), plan)
         if run["variant"] != "scratch":  # each budget's spec, cost and held-out KD before / after training
             run["budgets"] = json.loads((Path(run["folder"]) / "model" / "budgets.json").read_text())
+            if not run["budgets"].get("fixed_specs"):
+                run["router_argmax"] = router_argmax_ratios(Path(run["folder"]) / "model")
     first = f"elastic-s{plan.seeds[0]}"
     before = {b: s.to_dict() for b, s in ex.router_specs(out / first / "model", config).items()}
     runs["parent-sliced"] = {"variant": "before", "seed": None, "tokens": 0, "folder": str(scored),
