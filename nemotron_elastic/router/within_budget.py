@@ -21,8 +21,10 @@ g fixed, the cost model is affine in every row's size and no two rows multiply (
 
 `CostTable` computes const and delta once per run, by autograd of the cost model at zero row sizes. A
 decision is then a multiple-choice knapsack with a two-sided bound, solved per global choice by dynamic
-programming over cost bins of 1/64 of the tolerance band, each bin keeping its best path and that path's
-exact cost; global choices are visited best-first and pruned by their score bound.
+programming over cost bins (1/16 of the tolerance band divided by the number of rows), each bin keeping
+its best path and that path's exact cost; global choices are visited best-first and pruned by their score
+bound. It lands whenever a choice more than 1/16 of the band inside the band's edges exists, and scores at
+least as high as every such choice (`_knapsack`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .budget_loss import cost_of
 from .menus import AxisMenu
 
 GLOBAL_AXES = ("hidden", "mamba_head_dim", "depth")
-_BINS_PER_BAND = 64
+_BINS_PER_ROW = 16  # bins per band and row: R rows' merges drift < 1/16 band
 
 
 class CostTable:
@@ -163,7 +165,13 @@ def within_budget(table: CostTable, scores: dict[str, torch.Tensor], budget: flo
 
 def _knapsack(const: float, delta: np.ndarray, valid: np.ndarray, scores: np.ndarray, lo: float,
               hi: float) -> tuple[float, np.ndarray] | None:
-    """max sum_r scores[r, c_r]  s.t.  lo <= const + sum_r delta[r, c_r] <= hi.  -> (score, (R,) columns)."""
+    """max sum_r scores[r, c_r]  s.t.  lo <= const + sum_r delta[r, c_r] <= hi.  -> (score, (R,) columns).
+
+    Each bin of width w keeps its best-scoring partial path (with that path's exact cost), so a merge
+    replaces a path by one at least as good whose cost differs by < w. Following the optimum's choices
+    from the kept paths then drifts < R * w in cost: the answer lands, and scores at least as high as any
+    choice whose cost is R * w (1/16 of the band) inside the band's edges. Choices closer to an edge can
+    be missed."""
     num_rows = delta.shape[0]
     floor = np.where(valid, delta, np.inf).min(1) if num_rows else np.zeros(0)
     base = const + floor.sum()
@@ -171,25 +179,34 @@ def _knapsack(const: float, delta: np.ndarray, valid: np.ndarray, scores: np.nda
     if base > hi + 1e-12 or base + extra.max(1, initial=0.0).sum() < lo - 1e-12:
         return None
     capacity = hi - base
-    width = (hi - lo) / _BINS_PER_BAND
+    width = (hi - lo) / (_BINS_PER_ROW * max(4, num_rows))
     bins = int(capacity / width) + 1
     score = np.full(bins, -np.inf)
     cost = np.zeros(bins)  # exact extra cost of the path kept in each bin
     score[0] = 0.0
-    back_col = np.zeros((num_rows, bins), dtype=np.int64)
-    back_bin = np.zeros((num_rows, bins), dtype=np.int64)
+    back_col = np.zeros((num_rows, bins), dtype=np.int32)
+    back_bin = np.zeros((num_rows, bins), dtype=np.int32)
     for r in range(num_rows):
-        cand_cost = cost[None, :] + extra[r][:, None]  # (C, bins)
-        cand_score = score[None, :] + scores[r][:, None]
-        ok = np.isfinite(cand_score) & (cand_cost <= capacity + 1e-12) & valid[r][:, None]
-        cols, src = np.nonzero(ok)
-        cc, cs = cand_cost[ok], cand_score[ok]
-        dst = np.minimum((cc / width).astype(np.int64), bins - 1)
-        order = np.lexsort((-cs, dst))  # by bin, best score first
-        keep = order[np.r_[True, dst[order][1:] != dst[order][:-1]]]
+        live = np.flatnonzero(np.isfinite(score))  # ascending, and so are the kept paths' costs
+        live_cost, live_score = cost[live], score[live]
         score, cost = np.full(bins, -np.inf), np.zeros(bins)
-        score[dst[keep]], cost[dst[keep]] = cs[keep], cc[keep]
-        back_col[r, dst[keep]], back_bin[r, dst[keep]] = cols[keep], src[keep]
+        for c in np.flatnonzero(valid[r]):
+            cc = live_cost + extra[r, c]
+            n = int(np.searchsorted(cc, capacity + 1e-12, side="right"))  # the paths that still fit
+            if n == 0:
+                continue
+            cc, cs, src = cc[:n], live_score[:n] + scores[r, c], live[:n]
+            dst = np.minimum((cc / width).astype(np.int64), bins - 1)  # non-decreasing along the paths
+            new = np.r_[True, dst[1:] != dst[:-1]]
+            segment = np.cumsum(new) - 1
+            best = np.maximum.reduceat(cs, np.flatnonzero(new))
+            top = np.flatnonzero(cs == best[segment])
+            top = top[np.r_[True, segment[top][1:] != segment[top][:-1]]]  # the first best of each bin
+            d = dst[top]
+            better = cs[top] > score[d]
+            d, top = d[better], top[better]
+            score[d], cost[d] = cs[top], cc[top]
+            back_col[r, d], back_bin[r, d] = c, src[top]
     feasible = np.isfinite(score) & (base + cost >= lo - 1e-12)
     if not feasible.any():
         return None
