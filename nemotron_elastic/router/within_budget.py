@@ -139,13 +139,13 @@ def within_budget(table: CostTable, scores: dict[str, torch.Tensor], budget: flo
     best = argmax_choice(scores)
     if lo <= table.ratio(best) <= hi:
         return best  # the unconstrained maximum lands: nothing to trade
+    arrays = {axis: s.detach().double().cpu().numpy() for axis, s in scores.items()}  # once per decision
     row_scores = np.full(table.valid.shape, -np.inf)
     for i, (axis, r) in enumerate(table.rows):
-        s = scores[axis].detach().double().cpu().numpy()
+        s = arrays[axis]
         row_scores[i, : s.shape[1]] = s[r if s.shape[0] > 1 else 0]
-    global_scores = np.array([
-        sum(float(scores[a][0, k].detach()) for a, k in zip(table.global_axes, combo)) for combo in table.combos
-    ]) if table.global_axes else np.zeros(1)
+    global_scores = np.array([sum(arrays[a][0, k] for a, k in zip(table.global_axes, combo))
+                              for combo in table.combos], dtype=np.float64)
     row_bound = row_scores.max(1).sum() if len(table.rows) else 0.0
     found, found_score = None, -np.inf
     for g in np.argsort(-global_scores, kind="stable"):

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from ..model import HybridLM
 import torch.nn.functional as F
 
+from ..model import HybridLM
 from ..router import CostTable, Router, budget_loss, decide, to_masks
 from ..router.menus import AxisMenu
 from ..subnet.masks import ElasticMasks

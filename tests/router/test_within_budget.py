@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from nemotron_elastic.presets import get_preset
 from nemotron_elastic.router import (
-    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, logit_scale, temperature, to_masks,
+    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, to_masks,
     to_spec, within_budget,
 )
 from nemotron_elastic.router.budget_loss import cost_of
