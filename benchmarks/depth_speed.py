@@ -32,8 +32,8 @@ def load(args: argparse.Namespace) -> tuple[str, torch.nn.Module]:
         from nemotron_elastic.checkpoint import load_model
 
         return args.label or Path(args.model).name, load_model(args.model)
+    from nemotron_elastic.config.presets import get_preset
     from nemotron_elastic.model import HybridLM
-    from nemotron_elastic.presets import get_preset
 
     torch.manual_seed(0)
     model = HybridLM(get_preset(args.preset))

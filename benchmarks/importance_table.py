@@ -35,14 +35,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import RESULTS, machine, write_json
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer
+from nemotron_elastic.checkpoint import load_model
+from nemotron_elastic.checkpoint.gguf import packaged_smollm2_gguf
 from nemotron_elastic.data import heldout_text
 from nemotron_elastic.data.calibration import read_documents, sample_windows, tokenize_documents
 from nemotron_elastic.data.corpus import default_corpus
 from nemotron_elastic.eval.perplexity import perplexity
-from nemotron_elastic.export.gguf import packaged_smollm2_gguf
 from nemotron_elastic.importance import depth_ranking, random_ranking, reorder_model, width_ranking
-from nemotron_elastic.subnet.budget import spec_at_ratio, spec_drop_layers
+from nemotron_elastic.io import load_tokenizer
+from nemotron_elastic.subnet.uniform import spec_at_ratio, spec_drop_layers
 
 RATIOS = (0.75, 0.5)
 EVAL_DATA = {"packaged": "the packaged held-out text", "corpus": "the default corpus' held-out split"}

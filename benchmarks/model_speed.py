@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine, time_interleaved, write_json  # noqa: E402
 
 from nemotron_elastic.checkpoint import build_model  # noqa: E402
-from nemotron_elastic.export.hf import hf_to_native_state_dict  # noqa: E402
-from nemotron_elastic.export.hf_config import native_to_hf_config  # noqa: E402
-from nemotron_elastic.presets import get_preset  # noqa: E402
+from nemotron_elastic.checkpoint.hf import hf_to_native_state_dict  # noqa: E402
+from nemotron_elastic.checkpoint.hf_config import native_to_hf_config  # noqa: E402
+from nemotron_elastic.config.presets import get_preset  # noqa: E402
 
 
 def pair(preset: str):

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Does the router's chosen sub-model land within 5% of its budget? Both decision rules, side by side.
 
-SPEC 7.3: given only the budget loss, the chosen specs should land within the dead zone of every target.
+docs/METHOD.md 7.3: given only the budget loss, the chosen specs should land within the dead zone of every target.
 For each parent x menu (homogeneous / per-layer) x budget kind (params / memory) x form of the budget
 loss' probabilities (`unsharpened`, the training default, / `sampled`, the paper's Gumbel form) x seed,
 the router is trained on the budget loss alone (Adam, lr 1e-2, tau 1 -> 0.05, logit scale 1 -> 10), then
@@ -30,9 +30,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine, write_json  # noqa: E402
 
-from nemotron_elastic.presets import get_preset  # noqa: E402
+from nemotron_elastic.config.presets import get_preset  # noqa: E402
 from nemotron_elastic.router import (  # noqa: E402
-    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, logit_scale, temperature,
+    CostTable,
+    Router,
+    budget_loss,
+    build_depth_menu,
+    build_menu,
+    decide,
+    logit_scale,
+    temperature,
     within_budget,
 )
 

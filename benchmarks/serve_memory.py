@@ -46,7 +46,7 @@ SCENARIOS = ("parent", "many-in-one", "separate")
 
 def bench_config(hidden: int, repeat: int, vocab: int) -> Any:
     """A NemotronH-like hybrid (pattern M-M*M-M- repeated), widths proportional to `hidden`."""
-    from nemotron_elastic.config import ModelConfig
+    from nemotron_elastic.config.model import ModelConfig
 
     return ModelConfig(
         pattern="M-M*M-M-" * repeat,
@@ -74,14 +74,14 @@ def build_elastic_checkpoint(out: Path, cfg: Any, budgets: tuple[float, ...] = B
     """
     import torch
 
-    from nemotron_elastic.configio import from_dict
+    from nemotron_elastic.checkpoint.elastic import save_elastic
+    from nemotron_elastic.config.run import TrainConfig
+    from nemotron_elastic.config.types import from_dict
     from nemotron_elastic.data import heldout_text
     from nemotron_elastic.data.tokenizer import train_bpe
     from nemotron_elastic.model import HybridLM
     from nemotron_elastic.router import Router, build_menu
-    from nemotron_elastic.subnet.budget import spec_for_budget
-    from nemotron_elastic.train.config import TrainConfig
-    from nemotron_elastic.train.elastic_checkpoint import save_elastic
+    from nemotron_elastic.subnet.uniform import spec_for_budget
 
     tok = train_bpe(heldout_text().split("\n\n"), cfg.vocab_size)
     cfg = dataclasses.replace(cfg, vocab_size=len(tok), eos_token_id=tok.eos_token_id)
@@ -107,7 +107,8 @@ def build_elastic_checkpoint(out: Path, cfg: Any, budgets: tuple[float, ...] = B
 
 def prepare(work: Path, hidden: int, repeat: int) -> dict[str, Any]:
     """Write the elastic checkpoint, a plain parent checkpoint and the three sliced ones."""
-    from nemotron_elastic.checkpoint import load_tokenizer, save_native
+    from nemotron_elastic.checkpoint import save_native
+    from nemotron_elastic.io import load_tokenizer
     from nemotron_elastic.subnet.slicing import slice_model
 
     model, specs = build_elastic_checkpoint(work / "elastic", bench_config(hidden, repeat, 4096))

@@ -21,10 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine, time_interleaved, write_json  # noqa: E402
 
+from nemotron_elastic.config.presets import get_preset  # noqa: E402
+from nemotron_elastic.config.spec import SubnetSpec  # noqa: E402
 from nemotron_elastic.model import HybridLM  # noqa: E402
-from nemotron_elastic.presets import get_preset  # noqa: E402
-from nemotron_elastic.subnet import ElasticMasks, SubnetSpec  # noqa: E402
-from nemotron_elastic.subnet.budget import spec_for_budget  # noqa: E402
+from nemotron_elastic.model.masks import ElasticMasks
+from nemotron_elastic.subnet.uniform import spec_for_budget  # noqa: E402
 
 
 def main() -> None:

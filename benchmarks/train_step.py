@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine, time_interleaved, write_json  # noqa: E402
 
-from nemotron_elastic.configio import from_dict  # noqa: E402
+from nemotron_elastic.config.presets import get_preset  # noqa: E402
+from nemotron_elastic.config.run import TrainConfig  # noqa: E402
+from nemotron_elastic.config.types import from_dict  # noqa: E402
 from nemotron_elastic.model import HybridLM  # noqa: E402
-from nemotron_elastic.presets import get_preset  # noqa: E402
 from nemotron_elastic.router import CostTable, Router, build_menu, decide, to_spec  # noqa: E402
 from nemotron_elastic.subnet.slicing import slice_model  # noqa: E402
-from nemotron_elastic.train.config import TrainConfig  # noqa: E402
 from nemotron_elastic.train.losses import kl_div_chunked  # noqa: E402
 from nemotron_elastic.train.step import StepContext, elastic_loss, teacher_hidden  # noqa: E402
 

@@ -21,11 +21,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": ("nemotron_elastic.checkpoint", "load_model"),
-    "load_tokenizer": ("nemotron_elastic.checkpoint", "load_tokenizer"),
+    "load_tokenizer": ("nemotron_elastic.io", "load_tokenizer"),
     "save_native": ("nemotron_elastic.checkpoint", "save_native"),
     "HybridLM": ("nemotron_elastic.model", "HybridLM"),
     "ModelConfig": ("nemotron_elastic.config", "ModelConfig"),
-    "SubnetSpec": ("nemotron_elastic.subnet", "SubnetSpec"),
+    "SubnetSpec": ("nemotron_elastic.config.spec", "SubnetSpec"),
     "slice_model": ("nemotron_elastic.subnet.slicing", "slice_model"),
 }
 

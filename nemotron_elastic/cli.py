@@ -1,11 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """The `nemotron-elastic` command line (`python -m nemotron_elastic` is the same).
 
-    nemotron-elastic import     --hf PATH --out DIR        HF NemotronH / Llama folder or GGUF -> native
-    nemotron-elastic export     --model DIR --out DIR      native -> standard HF checkpoint (or native copy)
-    nemotron-elastic generate   --model DIR --prompt TEXT  greedy or sampled continuation
-    nemotron-elastic perplexity --model DIR [--text FILE]  perplexity on a text (default: packaged held-out)
-    nemotron-elastic demo                                  the main job on the embedded default
+    nemotron-elastic import     --hf PATH --out DIR          HF NemotronH / Llama folder or GGUF -> native
+    nemotron-elastic score      --model DIR --data PATH --out DIR   importance rankings + reordered parent
+    nemotron-elastic pretrain   --config FILE                a small hybrid parent from scratch
+    nemotron-elastic train      --config FILE                elastic training: router + multi-budget KD
+    nemotron-elastic export     --model DIR --out DIR [--budget B | --spec FILE]   one sub-model, standard HF
+    nemotron-elastic eval       --model DIR [--budgets ...]  per-budget perplexity, size, memory, lm-eval tasks
+    nemotron-elastic perplexity --model DIR [--text FILE]    perplexity on a text (default: packaged held-out)
+    nemotron-elastic generate   --model DIR --prompt TEXT    greedy or sampled continuation
+    nemotron-elastic serve      --model DIR                  every budget from one weight copy, OpenAI API
+    nemotron-elastic demo                                    the whole pipeline on the embedded default
 
 Each subcommand is a `cmd_<name>(args) -> int` function in a module of `nemotron_elastic/commands/`, which
 registers its own arguments. `main` turns user errors (ValueError, which includes ConfigError, and OSError

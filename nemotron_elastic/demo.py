@@ -21,6 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint.elastic import budget_spec
+from .checkpoint.load import load_model
+from .config.run import PretrainConfig, TrainConfig
+from .config.types import from_dict
+from .data.calibration import default_calibration_file
+from .data.corpus import default_corpus
+from .eval.runner import EvalSettings, evaluate_model
+from .export import export_subnet
+from .importance.pipeline import score_model
+from .io import write_json, write_text
+from .train.elastic import ElasticTrainer
+from .train.pretrain import PretrainTrainer
+from .train.run_dir import read_metrics
+
 MARKER = "demo-run.json"  # marks a folder as a demo run (so an unrelated folder is never reused)
 
 
@@ -57,16 +71,13 @@ def _data_files(out: Path, plan: DemoPlan) -> tuple[str | None, str | None]:
     """(train, heldout) paths for the run configs; None means the default corpus itself."""
     if plan.train_docs is None:
         return None, None
-    from .data.corpus import default_corpus
 
     folder = out / "data"
     folder.mkdir(parents=True, exist_ok=True)
     train, held = folder / "train.jsonl", folder / "heldout.jsonl"
     if not held.is_file():
         for path, docs in ((train, default_corpus("train")[-plan.train_docs:]), (held, default_corpus("heldout")[-40:])):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-            tmp.replace(path)
+            write_text(path, "".join(json.dumps({"text": d}) + "\n" for d in docs))
     return str(train), str(held)
 
 
@@ -83,13 +94,6 @@ def _step(name: str, done: bool, timings: dict[str, Any], fn) -> None:
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole pipeline; returns the report's numbers and writes <out>/report.md."""
-    from .configio import from_dict
-    from .data.calibration import default_calibration_file
-    from .importance.pipeline import score_model
-    from .train.config import PretrainConfig, TrainConfig
-    from .train.loop import ElasticTrainer
-    from .train.pretrain import PretrainTrainer
-
     out, plan = Path(out), (QUICK if quick else FULL)
     _check_out(out)
     train_file, held_file = _data_files(out, plan)
@@ -134,6 +138,123 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     _step("pretrain", (parent / "config.yaml").is_file(), timings, pretrain)
     _step("score", (scored / "ranking.json").is_file(), timings, score)
     _step("train", (elastic / "budgets.json").is_file(), timings, train)
-    from .demo_report import evaluate_and_report
-
     return evaluate_and_report(out, plan, parent, scored, elastic, held_file, timings, progress)
+
+
+# --- report -------------------------------------------------------------------------------------------
+# The demo's last steps: export every budget, evaluate it next to the same spec sliced from the parent
+# before elastic training, and write `report.md` + `report.json` + plots. Every number comes from this run.
+
+BUDGETS = (1.0, 0.75, 0.5)
+
+
+def _plot_losses(metrics: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_metrics(metrics) if r["split"] == "train"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for b in BUDGETS:
+        key = f"{b:g}/kd"
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=f"budget {b:g}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train KD loss (forward KL)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("Elastic training: KD loss per budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_quality(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, marker in (("elastic", "o"), ("sliced before training", "x")):
+        pts = sorted((r["params"], r["perplexity"]) for r in rows if r["kind"] == kind)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, label=kind)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("held-out perplexity")
+    ax.legend()
+    ax.set_title("Perplexity vs parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate_and_report(out: Path, plan: Any, parent: Path, scored: Path, elastic: Path, held_file: str | None,
+                        timings: dict[str, Any], progress: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    for b in BUDGETS:
+        dest = out / "exports" / f"budget-{b:g}"
+        if not (dest / "config.json").is_file():
+            export_subnet(elastic, dest, budget=b, fmt="hf", overwrite=True)
+    timings["export"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    settings = EvalSettings(seq_len=plan.seq_len, max_tokens=plan.eval_tokens, batch_size=8)
+    result = evaluate_model(elastic, budgets=list(BUDGETS), data=held_file, settings=settings, progress=progress)
+    rows = []
+    for row in result["rows"]:
+        rows.append({"kind": "elastic", "budget": row.get("budget"), "params": row["params"],
+                     "perplexity": row["perplexity"], "bits_per_byte": row["bits_per_byte"],
+                     "tokens_per_second": row["tokens_per_second"], "memory_bytes": row["memory_bytes"]["total"]})
+    config = None
+    for b in BUDGETS:
+        config = config or load_model(elastic).config
+        spec = budget_spec(elastic, b, config)
+        before = evaluate_model(scored, spec=spec.to_dict(), data=held_file, settings=settings)["rows"][0]
+        rows.append({"kind": "sliced before training", "budget": b, "params": before["params"],
+                     "perplexity": before["perplexity"], "bits_per_byte": before["bits_per_byte"],
+                     "tokens_per_second": before["tokens_per_second"], "memory_bytes": before["memory_bytes"]["total"],
+                     "spec": spec.to_dict()})
+    timings["evaluate"] = round(time.perf_counter() - start, 1)
+
+    _plot_losses(out / "elastic" / "metrics.jsonl", out / "loss_per_budget.png")
+    _plot_quality(rows, out / "perplexity_vs_params.png")
+    report = {"plan": plan.__dict__, "timings_s": timings, "rows": rows, "data": result["data"]}
+    write_json(out / "report.json", report)
+    _write_markdown(out, report)
+    return report
+
+
+def _write_markdown(out: Path, report: dict[str, Any]) -> None:
+    by = {(r["kind"], r["budget"]): r for r in report["rows"]}
+    lines = [
+        "# nemotron-elastic demo report",
+        "",
+        f"Parent: `{report['plan']['preset']}` pretrained here for {report['plan']['pretrain_steps']} steps; "
+        f"elastic training: {report['plan']['stage1_steps']} + {report['plan']['stage2_steps']} steps "
+        "(stage 1 uniform budgets, stage 2 weighted 0.5 / 0.3 / 0.2).",
+        f"Held-out data: {report['data']['source']} ({report['data']['tokens']} tokens).",
+        "",
+        "| budget | params | elastic ppl | sliced-before ppl | elastic bits/byte | tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in BUDGETS:
+        e, s = by.get(("elastic", b)), by.get(("sliced before training", b))
+        if e is None:
+            continue
+        lines.append(f"| {b:g} | {e['params']:,} | {e['perplexity']:.2f} | {s['perplexity']:.2f} | "
+                     f"{e['bits_per_byte']:.3f} | {e['tokens_per_second']:.0f} |")
+    lines += [
+        "",
+        "![KD loss per budget](loss_per_budget.png)",
+        "",
+        "![perplexity vs parameters](perplexity_vs_params.png)",
+        "",
+        "Step times (seconds; `reused` = finished in an earlier run): "
+        + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
+        "",
+        "Every number above was produced by this run (`report.json` has them all).",
+    ]
+    write_text(out / "report.md", "\n".join(lines) + "\n")

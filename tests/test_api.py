@@ -5,7 +5,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import nemotron_elastic
-from nemotron_elastic import HybridLM, ModelConfig, SubnetSpec, load_model, save_native, slice_model
+from nemotron_elastic.checkpoint.load import load_model
+from nemotron_elastic.checkpoint.native import save_native
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.model.hybrid import HybridLM
+from nemotron_elastic.subnet.slicing import slice_model
 
 
 def test_public_api(tmp_path):

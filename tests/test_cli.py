@@ -22,10 +22,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer
+from nemotron_elastic.checkpoint import load_model
 from nemotron_elastic.cli import build_parser, main
 from nemotron_elastic.data import heldout_text
 from nemotron_elastic.eval.perplexity import perplexity
+from nemotron_elastic.io import load_tokenizer
 
 COMMANDS = ("import", "export", "generate", "perplexity", "score", "pretrain", "train", "eval", "serve", "demo")
 REPO = Path(__file__).resolve().parents[1]
@@ -355,7 +356,7 @@ def test_smollm2_demo_reuses_the_parent_and_writes_demo_json(smollm2_native, tmp
 def test_smollm2_matches_transformers_gguf_llama(smollm2_native, capsys):
     """Our import of the GGUF vs transformers' LlamaForCausalLM loaded from the same file (fp32):
     perplexity on the first 1,024 held-out tokens within 0.5%, identical greedy continuation."""
-    from nemotron_elastic.export.gguf import packaged_smollm2_gguf
+    from nemotron_elastic.checkpoint.gguf import packaged_smollm2_gguf
 
     gguf = packaged_smollm2_gguf()
     hf = AutoModelForCausalLM.from_pretrained(

@@ -13,10 +13,11 @@ from typing import Literal
 import pytest
 import torch
 
-from nemotron_elastic import configio
-from nemotron_elastic.config import ModelConfig
-from nemotron_elastic.configio import ConfigError, from_dict, load_yaml, parse_overrides, save_yaml, to_dict
-from nemotron_elastic.presets import get_preset, list_presets
+from nemotron_elastic.config import yaml_io as configio
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.presets import get_preset, list_presets
+from nemotron_elastic.config.types import ConfigError, from_dict, to_dict
+from nemotron_elastic.config.yaml_io import load_yaml, parse_overrides, save_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -204,7 +205,7 @@ def test_save_yaml_is_atomic(tmp_path, monkeypatch):
 
 def _config_class(path):
     """configs/models/*.yaml are ModelConfigs; a run config's first line is its launch command."""
-    from nemotron_elastic.train.config import PretrainConfig, TrainConfig
+    from nemotron_elastic.config.run import PretrainConfig, TrainConfig
 
     if path.parent.name == "models":
         return ModelConfig
@@ -263,7 +264,7 @@ def test_preset_sizes():
     ],
 )
 def test_preset_parameter_counts(name, expected):
-    assert get_preset(name).num_parameters() == expected  # SPEC 2.1 / 2.2; SmolLM2 with tied embeddings
+    assert get_preset(name).num_parameters() == expected  # docs/METHOD.md 2.1 / 2.2; SmolLM2 with tied embeddings
 
 
 def _hf_model(cfg: ModelConfig) -> torch.nn.Module:

@@ -18,10 +18,10 @@ import report
 import run
 
 from nemotron_elastic.checkpoint import save_native
+from nemotron_elastic.config.presets import get_preset
 from nemotron_elastic.data.corpus import default_corpus
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
 
 RUNS = {"elastic-s0", "stage1only-s0", "stage2uniform-s0", "homogeneous-s0", "uniformspecs-s0", "minitron-0.75",
         "minitron-0.5", "scratch-0.75", "scratch-0.5", "parent-sliced"}

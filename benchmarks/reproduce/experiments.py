@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemotron_elastic.configio import from_dict, to_dict
-from nemotron_elastic.subnet.budget import spec_for_budget
-from nemotron_elastic.subnet.spec import SubnetSpec
+from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.config.types import from_dict, to_dict
+from nemotron_elastic.subnet.uniform import spec_for_budget
 
 BUDGETS = (1.0, 0.75, 0.5)
 STAGE2_WEIGHTS = (0.5, 0.3, 0.2)
@@ -87,7 +87,7 @@ def _common(plan: Plan, out: Path, tokens_dir: Path, seed: int) -> dict[str, Any
 def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir: Path, seed: int,
                    specs: list[str] | None = None, budgets: tuple[float, ...] = BUDGETS):
     """The TrainConfig of one elastic variant (or, with `specs`, of a fixed-spec run)."""
-    from nemotron_elastic.train.config import TrainConfig
+    from nemotron_elastic.config.run import TrainConfig
 
     menus = dict(plan.menus)
     if variant == "homogeneous":
@@ -102,7 +102,7 @@ def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir
 
 def scratch_config(plan: Plan, spec: SubnetSpec, parent: Path, out: Path, tokens_dir: Path, seed: int):
     """A PretrainConfig for `spec`'s architecture from random init, the parent's tokenizer, T tokens."""
-    from nemotron_elastic.train.config import PretrainConfig
+    from nemotron_elastic.config.run import PretrainConfig
 
     stages = [{"name": "pretrain", "steps": plan.steps, "seq_len": plan.seq_len,
                "micro_batch": plan.micro_batch * plan.grad_accum, "grad_accum": 1}]

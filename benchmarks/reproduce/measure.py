@@ -23,8 +23,8 @@ def router_argmax_ratios(model_dir: Path) -> dict[str, float]:
     import torch
 
     from nemotron_elastic.checkpoint import load_model
+    from nemotron_elastic.checkpoint.elastic import load_router
     from nemotron_elastic.router import to_spec
-    from nemotron_elastic.train.elastic_checkpoint import load_router
 
     router, config = load_router(model_dir), load_model(model_dir).config
     with torch.no_grad():
@@ -65,7 +65,7 @@ def evaluate_run(folder: Path, plan: Plan, progress: bool = False, specs: dict[f
 
 def learning_curve(folder: Path, plan: Plan) -> list[dict[str, Any]]:
     """Held-out metrics logged during training: [{step, tokens, <budget>: {kd, ce, ...} | ce}]."""
-    from nemotron_elastic.train.metrics import read_metrics
+    from nemotron_elastic.train.run_dir import read_metrics
 
     per_step = plan.micro_batch * plan.grad_accum * plan.seq_len
     rows = [r for r in read_metrics(folder / "metrics.jsonl") if r["split"] == "eval"]
@@ -77,10 +77,11 @@ def depth_rankings(scored: Path, calibration: Path, plan: Plan, max_drop: int = 
     normalized-MSE ranking (from ranking.json) versus Block Importance (1 - cosine, computed here)."""
     import torch
 
-    from nemotron_elastic.checkpoint import load_model, load_tokenizer
+    from nemotron_elastic.checkpoint import load_model
     from nemotron_elastic.data.calibration import read_documents, sample_windows, tokenize_documents
     from nemotron_elastic.importance.depth import block_importance
-    from nemotron_elastic.subnet.budget import spec_drop_layers
+    from nemotron_elastic.io import load_tokenizer
+    from nemotron_elastic.subnet.uniform import spec_drop_layers
 
     model = load_model(scored)
     stream = tokenize_documents(read_documents(calibration), load_tokenizer(scored))
@@ -109,7 +110,7 @@ def _weights_bytes(folder: Path) -> int:
 def family_memory(elastic_model: Path, exports: Path) -> dict[str, Any]:
     """Bytes on disk: the one elastic checkpoint (weights + router) versus one exported HF checkpoint per
     budget, and the parameter counts behind them."""
-    from nemotron_elastic.export.subnet_export import export_subnet
+    from nemotron_elastic.export import export_subnet
 
     info = json.loads((elastic_model / "budgets.json").read_text())
     separate = {}

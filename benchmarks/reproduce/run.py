@@ -80,7 +80,7 @@ def _train(name: str, folder: Path, make_trainer) -> float | None:
 def run_study(parent: Path, out: Path, plan: ex.Plan, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate every run (reusing finished ones); returns the results dict."""
     from nemotron_elastic.checkpoint import load_model
-    from nemotron_elastic.train.loop import ElasticTrainer
+    from nemotron_elastic.train.elastic import ElasticTrainer
     from nemotron_elastic.train.pretrain import PretrainTrainer
 
     start = time.perf_counter()
@@ -157,8 +157,8 @@ def _parent_tokens(parent: Path) -> int | None:
     cfg_path = parent.parent / "train_config.yaml"
     if not cfg_path.is_file():
         return None
-    from nemotron_elastic.configio import load_yaml
-    from nemotron_elastic.train.config import PretrainConfig
+    from nemotron_elastic.config.run import PretrainConfig
+    from nemotron_elastic.config.yaml_io import load_yaml
 
     try:
         cfg = load_yaml(PretrainConfig, cfg_path)

@@ -5,13 +5,11 @@ atomic JSON, autocast, one-line model descriptions."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import DTYPES, positive_int  # noqa: F401  (re-exported for the command modules)
+from ..config.types import positive_int
+from ..io import load_tokenizer
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
@@ -33,17 +31,7 @@ def describe(model: Any) -> str:
     return f"{cfg.family}, pattern {compact_pattern(cfg.pattern)}, {num_params / 1e6:.1f}M params, {dtype}"
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Fail before slow work when `out` would be refused at save time (the save itself is atomic)."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder exists and is not empty (pass --overwrite to replace it)")
-
-
 def require_tokenizer(path: str | Path) -> Any:
-    from ..checkpoint import load_tokenizer
-
     tokenizer = load_tokenizer(path)
     if tokenizer is None:
         raise ValueError(f"{path}: the checkpoint has no tokenizer (import it from a folder that has one)")
@@ -55,17 +43,6 @@ def encode(tokenizer: Any, text: str) -> Any:
     import torch
 
     return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write `data` as JSON atomically: a temporary file in the same folder, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def autocast(enabled: bool) -> Any:

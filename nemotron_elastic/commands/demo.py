@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`nemotron-elastic demo`: the main job on the embedded default."""
+"""`nemotron-elastic demo`: the main job on the embedded default.
+
+What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import add_window_args, autocast, describe, encode, positive_int, require_tokenizer, write_json
+from ..config.types import positive_int
+from ..data import heldout_text
+from ..io import CONFIG_NAME, load_tokenizer, write_json
+from .common import add_window_args, autocast, describe, encode, require_tokenizer
 
 DEMO_PROMPT = "Once upon a time, in a small village by the sea,"
-# bf16 autocast for the demo's perplexity. Measured on the 2-core CPU (SmolLM2-135M, 2,048 held-out tokens,
-# batch 4 x 512, 3 interleaved runs): 10.4-12.2 s of CPU time against 13.0-15.6 s in float32, and perplexity
-# 38.534 against 38.513 (+0.05%; float32 equals transformers' 38.513). `--no-bf16` gives the float32 number.
-# Generation stays in float32: one-token decoding steps are slower under autocast (21 s vs 6.5 s for 32
-# tokens), which re-casts every weight at every step.
+# bf16 autocast for the demo's perplexity: faster on CPUs with bf16 units, within a small fraction of a percent
+# of float32 (`--no-bf16` gives the float32 number; README). Generation stays in float32: one-token
+# decoding steps are slower under autocast, which re-casts every weight at every step.
 DEMO_BF16 = True
-
 
 
 EPILOGS = {"demo": """The pipeline: pretrain a tiny hybrid parent on the packaged corpus, score importance, train budgets
@@ -39,10 +42,10 @@ def _smollm2_demo(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from ..checkpoint import CONFIG_NAME, load_model, load_tokenizer, save_native
-    from ..data import heldout_text
+    from ..checkpoint.gguf import packaged_smollm2_gguf
+    from ..checkpoint.load import load_model
+    from ..checkpoint.native import save_native
     from ..eval.perplexity import perplexity
-    from ..export.gguf import packaged_smollm2_gguf
 
     out = Path(args.out) / "smollm2"
     parent = out / "parent"

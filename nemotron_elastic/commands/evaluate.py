@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """`nemotron-elastic eval`: per-budget held-out perplexity, bits per byte, size, memory, speed and lm-eval
-tasks, as a terminal table, OUT/eval.json and OUT/eval.png (see `nemotron_elastic/eval/runner.py`)."""
+tasks, as a terminal table, OUT/eval.json and OUT/eval.png (see `nemotron_elastic/eval/runner.py`).
+
+What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import DTYPES, add_window_args, positive_int
+from ..config.types import DTYPES, positive_int
+from ..eval.lm_eval_tasks import parse_tasks
+from ..eval.report import format_table, model_name, write_report
+from .common import add_window_args
 
 EPILOGS = {
     "eval": """examples:
@@ -27,17 +33,13 @@ nemotron-elastic-lm-eval --model nemotron_elastic --model_args path=DIR,budget=0
 
 def default_out(model: str) -> Path:
     """runs/eval/<name>: the model folder's name, or the run's name for a trainer's `<run>/model`."""
-    from ..eval.report import model_name
-
     return Path("runs") / "eval" / model_name(model)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate every requested budget; print the table; write eval.json and eval.png."""
-    from ..eval.budgets import parse_budgets
-    from ..eval.lm_eval_tasks import parse_tasks
-    from ..eval.report import format_table, write_report
     from ..eval.runner import EvalSettings, evaluate_model
+    from ..eval.targets import parse_budgets
 
     settings = EvalSettings(
         seq_len=args.seq_len,

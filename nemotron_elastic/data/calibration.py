@@ -26,6 +26,9 @@ from typing import Any
 
 import torch
 
+from ..io import write_text
+from .corpus import default_corpus
+
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".parquet")
 
@@ -184,12 +187,7 @@ def calibration_samples(
 def default_calibration_file(path: str | os.PathLike, every: int = 20) -> Path:
     """Write (once) a jsonl of every `every`-th training document of the packaged default corpus to `path`,
     the calibration text the demo and the reproduction study score with; returns the path."""
-    from .corpus import default_corpus
-
     path = Path(path)
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in default_corpus("train")[::every]))
-        tmp.replace(path)
+        write_text(path, "".join(json.dumps({"text": d}) + "\n" for d in default_corpus("train")[::every]))
     return path

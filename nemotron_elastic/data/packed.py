@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io import atomic_path
 from .tokenizer import encode_batch, tokenizer_hash
 
 FORMAT = "nemotron-elastic-packed-tokens-v1"
@@ -158,11 +158,11 @@ def pack_documents(
                 return existing
     dtype, eos = token_dtype(vocab_size), np.array([eos_token_id])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_bin = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    tmp_json = tmp_bin.with_name(tmp_bin.name + ".json")
     num_tokens = num_documents = 0
     total = len(documents) if isinstance(documents, Sequence) else None
-    try:
+    # Both files under temporary names, renamed when complete: the sidecar out first and in last, so a crash in
+    # between leaves no sidecar, never a stale one.
+    with atomic_path(_sidecar(path)) as tmp_json, atomic_path(path) as tmp_bin:
         with (
             open(tmp_bin, "wb") as f,
             tqdm(total=total, unit="doc", desc="tokenize", disable=not progress) as bar,
@@ -186,13 +186,7 @@ def pack_documents(
             raise ValueError("no documents to pack (every document is empty)")
         meta = PackedMeta(vocab_size, dtype.name, num_tokens, num_documents, int(eos[0]), tok_hash, source)
         tmp_json.write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
-        # Sidecar out first, in last: a crash in between leaves no sidecar, never a stale one.
         _sidecar(path).unlink(missing_ok=True)
-        os.replace(tmp_bin, path)
-        os.replace(tmp_json, _sidecar(path))
-    finally:
-        tmp_bin.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
     return PackedTokens(path)
 
 

@@ -10,8 +10,7 @@ Special tokens: `<|endoftext|>` (id 0) is both EOS and BOS, as in GPT-2: packed 
 between documents (packed.py); `<|pad|>` (id 1) pads batches and is never trained on. Encoding adds
 no special tokens, so `decode(encode(text)) == text` for any text.
 
-On the default corpus's training split (9.5 M characters) a 4096-token BPE trains in about 5 s on two
-CPU cores; training is deterministic (the same corpus gives the same `tokenizer_hash`).
+Training is deterministic: the same corpus gives the same `tokenizer_hash`.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_output_dir, load_tokenizer
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -83,8 +84,6 @@ def train_bpe(
         clean_up_tokenization_spaces=False,  # the cleanup rewrites " ." to "." and would break round trips
     )
     if out_dir is not None:
-        from ..checkpoint import atomic_output_dir
-
         folder = Path(out_dir)
         # Replace only what this function wrote before: never a model or data folder given by mistake.
         if folder.exists() and not (folder / TRAINING_FILE).is_file() and any(folder.iterdir()):
@@ -95,35 +94,6 @@ def train_bpe(
             tokenizer.save_pretrained(str(tmp))
             (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return tokenizer
-
-
-def load_tokenizer(path: str | Path, gguf_file: str | None = None) -> Any:
-    """Load a tokenizer folder (ours or any HF one) with `AutoTokenizer`, never from the Hub.
-
-    Args:
-        path: the folder holding tokenizer.json / tokenizer_config.json (or the GGUF file's folder).
-        gguf_file: the name of a GGUF file inside `path` to take the tokenizer from.
-
-    Returns:
-        The transformers tokenizer.
-
-    Raises:
-        ValueError: the folder is missing, holds no tokenizer, or a tokenizer file is corrupt.
-    """
-    from transformers import AutoTokenizer
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such tokenizer folder")
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if gguf_file is None and not any((folder / name).is_file() for name in names):
-        raise ValueError(f"{folder}: no tokenizer files (expected tokenizer.json or tokenizer_config.json)")
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
-    except Exception as e:  # noqa: BLE001 - json, tokenizers and transformers each raise their own kinds
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{folder}: corrupt or unreadable tokenizer ({first_line})") from None
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
@@ -159,8 +129,8 @@ def encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 def ensure_bpe(
     out_dir: str | Path,
-    vocab_size: int = 4096,
-    documents: Callable[[], Iterable[str]] | None = None,
+    vocab_size: int,
+    documents: Callable[[], Iterable[str]],
     source: str = DEFAULT_SOURCE,
 ) -> Any:
     """The BPE in `out_dir` if it was trained with these settings, else a new one trained and saved there.
@@ -168,7 +138,7 @@ def ensure_bpe(
     Args:
         out_dir: the tokenizer folder (created, or replaced when its settings differ).
         vocab_size: vocabulary size to train.
-        documents: returns the training documents; default: the default corpus's training split.
+        documents: returns the training documents (called only when a new BPE is trained).
         source: names the training data; a folder trained on another source is retrained.
 
     Returns:
@@ -180,11 +150,5 @@ def ensure_bpe(
     except (OSError, ValueError):
         record = None
     if record is not None and record.get("vocab_size") == vocab_size and record.get("source") == source:
-        return load_tokenizer(folder)
-    if documents is None:
-        from .corpus import default_corpus
-
-        def documents() -> list[str]:
-            return default_corpus("train")
-
+        return load_tokenizer(folder, required=True)
     return train_bpe(documents(), vocab_size, folder, source=source)

@@ -3,7 +3,7 @@
 
     perplexity.py      perplexity / per-token NLL of a token stream (windows, strides)
     texts.py           held-out token stream, passages and LAMBADA-style cloze items
-    budgets.py         which sub-models to evaluate (trained budgets, interpolation on request, specs)
+    targets.py         which sub-models to evaluate (trained budgets, interpolation on request, specs)
     runner.py          `evaluate_model`: per-budget perplexity, bits/byte, params, memory, tokens/s, tasks
     report.py          terminal table, eval.json, eval.png
     lm_eval_model.py   the lm-eval model `nemotron_elastic` (registered on import)

@@ -37,7 +37,7 @@ def _with_shipped_tasks(shipped_only: bool) -> None:
     """
     import lm_eval.tasks
 
-    from .lm_eval_tasks import TASKS_DIR
+    from .lm_eval_tasks import TASKS_DIR  # deferred: lm-eval is an optional extra
 
     base = lm_eval.tasks.TaskManager
     if getattr(base, "_nemotron_elastic", False):
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     from lm_eval.__main__ import cli_evaluate
 
     from . import lm_eval_model  # noqa: F401  (registers the model)
-    from .lm_eval_tasks import SHIPPED_TAGS, SHIPPED_TASKS
+    from .lm_eval_tasks import SHIPPED_TAGS, SHIPPED_TASKS  # deferred with the model above
 
     argv = sys.argv[1:] if argv is None else list(argv)
     tasks = requested_tasks(argv)

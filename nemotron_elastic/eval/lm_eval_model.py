@@ -29,7 +29,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from .budgets import EvalTarget, resolve_targets
+from ..checkpoint.load import load_model
+from ..config.spec import SubnetSpec
+from ..io import load_tokenizer
+from ..model.masks import ElasticMasks
+from .targets import EvalTarget, peek_config, resolve_targets
 
 MODEL_NAME = "nemotron_elastic"
 IGNORED_ARGS = ("max_batch_size", "trust_remote_code")  # passed by lm-eval's CLI to every model
@@ -49,8 +53,6 @@ def _usable_device(device: str | None) -> str:
 
 def _target(path: str, config: Any, budget: Any, spec: Any, interpolate: Any) -> EvalTarget:
     """The sub-model the model args name: the whole model unless a budget or a spec is given."""
-    from ..subnet.spec import SubnetSpec
-
     if budget is None and spec is None:  # an elastic checkpoint too: its whole parent
         return EvalTarget("full", SubnetSpec.full(config))
     budgets = None if budget is None else [float(budget)]
@@ -82,8 +84,6 @@ class NemotronElasticLM(TemplateLM):
             )
         if path is None:
             raise ValueError(f"{MODEL_NAME}: model_args needs path=DIR (an elastic checkpoint or any model)")
-        from ..checkpoint import load_model, load_tokenizer
-        from .budgets import peek_config
 
         config = peek_config(path)  # native / elastic folders: check the budget before reading weights
         target = None if config is None else _target(path, config, budget, spec, interpolate)
@@ -121,8 +121,6 @@ class NemotronElasticLM(TemplateLM):
         max_length: Any,
         max_gen: Any,
     ) -> None:
-        from ..subnet.masks import ElasticMasks
-
         self.model, self.tokenizer, self.target, self.name = model.eval(), tokenizer, target, name
         self.progress = True  # False silences this class's progress bars (lm-eval's own stay)
         # The sliced masks are built once: every forward of this budget reuses them.

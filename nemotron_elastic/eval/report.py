@@ -11,14 +11,14 @@ a file and an interrupted run leaves the previous report intact.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_path, write_json
 
 JSON_NAME, PLOT_NAME = "eval.json", "eval.png"
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")  # higher is better, in [0, 1]: plotted
@@ -100,18 +100,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join([title, *lines])
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` for a temporary sibling of `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(result: dict[str, Any], path: Path) -> None:
+def write_result(result: dict[str, Any], path: Path) -> None:
     """The result as JSON (non-finite numbers as null, which strict JSON readers accept)."""
 
     def clean(value: Any) -> Any:
@@ -123,7 +112,7 @@ def write_json(result: dict[str, Any], path: Path) -> None:
             return [clean(v) for v in value]
         return value
 
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(clean(result), indent=2) + "\n", encoding="utf-8"))
+    write_json(path, clean(result))
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -159,7 +148,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
 
@@ -170,6 +160,6 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     paths = {"json": out / JSON_NAME, "plot": out / PLOT_NAME}
-    write_json(result, paths["json"])
+    write_result(result, paths["json"])
     plot(result, paths["plot"])
     return paths

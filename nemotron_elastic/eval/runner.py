@@ -4,7 +4,7 @@
     result = evaluate_model("runs/elastic/model")                    every trained budget
     result = evaluate_model("exports/half-hf", settings=EvalSettings(seq_len=1024, tasks=["nemotron_heldout"]))
 
-One row per `EvalTarget` (budgets.py). The checkpoint is loaded once; each budget runs inside it through
+One row per `EvalTarget` (targets.py). The checkpoint is loaded once; each budget runs inside it through
 `forward(subnet=...)`, the sliced forward of the served model, so a budget's numbers are those of the
 weights that `export --budget` writes (a test checks it against the exported HF folder).
 
@@ -14,7 +14,7 @@ Per row:
   stream: comparable across tokenizers, unlike perplexity;
 - params: the sub-model's exact parameter count (a tied head counted once);
 - memory: the cost model's weight and decoding-cache bytes after `seq_len` tokens at batch 1, in the
-  model's dtype (`serve/memory.py`), i.e. what serving this budget alone would hold;
+  model's dtype (`subnet/cost.predicted_memory`), i.e. what serving this budget alone would hold;
 - tokens/s: input tokens of the perplexity forward passes per second of their wall time (padding
   included, the first batch left out as warm-up). Measured on a shared machine it is noisy: compare
   budgets of one run, not runs.
@@ -31,8 +31,13 @@ from typing import Any
 
 import torch
 
-from .budgets import EvalTarget, peek_config, resolve_targets
+from ..checkpoint.elastic import is_elastic
+from ..checkpoint.load import load_model
+from ..io import load_tokenizer, resolve_checkpoint
+from ..model.masks import ElasticMasks
+from ..subnet.cost import predicted_memory
 from .perplexity import token_nll
+from .targets import EvalTarget, peek_config, resolve_targets
 from .texts import DEFAULT_SOURCE, EvalText, eval_documents, token_stream
 
 
@@ -77,9 +82,6 @@ def score_target(
     model: torch.nn.Module, target: EvalTarget, text: EvalText, settings: EvalSettings, progress: bool = False
 ) -> dict[str, Any]:
     """Perplexity, bits per byte, size, memory and speed of one sub-model on `text` (see module docstring)."""
-    from ..serve.memory import predicted_memory
-    from ..subnet.masks import ElasticMasks
-
     masks = None if target.spec.is_full() else ElasticMasks.from_spec(target.spec)
     timed = _TimedModel(model)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
@@ -140,14 +142,11 @@ def evaluate_model(
         ValueError / OSError: bad budgets, spec, data path, task name, or model path; checked before the
             weights are read wherever the check does not need them.
     """
-    from ..checkpoint import load_model, load_tokenizer, resolve_checkpoint
-    from ..train.elastic_checkpoint import is_elastic
-
     settings = settings or EvalSettings()
     kind, _ = resolve_checkpoint(path)  # a missing or unsupported model path fails first
     manager = None
     if settings.tasks:
-        from .lm_eval_tasks import task_manager
+        from .lm_eval_tasks import task_manager  # deferred: lm-eval is an optional extra
 
         manager = task_manager(settings.tasks, {} if data is None else {"eval_data": str(data)})
     config = peek_config(path)
@@ -166,7 +165,7 @@ def evaluate_model(
     for target in targets:
         row = score_target(model, target, text, settings, progress)
         if settings.tasks:
-            from .lm_eval_model import NemotronElasticLM
+            from .lm_eval_model import NemotronElasticLM  # deferred: lm-eval is an optional extra
             from .lm_eval_tasks import run_tasks
 
             lm = NemotronElasticLM.from_model(

@@ -30,6 +30,7 @@ import torch
 
 from ..data.corpus import SOURCES, default_corpus
 from ..data.documents import load_documents
+from ..data.tokenizer import encode_batch
 
 DEFAULT_SOURCE = "default corpus held-out split"
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")  # a sentence ends at . ! ? (and closing quotes)
@@ -74,8 +75,6 @@ def _eos_id(tokenizer: Any) -> int | None:
 
 def _source_tokens(tokenizer: Any, docs: Sequence[str], budget: int) -> tuple[list[int], int]:
     """The first `budget` tokens of one source's documents (each followed by EOS) and the documents used."""
-    from ..data.tokenizer import encode_batch
-
     eos, ids, used, batch = _eos_id(tokenizer), [], 0, 16
     for start in range(0, len(docs), batch):
         if len(ids) >= budget:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Importance estimation and nesting by permutation (SPEC 4-5).
+"""Importance estimation and nesting by permutation (docs/METHOD.md 4-5).
 
 - `hooks.py`: forward hooks that accumulate per-unit activation statistics (always removed afterwards);
 - `width.py`: hidden / MLP / attention-head / group-aware Mamba scores and orders;
@@ -11,6 +11,7 @@
 
 from .depth import block_importance, depth_ranking, iterative_depth_naive
 from .hooks import Aggregation
+from .pipeline import score_model
 from .ranking import AxisRanking, DepthRanking, Ranking, order_by_scores, random_ranking
 from .reorder import reorder_model
 from .width import width_ranking
@@ -30,11 +31,3 @@ __all__ = [
     "width_ranking",
 ]
 
-
-def __getattr__(name: str):
-    # the pipeline pulls in checkpoint I/O and the tokenizer stack: load it only when asked for
-    if name == "score_model":
-        from .pipeline import score_model
-
-        return score_model
-    raise AttributeError(name)

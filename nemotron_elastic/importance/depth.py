@@ -2,7 +2,7 @@
 """Depth importance: normalized MSE of the logits when layers are dropped (iterative greedy), with the one-shot
 form and Block Importance for comparison.
 
-Score of layer j given the already dropped set R (Nemotron Elastic, Sec. "Depth importance"; SPEC 4.3):
+Score of layer j given the already dropped set R (Nemotron Elastic, Sec. "Depth importance"; docs/METHOD.md 4.3):
 
     s_j = sum_{B,L,V} (M_full - M_{-(R+j)})^2 / sum_{B,L,V} M_full^2
 
@@ -23,9 +23,8 @@ Two exact savings make the iterative search cheaper than re-running the model pe
    instead of V*D (V = 49152 >> D = 576 for SmolLM2) and the full logits are never materialised.
    The error is computed in float32 (float64 for float64 models), outside autocast.
 
-Measured saving (`benchmarks/depth_speed.py`, same model and batch, one run; docs/importance.md): naive / fast
-= 3.2x on the tiny-hybrid preset (8 blocks, the whole greedy search, fp32) and 2.8x on SmolLM2-135M (60 blocks,
-one greedy step, bf16 autocast), with identical drop orders.
+The saving against the naive search, with identical drop orders, is measured by `benchmarks/depth_speed.py`
+(`benchmarks/results/depth_speed.json`, docs/importance.md).
 Memory: the cache and the best candidate's run hold up to 2 * (L + 1) * N * T * D hidden-state values.
 """
 
@@ -34,10 +33,10 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..config.spec import SubnetSpec
 from ..model.attention import rope_cos_sin
 from ..model.hybrid import HybridLM
 from ..model.norm import compute_dtype, rms_norm
-from ..subnet.spec import SubnetSpec
 from .ranking import DepthRanking
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_output_dir, load_model, load_tokenizer, resolve_checkpoint, save_native
+from ..checkpoint.load import load_model
+from ..checkpoint.native import save_native
+from ..config.model import ModelConfig
+from ..config.yaml_io import load_yaml
 from ..data.calibration import read_documents, sample_windows, tokenize_documents
+from ..io import CONFIG_NAME, atomic_output_dir, check_output_dir, load_tokenizer, resolve_checkpoint
 from .depth import depth_ranking
 from .hooks import Aggregation
 from .ranking import Ranking
@@ -29,13 +33,6 @@ from .reorder import reorder_model
 from .width import AttentionPoint, MambaPoint, MlpPoint, width_ranking
 
 RANKING_NAME = "ranking.json"
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder exists and is not empty (pass overwrite=True to replace it)")
 
 
 def score_model(
@@ -66,7 +63,7 @@ def score_model(
         out_dir: the folder to write (native checkpoint + tokenizer + ranking.json).
         samples, seq_len: width calibration windows (N x L tokens).
         depth_samples, depth_seq_len: depth calibration windows (None: seq_len). The iterative search costs
-            about num_layers^2 / 4 forwards of this set, so it is kept small (SPEC 4.3).
+            about num_layers^2 / 4 forwards of this set, so it is kept small (docs/METHOD.md 4.3).
         max_depth_drops: greedy depth steps (None: num_layers - 1); the rest of the drop order follows the
             last step's scores.
         batch_size: rows per forward.
@@ -87,7 +84,7 @@ def score_model(
             model folder without weights or tokenizer, an existing out_dir); nothing is written then.
     """
     out = Path(out_dir)
-    _check_out(out, overwrite)
+    check_output_dir(out, overwrite)
     resolve_checkpoint(model_dir)  # a missing or unknown model path fails before the data is read
     docs = read_documents(data_path)
     tokenizer = load_tokenizer(model_dir)
@@ -135,9 +132,5 @@ def score_model(
 
 def load_ranking(model_dir: str | os.PathLike) -> Ranking:
     """The ranking.json stored by `score_model` in a native folder (validated against its config)."""
-    from ..checkpoint import CONFIG_NAME
-    from ..config import ModelConfig
-    from ..configio import load_yaml
-
     folder = Path(model_dir)
     return Ranking.load(folder / RANKING_NAME, load_yaml(ModelConfig, folder / CONFIG_NAME))

@@ -3,7 +3,7 @@
 
 Width axes hold, per unit, a score and an `order` (unit indices of the parent as scored, most important
 first). Grouped axes are ordered *inside* their groups, so the order maps every group onto itself:
-attention query heads within each KV group, Mamba heads within each B/C group (SPEC 4.1, 5.1). Per-layer axes
+attention query heads within each KV group, Mamba heads within each B/C group (docs/METHOD.md 4.1, 5.1). Per-layer axes
 are keyed by the layer index in the pattern. Depth holds the greedy drop order (least important first) with
 the score of every candidate at every step, and the one-shot and Block Importance scores for comparison.
 
@@ -18,7 +18,7 @@ ranking.json (written by `score_model` next to the reordered parent):
 
 `meta.reordered = true` says the saved weights are already permuted by these orders: in that checkpoint
 every axis is sorted (the order is the identity), and a sub-model keeps prefixes (Nemotron Elastic, Sec.
-"Elastic Width"; SPEC 5).
+"Elastic Width"; docs/METHOD.md 5).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from ..config import ModelConfig
+from ..config.model import ModelConfig
+from ..io import write_json
 
 FORMAT = "nemotron-elastic/ranking-v1"
 LAYER_AXES = ("mlp", "attention_heads", "mamba_heads", "mamba_head_dim")
@@ -179,11 +180,7 @@ class Ranking:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ranking.json (via a temporary file and a rename, so a reader never sees half a file)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: ModelConfig | None = None) -> Ranking:

@@ -3,8 +3,8 @@
 
 After `reorder_model`, unit k of every axis is the k-th most important unit, so each sub-model is a prefix
 on every axis (Mamba heads: a prefix inside every group), which is what the elastic forward, the masks and
-the slicer assume (SPEC 5: the public code only ever uses prefix masks, the checkpoint is pre-sorted).
-The logits do not change: every tensor that touches an axis is permuted consistently (SPEC 5 list):
+the slicer assume (docs/METHOD.md 5: the public code only ever uses prefix masks, the checkpoint is pre-sorted).
+The logits do not change: every tensor that touches an axis is permuted consistently (docs/METHOD.md 5 list):
 
 | axis                      | tensors permuted                                                                 |
 |---------------------------|----------------------------------------------------------------------------------|
@@ -33,9 +33,9 @@ from torch import nn
 
 from ..model.attention import Attention
 from ..model.hybrid import HybridLM
+from ..model.layout import head_channels
 from ..model.mamba2 import Mamba2Mixer
 from ..model.mlp import MLP
-from ..subnet.index import head_channels
 from .ranking import Ranking
 
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Width importance from forward activations (no gradients), one pass over the calibration samples.
 
-Per axis (SPEC 4.1-4.2; Minitron https://arxiv.org/abs/2407.14679 Sec. 2; Minitron-SSM
+Per axis (docs/METHOD.md 4.1-4.2; Minitron https://arxiv.org/abs/2407.14679 Sec. 2; Minitron-SSM
 https://arxiv.org/abs/2504.11409 Sec. 3), with every activation reduced by `hooks.Aggregation`:
 
 - hidden channels: the output of every block's pre-norm (the input of each mixer), one score per channel and
@@ -9,13 +9,10 @@ https://arxiv.org/abs/2504.11409 Sec. 3), with every activation reduced by `hook
 - MLP neurons, `mlp_point="pre"` (the paper): the pre-activation X W1^T, i.e. the input of the
   activation function: the up projection's output for NemotronH's down(act(up(x))), and the gate
   projection's output for a gated MLP down(act(gate(x)) * up(x)), where up(x) is a linear branch that is
-  never activated. (Measured once on SmolLM2 cut to 75% / 50% of its MLP width, zero-shot held-out
-  perplexity: gate output 97 / 673, up output 121 / 1143.)
+  never activated (the gate output ranks better than the up output; docs/importance.md).
   `"post"` (default): the down projection's input, the neuron's post-activation value (Model-Optimizer's
-  choice, the input of linear_fc2). It is the default because it ranks better than "pre" on both models
-  measured, the gated SmolLM2-135M and the relu2 tiny-hybrid (docs/importance.md: tiny-hybrid cut to 75% /
-  50% of its MLP width, zero-shot held-out perplexity 46.2 / 46.8 with "post" against 48.1 / 51.0 with
-  "pre"; the parent has 46.3).
+  choice, the input of linear_fc2). It is the default because it ranks better than "pre" zero-shot on both
+  models measured, the gated SmolLM2-135M and the relu2 tiny-hybrid (the numbers: docs/importance.md).
 - attention heads, `attention_point="head_output"` (default): the magnitude of each head's contribution to the
   residual stream, ||W_o[:, h] y_h|| per token, computed through the per-head Gram matrix
   W_o[:, h]^T W_o[:, h] (hd^2 rather than D*hd per head and token). `"o_proj_input"` (Model-Optimizer): the

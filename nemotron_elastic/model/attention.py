@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..subnet.index import attention_indices
-from ..subnet.masks import Axis
-from .cache import AttentionState
-from .ops import Select, sub_linear
+from .decode import AttentionState
+from .layout import Select, attention_indices, sub_linear
+from .masks import Axis
 from .norm import compute_dtype
 
 

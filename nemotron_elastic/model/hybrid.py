@@ -5,7 +5,7 @@
     block_i(h) = h + mixer_i(norm_i(h)),  mixer_i in {Mamba2 'M', Attention '*', MLP '-'}
 
 The module tree and parameter names mirror transformers' NemotronH (`embeddings`, `layers.i.norm`,
-`layers.i.mixer.*`, `norm_f`, `lm_head`), so HF import/export are key maps (see `export/keymap.py`).
+`layers.i.mixer.*`, `norm_f`, `lm_head`), so HF import/export are key maps (see `checkpoint/keymap.py`).
 A Llama-family model is the same stack with pattern "*-*-..." (attention block = input_layernorm +
 self_attn, MLP block = post_attention_layernorm + mlp), RoPE and a gated SiLU MLP.
 
@@ -25,15 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..subnet.masks import ElasticMasks, LayerMasks
-from ..subnet.spec import SubnetSpec
+from ..config.model import ModelConfig
+from ..config.spec import SubnetSpec
 from .attention import Attention, rope_cos_sin
-from .cache import AttentionState, InferenceCache, MambaState
+from .decode import AttentionState, InferenceCache, MambaState, generate
+from .layout import scale
 from .mamba2 import Mamba2Mixer
+from .masks import ElasticMasks, LayerMasks
 from .mlp import MLP
 from .norm import RMSNorm
-from .ops import scale
 
 
 def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
@@ -274,8 +274,6 @@ class HybridLM(nn.Module):
 
         subnet: generate with a sub-model of this parent (sliced forward, caches of the sub-model's size).
         """
-        from .generate import generate
-
         return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, subnet)
 
     def num_parameters(self) -> int:

@@ -17,16 +17,28 @@ Official implementation: mamba_ssm `modules/mamba2_simple.py`; transformers `Nem
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import MambaState
-from ..subnet.index import mamba_indices
-from ..subnet.masks import Axis
+from .decode import MambaState
+from .layout import MambaIndex, mamba_indices, scale, sub_linear, take
+from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
-from .ops import scale, sub_linear, take
 from .ssd import ssd_scan, ssd_step
+
+
+class MambaLayout(NamedTuple):
+    """One mixer's sizes under a sub-model: kept heads, head channels, inner and conv widths, and `sel`,
+    the kept indices of every tensor (prefix lengths when nothing is cut)."""
+
+    heads: int
+    head_dim: int
+    inner: int
+    conv_dim: int
+    sel: MambaIndex
 
 
 class Mamba2Mixer(nn.Module):
@@ -71,19 +83,19 @@ class Mamba2Mixer(nn.Module):
         self.norm = GatedGroupRMSNorm(inner, num_groups, eps=norm_eps)
         self.out_proj = nn.Linear(inner, hidden_size, bias=proj_bias)
 
-    def _layout(self, width: Axis | None, head_dim: Axis | None, device) -> dict:
+    def _layout(self, width: Axis | None, head_dim: Axis | None, device) -> MambaLayout:
         """Sizes and kept indices for a sub-model (heads per group `width.size`, head channels
         `head_dim.size`); plain prefix lengths when nothing is cut, so the parent path does no indexing."""
         g, per_group = self.num_groups, self.num_heads // self.num_groups
         kg = per_group if width is None else width.size
         c = self.head_dim if head_dim is None else head_dim.size
         h = kg * g
-        out = {"heads": h, "head_dim": c, "inner": h * c, "conv_dim": h * c + 2 * g * self.state_size}
+        conv_dim = h * c + 2 * g * self.state_size
         if kg == per_group and c == self.head_dim:  # full width: prefixes of the whole tensors
-            sel = {"heads": h, "inner": h * c, "conv": out["conv_dim"], "in_proj": self.in_proj.out_features}
+            sel = MambaIndex(heads=h, inner=h * c, conv=conv_dim, in_proj=self.in_proj.out_features)
         else:
             sel = mamba_indices(self.num_heads, self.head_dim, g, self.state_size, kg, c, device)
-        return out | {"sel": sel}
+        return MambaLayout(heads=h, head_dim=c, inner=h * c, conv_dim=conv_dim, sel=sel)
 
     def empty_state(
         self,
@@ -95,10 +107,8 @@ class Mamba2Mixer(nn.Module):
     ) -> MambaState:
         """Zero conv and SSM states, i.e. the start of a sequence (sized for the sub-model, if any)."""
         lay = self._layout(width, head_dim, device)
-        conv = torch.zeros(batch, lay["conv_dim"], self.conv_kernel - 1, dtype=dtype, device=device)
-        ssm = torch.zeros(
-            batch, lay["heads"], lay["head_dim"], self.state_size, dtype=compute_dtype(dtype), device=device
-        )
+        conv = torch.zeros(batch, lay.conv_dim, self.conv_kernel - 1, dtype=dtype, device=device)
+        ssm = torch.zeros(batch, lay.heads, lay.head_dim, self.state_size, dtype=compute_dtype(dtype), device=device)
         return MambaState(conv, ssm)
 
     def forward(
@@ -118,13 +128,13 @@ class Mamba2Mixer(nn.Module):
         bsz, t, d = x.shape
         g, n = self.num_groups, self.state_size
         lay = self._layout(width, head_dim, x.device)
-        h, p, inner, conv_dim, sel = lay["heads"], lay["head_dim"], lay["inner"], lay["conv_dim"], lay["sel"]
-        z, xbc, dt = sub_linear(x, self.in_proj, sel["in_proj"], d).split([inner, conv_dim, h], dim=-1)
+        h, p, inner, conv_dim, sel = lay
+        z, xbc, dt = sub_linear(x, self.in_proj, sel.in_proj, d).split([inner, conv_dim, h], dim=-1)
 
         # depthwise causal conv over [x|B|C]; the cached K-1 inputs play the role of the left zero padding
         xbc = xbc.transpose(1, 2)  # (B, C, T)
-        weight, bias = take(self.conv1d.weight, sel["conv"]), self.conv1d.bias
-        bias = None if bias is None else take(bias, sel["conv"])
+        weight, bias = take(self.conv1d.weight, sel.conv), self.conv1d.bias
+        bias = None if bias is None else take(bias, sel.conv)
         if state is None:
             xbc = F.conv1d(xbc, weight, bias, padding=self.conv_kernel - 1, groups=conv_dim)[..., :t]
             new_conv = None
@@ -136,9 +146,9 @@ class Mamba2Mixer(nn.Module):
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(x.dtype)
-        dt = F.softplus(dt.to(cdt) + take(self.dt_bias, sel["heads"]).to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
-        a = -torch.exp(take(self.A_log, sel["heads"]).to(cdt))  # (H,)
-        skip = take(self.D, sel["heads"])
+        dt = F.softplus(dt.to(cdt) + take(self.dt_bias, sel.heads).to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
+        a = -torch.exp(take(self.A_log, sel.heads).to(cdt))  # (H,)
+        skip = take(self.D, sel.heads)
         xs = xs.reshape(bsz, t, h, p)
         b_mat, c_mat = b_mat.reshape(bsz, t, g, n), c_mat.reshape(bsz, t, g, n)
 
@@ -155,10 +165,10 @@ class Mamba2Mixer(nn.Module):
             new_state = MambaState(new_conv, ssm)
         support = _channel_product(width, head_dim, g, h, p, lambda a: a.weights)
         y = gated_group_rms_norm(
-            y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel["inner"]), g, self.norm.eps, support
+            y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel.inner), g, self.norm.eps, support
         )  # (B, T, I)
         y = scale(y, _channel_product(width, head_dim, g, h, p, lambda a: a.factor()))
-        return sub_linear(y, self.out_proj, d, sel["inner"]), new_state
+        return sub_linear(y, self.out_proj, d, sel.inner), new_state
 
 
 def _channel_product(width, head_dim, groups: int, heads: int, p: int, get) -> torch.Tensor | None:

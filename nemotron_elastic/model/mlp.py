@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..subnet.masks import Axis
-from .ops import scale, sub_linear
+from .layout import scale, sub_linear
+from .masks import Axis
 
 
 def relu2(x: torch.Tensor) -> torch.Tensor:

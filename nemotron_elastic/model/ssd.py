@@ -32,12 +32,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .norm import (
+    compute_dtype,  # half-precision inputs are scanned in float32: decays and state sums need the range
+)
+
 __all__ = ["ssd_chunked", "ssd_naive", "ssd_scan", "ssd_step"]
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision inputs are scanned in float32 (decays and state sums need the range); others as is."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _segsum_exp(a_cs: torch.Tensor) -> torch.Tensor:
@@ -89,7 +88,7 @@ def ssd_chunked(
     g, n = B.shape[-2:]
     assert h % g == 0, f"heads {h} not divisible by groups {g}"
     r = h // g
-    cd = _compute_dtype(x.dtype)
+    cd = compute_dtype(x.dtype)
     q = min(chunk_size, max(l, 1))  # a chunk longer than the sequence would only add padding work
     c = -(-l // q)
     pad = c * q - l
@@ -172,7 +171,7 @@ def ssd_step(
     b, h, p = x.shape
     g, n = B.shape[-2:]
     r = h // g
-    cd = _compute_dtype(x.dtype)
+    cd = compute_dtype(x.dtype)
     x_c, dt_c, B_c, C_c = (t.to(cd) for t in (x, dt, B, C))
     decay = (dt_c * A.to(cd)).exp()  # (b, h)
     xdt = (x_c * dt_c[..., None]).view(b, g, r, p)  # (b, g, r, p)
@@ -203,7 +202,7 @@ def ssd_naive(
     """
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
-    cd = _compute_dtype(x.dtype)
+    cd = compute_dtype(x.dtype)
     x_c, dt_c, A_c = x.to(cd), dt.to(cd), A.to(cd)
     B_h = B.to(cd).repeat_interleave(h // g, dim=2)  # (b, l, h, n)
     C_h = C.to(cd).repeat_interleave(h // g, dim=2)  # (b, l, h, n)

@@ -3,11 +3,10 @@
 the budget loss and the temperature / logit-scale schedules."""
 
 from .budget_loss import budget_loss
-from .decision import expected_sizes, to_masks, to_spec
+from .choices import expected_sizes, to_masks, to_spec
+from .decision import CostTable, decide, within_budget
 from .menus import AxisMenu, build_depth_menu, build_menu
-from .router import Router
-from .schedules import logit_scale, temperature
-from .within_budget import CostTable, decide, within_budget
+from .router import Router, logit_scale, temperature
 
 __all__ = [
     "AxisMenu", "CostTable", "Router", "budget_loss", "build_depth_menu", "build_menu", "decide", "expected_sizes",

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The router's budget loss (SPEC 7.3).
+"""The router's budget loss (docs/METHOD.md 7.3).
 
     cost  = C(expected sizes)                 parameters, or memory (weights + KV + SSM + conv state)
     diff  = | cost / (budget * C(parent)) - 1 |
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig
+from ..config.model import ModelConfig
 from ..subnet.cost import Sizes, memory_bytes, param_count
-from .decision import expected_sizes
+from .choices import expected_sizes
 from .menus import AxisMenu
 
 

@@ -1,26 +1,29 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Choice menus: the sizes the router may pick on each axis (SPEC 7.1).
+"""Choice menus: the sizes the router may pick on each axis (docs/METHOD.md 7.1).
 
 A menu is given per axis as fractions of the parent (floats in (0, 1]) or as integer sizes, and is
 rounded to the axis' granularity: Mamba heads to multiples of n_groups, attention query heads to multiples
-of the KV heads (heads are kept per group, SPEC 5.1). Choices are stored largest first (index 0 = the
+of the KV heads (heads are kept per group, docs/METHOD.md 5.1). Choices are stored largest first (index 0 = the
 parent's own size for fraction 1.0), one row per layer of the axis' type:
 
     choices: (L, C) long   L = 1 for hidden / mamba_head_dim / depth, the number of layers of that type
                            for mlp / attention_heads / mamba_heads (so heterogeneous parents work too)
 
-`per_layer` says whether the router picks one column per layer (heterogeneous, SPEC 7.1 `--flex-hetero-*`)
+`per_layer` says whether the router picks one column per layer (heterogeneous, docs/METHOD.md 7.1 `--flex-hetero-*`)
 or one column for all layers. Depth choices count the layers dropped from the head of the depth ranking
-(`drop_order`, least important first).
+(`drop_order`, least important first). `menus_from_config` builds the menus of a training config.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..config.model import ModelConfig
+from ..config.run import MenuConfig
 
 AXES = ("hidden", "mlp", "attention_heads", "mamba_heads", "mamba_head_dim", "depth")
 PER_LAYER_AXES = ("mlp", "attention_heads", "mamba_heads")
@@ -109,3 +112,36 @@ def build_depth_menu(parent: ModelConfig, drop_order: list[int], num_drops: list
     if len(row) != len(num_drops):
         raise ValueError(f"menus.depth: duplicate choices in {num_drops}")
     return AxisMenu("depth", torch.tensor([row], dtype=torch.long), per_layer=False, drop_order=tuple(drop_order))
+
+
+# --- menus from the `menus:` section of a training config (and the parent's depth ranking) ---------------
+WIDTH_AXES = ("hidden", "mlp", "attention_heads", "mamba_heads", "mamba_head_dim")
+_TYPE = {"mlp": "-", "attention_heads": "*", "mamba_heads": "M"}
+
+
+def read_drop_order(ranking: Path) -> list[int]:
+    """The depth drop order (least important layer first) stored by `nemotron-elastic score`."""
+    data = json.loads(ranking.read_text())
+    depth = data.get("depth") or {}
+    order = depth.get("drop_order")
+    if not isinstance(order, list):
+        raise ValueError(f"{ranking}: no depth drop order (depth.drop_order); re-run `nemotron-elastic score`")
+    return [int(i) for i in order]
+
+
+def menus_from_config(parent: ModelConfig, menus: MenuConfig, ranking: Path | None) -> list[AxisMenu]:
+    out = []
+    for axis in WIDTH_AXES:
+        values = getattr(menus, axis)
+        if values is None:
+            continue
+        if axis in _TYPE and _TYPE[axis] not in parent.pattern:
+            continue  # e.g. a Llama parent has no Mamba layers: nothing to make elastic there
+        if axis == "mamba_head_dim" and "M" not in parent.pattern:
+            continue
+        out.append(build_menu(parent, axis, list(values), per_layer=axis in menus.per_layer))
+    if menus.depth is not None:
+        if ranking is None:
+            raise ValueError("menus.depth: needs the parent's ranking.json (run `nemotron-elastic score` first)")
+        out.append(build_depth_menu(parent, read_drop_order(ranking), list(menus.depth)))
+    return out

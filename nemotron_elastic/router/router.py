@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The budget-conditioned router (SPEC 7.1-7.2).
+"""The budget-conditioned router (docs/METHOD.md 7.1-7.2).
 
 One tiny network per axis maps the budget to logits over that axis' menu:
 
@@ -8,7 +8,7 @@ One tiny network per axis maps the budget to logits over that axis' menu:
     probs = softmax((scale * z + g) / tau),  g ~ Gumbel(0, 1)  (g = 0 at evaluation)
 
 `d_router` is 256 (paper), weights N(0, 0.1) (NVIDIA `--router-std 0.1`). The logit `scale` grows linearly
-1 -> 10 and `tau` decays 1.0 -> 0.05 over training (`schedules.py`), which sharpens the decisions.
+1 -> 10 and `tau` decays 1.0 -> 0.05 over training (`temperature`, `logit_scale` below), which sharpens the decisions.
 Budgets are kept in descending order (index 0 = the full model), as NVIDIA's `budget_list`.
 
 Reference: NVIDIA Megatron-LM `megatron/elastification/router/hybrid_flex_router.py` (read, not copied).
@@ -109,3 +109,20 @@ class Router(nn.Module):
         """Gumbel-softmax probabilities per axis, (L or 1, C); `gumbel=False` gives softmax(scale*z/tau)
         (evaluation / export: the argmax is then the router's deterministic choice)."""
         return {axis: F.softmax(s, dim=-1) for axis, s in self.scores(budget, tau, scale, gumbel, generator).items()}
+
+
+# --- schedules over training (docs/METHOD.md 7.2): Gumbel temperature and logit scale ------------------------------
+#
+# - temperature: exponential decay tau_0 * r^step from `start` (1.0) to `end` (0.05) at `total` steps
+#   (r = (end/start)^(1/total); NVIDIA's `tau_decay`), constant afterwards;
+# - logit scale: linear from `start` (1.0) to `end` (10.0) over `total` steps.
+def temperature(step: int, total: int, start: float = 1.0, end: float = 0.05) -> float:
+    if total <= 0 or step >= total:
+        return end if total > 0 else start
+    return start * (end / start) ** (step / total)
+
+
+def logit_scale(step: int, total: int, start: float = 1.0, end: float = 10.0) -> float:
+    if total <= 0:
+        return start
+    return start + (end - start) * min(step, total) / total

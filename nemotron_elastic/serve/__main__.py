@@ -3,6 +3,6 @@
 
 import sys
 
-from .command import main
+from ..commands.serve import main
 
 sys.exit(main())

@@ -27,21 +27,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_model, load_tokenizer
-from ..model.cache import InferenceCache
-from ..model.generate import sample_next
-from ..subnet.spec import SubnetSpec
-from .detokenize import IncrementalDetokenizer, StopMatcher
-from .memory import (
-    cache_bytes,
-    cache_profile,
-    predicted_cache_bytes,
-    predicted_memory,
-    process_rss_bytes,
-    weight_bytes,
-)
+from ..checkpoint.load import load_model
+from ..config.spec import SubnetSpec
+from ..io import load_tokenizer
+from ..model.decode import InferenceCache, sample_next
+from ..subnet.cost import cache_profile, predicted_cache_bytes, predicted_memory
+from .memory import cache_bytes, process_rss_bytes, weight_bytes
 from .model_table import ModelTable, ServedModel
-from .prompts import chat_prompt_text
+from .text import IncrementalDetokenizer, StopMatcher, chat_prompt_text
 
 
 class ContextLengthError(ValueError):

@@ -2,12 +2,12 @@
 """The served model table: public names -> (budget, SubnetSpec) of one elastic checkpoint.
 
     NAME         the full parent (always served)
-    NAME-1.0     one entry per trained budget of budgets.json (the router's argmax spec, SPEC 9)
+    NAME-1.0     one entry per trained budget of budgets.json (the router's argmax spec, docs/METHOD.md 9)
     NAME-0.75
     NAME-0.5
 
 A plain (non-elastic) model folder is served as NAME and NAME-1.0. A name `NAME-b` for a budget `b`
-between two trained ones is resolved on demand with the checkpoint's router (SPEC 9: the code can
+between two trained ones is resolved on demand with the checkpoint's router (docs/METHOD.md 9: the code can
 interpolate unseen budgets) and cached, but not listed. NAME defaults to the checkpoint folder's name, or
 its parent's for the trainer's `<run>/model` folder.
 """
@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from ..subnet.masks import ElasticMasks
-from ..subnet.spec import SubnetSpec
+from ..checkpoint.elastic import BUDGETS_JSON, budget_spec, is_elastic
+from ..config.model import ModelConfig
+from ..config.spec import SubnetSpec
+from ..model.masks import ElasticMasks
 
 
 class UnknownModelError(LookupError):
@@ -79,8 +80,6 @@ class ModelTable:
     """
 
     def __init__(self, path: Path, config: ModelConfig, name: str | None = None) -> None:
-        from ..train.elastic_checkpoint import BUDGETS_JSON, is_elastic
-
         self.path, self.config = path, config
         self.name = name or default_name(path)
         self.elastic = is_elastic(path)
@@ -137,7 +136,6 @@ class ModelTable:
                 return self._interpolated[model]
         if budget is None or not self.elastic:
             raise UnknownModelError(f"The model '{model}' does not exist (served: {', '.join(self.models)})")
-        from ..train.elastic_checkpoint import budget_spec
 
         try:
             spec = budget_spec(self.path, budget, self.config)  # the router's choice between trained budgets

@@ -7,7 +7,7 @@
     POST /v1/chat/completions    OpenAI chat completions (the tokenizer's chat template, if any)
 
 A connection thread validates the request (4xx JSON errors, `openai_schema.py`), then hands generation to
-the bounded `WorkerPool` (429 when full) and relays the engine's events (`relay.py`): as SSE chunks
+the bounded `WorkerPool` (429 when full) and relays the engine's events (`handlers.RelayMixin`): as SSE chunks
 (`data: {...}\\n\\n` ... `data: [DONE]\\n\\n`) or as one JSON answer. While it waits it watches its socket;
 a client that goes away cancels its job, which frees the worker after the current decoding step.
 """
@@ -22,10 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .engine import ContextLengthError, ManyInOneEngine, SamplingParams
-from .handlers import GenerationCall, prepare_call
+from .handlers import GenerationCall, RelayMixin, prepare_call
 from .model_table import UnknownModelError
 from .openai_schema import APIError
-from .relay import RelayMixin
 from .responses import model_card
 from .scheduler import QueueFullError, ShuttingDownError, WorkerPool
 

@@ -1,22 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Sub-networks: SubnetSpec (integer sizes per axis), ElasticMasks (their realisation inside the parent),
-index helpers shared by the forward and the slicer, standalone slicing and the cost model."""
+"""Sub-networks of a parent: the cost model (parameters and memory), standalone slicing, and uniform-ratio
+specs. What a sub-model *is* (`SubnetSpec`) lives in `config/spec.py`; how it runs inside the parent
+(`ElasticMasks`, the layout rules) in `model/masks.py` and `model/layout.py`."""
 
 from .cost import Sizes, layer_params, memory_bytes, param_count
-from .masks import Axis, ElasticMasks, LayerMasks
-from .spec import SubnetSpec
+from .slicing import slice_model, slice_state_dict
 
-
-def __getattr__(name: str):
-    # slicing imports the model, which imports this package: load it lazily to avoid the cycle
-    if name in ("slice_model", "slice_state_dict"):
-        from . import slicing
-
-        return getattr(slicing, name)
-    raise AttributeError(name)
-
-
-__all__ = [
-    "Axis", "ElasticMasks", "LayerMasks", "Sizes", "SubnetSpec", "layer_params", "memory_bytes", "param_count",
-    "slice_model", "slice_state_dict",
-]
+__all__ = ["Sizes", "layer_params", "memory_bytes", "param_count", "slice_model", "slice_state_dict"]

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Differentiable cost model: parameters and inference memory of a sub-model, as functions of its sizes.
 
-The router's budget loss (SPEC 7.3, DESIGN 3.7) needs the cost of the sub-model it picks as a function of
+The router's budget loss (docs/METHOD.md 7.3, docs/DESIGN.md 3.7) needs the cost of the sub-model it picks as a function of
 its probabilities. `Sizes` holds the sizes as float tensors, so they may be *expected* sizes (per axis,
 per layer: `probs @ choices`) and layer keep-probabilities for depth. With the integer sizes of a
 `SubnetSpec` (`Sizes.from_spec`) the counts are exact: `param_count` equals `spec.param_count()` and the
@@ -15,7 +15,7 @@ Linearity. Every count is multilinear: of degree one in each size separately. An
   Mamba heads x head dim in the SSM / conv state). The expected cost equals the cost of the expected sizes
   when those axes are chosen independently; when the choices are correlated (e.g. one joint choice sets
   hidden and MLP width together) they differ by the covariance terms, E[d*w] - E[d]*E[w] = Cov(d, w).
-As the paper's public code does (SPEC 7.3: `P(probs @ choices)`), the router uses the cost of the
+As the paper's public code does (docs/METHOD.md 7.3: `P(probs @ choices)`), the router uses the cost of the
 expected sizes; layer keep-probabilities (e.g. cumulative skip probabilities along the depth ranking)
 enter linearly, one per layer.
 
@@ -30,8 +30,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..config import ModelConfig
-from .spec import SubnetSpec
+from ..config.model import ModelConfig
+from ..config.spec import SubnetSpec
+from ..model.norm import compute_dtype
 
 SizeLike = torch.Tensor | float | Sequence[float]
 _PER_LAYER = {"mlp": "-", "attention_heads": "*", "mamba_heads": "M"}
@@ -184,7 +185,7 @@ def memory_bytes(
 ) -> dict[str, torch.Tensor]:
     """Inference memory of the sub-model: weights plus the decoding cache after `context` tokens.
 
-    The cache matches `model/cache.py`: per kept attention layer k and v (batch, Hkv, context, head_dim);
+    The cache matches `model/decode.py`: per kept attention layer k and v (batch, Hkv, context, head_dim);
     per kept Mamba layer the conv state (batch, h*P + 2*G*N, K-1) and the SSM state (batch, h, P, N).
     KV heads are never cut, so the KV cache shrinks only by dropping attention layers. A half-precision
     model keeps its SSM state in float32 (hence the default 4 bytes) and its conv state in its own dtype.
@@ -224,3 +225,49 @@ def memory_bytes(
     }
     out["total"] = out["weights"] + out["kv_cache"] + out["ssm_state"] + out["conv_state"]
     return out
+
+
+def _element_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def predicted_memory(spec: SubnetSpec, context: int, dtype: torch.dtype, batch: int = 1) -> dict[str, int]:
+    """The cost model's weight and cache bytes of `spec` after `context` tokens, in the model's dtypes.
+
+    The decoding cache keeps KV and conv states in the model's dtype and the SSM state in the compute dtype
+    (float32 for half-precision models), as `model/mamba2.py` allocates them.
+
+    Args:
+        spec: the sub-model (`SubnetSpec.full(config)` for the parent).
+        context: tokens held in the cache.
+        dtype: the model's parameter dtype.
+        batch: sequences decoded together.
+
+    Returns:
+        {"weights", "kv_cache", "ssm_state", "conv_state", "cache", "total"}: ints, in bytes.
+    """
+    elt = _element_bytes(dtype)
+    out = memory_bytes(
+        spec.parent,
+        Sizes.from_spec(spec),
+        context,
+        batch,
+        weight_bytes=elt,
+        kv_bytes=elt,
+        ssm_bytes=_element_bytes(compute_dtype(dtype)),
+        conv_bytes=elt,
+    )
+    result = {key: round(float(value)) for key, value in out.items()}
+    result["cache"] = result["kv_cache"] + result["ssm_state"] + result["conv_state"]
+    return result
+
+
+def predicted_cache_bytes(spec: SubnetSpec, context: int, dtype: torch.dtype, batch: int = 1) -> int:
+    """Bytes of the decoding cache of `spec` after `context` tokens (see `predicted_memory`)."""
+    return predicted_memory(spec, context, dtype, batch)["cache"]
+
+
+def cache_profile(spec: SubnetSpec, dtype: torch.dtype) -> dict[str, int]:
+    """A budget's cache cost as a line: fixed bytes (Mamba conv + SSM state) + bytes per token (KV)."""
+    fixed = predicted_cache_bytes(spec, 0, dtype)
+    return {"state_bytes": fixed, "kv_bytes_per_token": predicted_cache_bytes(spec, 1, dtype) - fixed}

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Slice a parent to a SubnetSpec: a standalone, plain `HybridLM` holding only the kept weights.
 
-The kept rows / columns come from `subnet/index.py`, the same helpers the elastic forward uses, so the
+The kept rows / columns come from `model/layout.py`, the same helpers the elastic forward uses, so the
 standalone model computes exactly the function of `parent(x, subnet=spec)`:
 - the Mamba grouped gated norm stays exact because every group keeps the same number of heads, and the
   kept channels of a group stay contiguous (its group size becomes heads_per_group * head_dim);
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from ..config.spec import SubnetSpec
 from ..model.hybrid import HybridLM
-from ..model.ops import Select, take
-from .index import attention_indices, mamba_indices
-from .spec import SubnetSpec
+from ..model.layout import Select, attention_indices, mamba_indices, take
 
 
 def _cut(t: torch.Tensor, rows: Select | None = None, cols: Select | None = None) -> torch.Tensor:
@@ -54,10 +53,10 @@ def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tens
                 mixer.num_heads, mixer.head_dim, mixer.num_groups, mixer.state_size,
                 width // mixer.num_groups, spec.mamba_head_dim,
             )
-            sel.update(in_proj=(idx["in_proj"], d), out_proj=(d, idx["inner"]), conv1d=(idx["conv"], None))
+            sel.update(in_proj=(idx.in_proj, d), out_proj=(d, idx.inner), conv1d=(idx.conv, None))
             for name in ("dt_bias", "A_log", "D"):
-                out[pre + f"mixer.{name}"] = getattr(mixer, name).index_select(0, idx["heads"])
-            out[pre + "mixer.norm.weight"] = mixer.norm.weight.index_select(0, idx["inner"])
+                out[pre + f"mixer.{name}"] = getattr(mixer, name).index_select(0, idx.heads)
+            out[pre + "mixer.norm.weight"] = mixer.norm.weight.index_select(0, idx.inner)
         for name, (rows, cols) in sel.items():
             module = getattr(mixer, name, None)
             if module is None:  # gate_proj of a non-gated MLP

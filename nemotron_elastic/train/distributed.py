@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Multi-process training under torchrun (DESIGN 3.8): the process group, the two data-parallel
+"""Multi-process training under torchrun (docs/DESIGN.md 3.8): the process group, the two data-parallel
 strategies, and the few collectives the training loop needs.
 
     torchrun --nproc_per_node=N -m nemotron_elastic train --config FILE [dist=fsdp]
@@ -25,7 +25,7 @@ Strategies (`dist` in the run config, used only when WORLD_SIZE > 1):
           after each backward (`reshard`). The router stays a replicated plain module in both modes.
 
 References: PyTorch FSDP2 (`torch.distributed.fsdp.fully_shard`), torchtitan's `parallelize` (read, not
-copied); NVIDIA Megatron-LM trains every rank on the same budget at a micro-step, as `sampling.py` does.
+copied); NVIDIA Megatron-LM trains every rank on the same budget at a micro-step, as `step.sample_budget` does.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def all_reduce_mean(value: float) -> float:
 def all_reduce_window(window: dict[str, list[float]]) -> dict[str, list[float]]:
     """Element-wise mean over ranks of every metric list, in one collective.
 
-    Every rank has the same keys and list lengths (same budgets at the same micro-steps, sampling.py),
+    Every rank has the same keys and list lengths (same budgets at the same micro-steps, step.sample_budget),
     so the flattened vectors line up.
     """
     if not dist.is_initialized() or not window:

@@ -1,206 +1,243 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Elastic training (`nemotron-elastic train`): the router and the parent's weights trained together by
-multi-budget knowledge distillation from the frozen parent, over a curriculum of stages.
+"""The shared training loop: stages, data, schedules, gradient accumulation, logging, evaluation and
+exact-resume checkpoints. `ElasticTrainer` (router + multi-budget KD) and `PretrainTrainer` (plain LM loss)
+supply the loss, the evaluation and the final output.
 
-    per micro-batch: budget ~ stage weights (same on every rank)
-                     loss = KD(teacher || student at the router's sub-model) + lambda * budget loss
-    every eval_every steps: each budget's argmax sub-model on held-out tokens (KD, LM loss, perplexity)
-    at the end: the elastic checkpoint `<out>/model` (weights, router, per-budget specs and costs)
+    for step in all stages' steps:
+        set LR (warmup + cosine, one multiplier for every param group)
+        for micro in grad_accum:   loss = self.micro_loss(batch, step, micro); (loss / grad_accum).backward()
+        clip, optimizer step, log (tqdm with tokens/s; metrics.jsonl), evaluate, checkpoint
 
-The loop itself (accumulation, schedules, logging, exact-resume checkpoints) is `trainer.Trainer`; under
-torchrun the student is replicated or FSDP2-sharded and the frozen teacher sharded the same way
-(`distributed.py`).
+Under torchrun (`distributed.py`) every rank runs this same loop on its slice of each global batch
+(micro_batch x world_size windows); gradients are averaged after the accumulation (ddp) or at every
+micro-step by FSDP, metrics are averaged over ranks, and rank 0 alone writes metrics, checkpoints and the
+final output.
 """
 
 from __future__ import annotations
 
-import copy
+import abc
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint import load_model, load_tokenizer
-from ..data.packed import eval_batches
-from ..router import CostTable, Router, decide, logit_scale, temperature, to_spec, within_budget
-from ..router.budget_loss import cost_of
-from ..subnet.cost import Sizes
-from ..subnet.masks import ElasticMasks
-from .config import TrainConfig
-from .data import prepare_tokens
-from .distributed import setup
-from .elastic_checkpoint import save_elastic
-from .losses import cross_entropy_chunked, kl_div_chunked
-from .menus_from_config import menus_from_config
-from .sampling import sample_budget
-from .step import StepContext, elastic_loss, memory_setting, teacher_hidden
-from .trainer import Trainer
+from ..config.run import StageConfig, TrainConfig
+from ..data.packed import PackedDataset, PackedTokens
+from ..model.hybrid import HybridLM
+from .distributed import Distributed, all_reduce_window, setup
+from .run_dir import MetricsWriter, prepare_run_dir
+from .state import checkpoint_tensors, gather_model, load_checkpoint, write_checkpoint
 
 
-class ElasticTrainer(Trainer):
-    """Builds everything from a TrainConfig (failing on bad input before any training);
-    `fit()` trains and writes the elastic checkpoint."""
+class _NoMetrics:
+    """The metrics writer of ranks other than 0: they compute the same numbers but write nothing."""
 
-    name = "train"
+    def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+        pass
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
+    def close(self) -> None:
+        pass
+
+
+class Trainer(abc.ABC):
+    """Subclasses set, in __init__: cfg (with stages, optim, seed, bf16, log/eval/save_every, dist), out,
+    dist and device (`distributed.setup`), model (trained; `dist.wrap_trained` before the optimizer is
+    built), aux (a second trained module, e.g. the router, or an empty Module), frozen (FSDP-sharded
+    frozen models, e.g. the teacher), optimizer, train_tokens, resume_from; and implement micro_loss,
+    evaluate, finish."""
+
+    cfg: Any
+    out: Path
+    dist: Distributed
+    device: torch.device
+    model: torch.nn.Module
+    aux: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_tokens: PackedTokens
+    resume_from: Path | None
+    frozen: tuple[torch.nn.Module, ...] = ()
+    progress: bool = True
+    name: str = "train"
+
+    def start_run(self, cfg: Any, progress: bool) -> None:
+        """What every run does first: its config, output folder, processes and device, seeds."""
         self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
         self.dist = setup(cfg.dist)
         self.device = self.dist.device
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        parent_dir = Path(cfg.parent)
-        self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.dist.init_device)
-        self.teacher.eval().requires_grad_(False)
-        self.tokenizer = load_tokenizer(parent_dir)
-        if self.tokenizer is None:
-            raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
-        self.ranking = parent_dir / "ranking.json"
-        menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
-        self.menus = {m.axis: m for m in menus}
-        self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
-        # realised once here rather than from the spec at every micro-step
-        self.fixed_masks = None if self.fixed is None else {
-            b: ElasticMasks.from_spec(spec) for b, spec in self.fixed.items()
-        }
-        self.costs = self._cost_table()
-        self.resume_from = self.prepare_run(resume, overwrite)
-        self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
-        self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
-        # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
-        self.dist.wrap_trained(self.model)
-        self.dist.replicate(self.router)  # tiny: a whole copy per rank, gradients all-reduced
-        self.frozen = (self.dist.wrap_frozen(self.teacher),)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": list(self.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay},
-                {"params": list(self.router.parameters()), "lr": cfg.router.lr, "weight_decay": 0.0},
-            ],
-            betas=(o.beta1, o.beta2),
-        )
-        workdir = Path(cfg.data.workdir or self.out / "data")
-        self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
-            lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
-        )
-        within = cfg.router.decision == "within_budget"
-        self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None)
-        self.setup_common()
 
-    def _fixed_specs(self) -> dict[float, Any] | None:
-        """`specs:` of the config, validated against the parent: {budget: SubnetSpec}, or None (router)."""
-        if self.cfg.specs is None:
+    def prepare_run(self, resume: bool, overwrite: bool) -> Path | None:
+        """`prepare_run_dir` on rank 0 (it writes the run folder); every rank gets the resume checkpoint."""
+
+        def run() -> str | None:
+            path = prepare_run_dir(self.out, self.cfg, resume, overwrite)
+            return None if path is None else str(path)
+
+        path = self.dist.on_main(run)
+        return None if path is None else Path(path)
+
+    def setup_common(self) -> None:
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # Same seed on every rank: the Gumbel draws (hence the sub-models) agree across ranks. On the
+        # training device: torch.rand refuses a CPU generator for CUDA tensors.
+        self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        self.metrics = MetricsWriter(self.out) if self.dist.is_main else _NoMetrics()
+        self.step = 0
+        self.data_states: dict[str, Any] = {}
+
+    # --- hooks -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def micro_loss(self, batch: torch.Tensor, step: int, micro: int, stage) -> tuple[torch.Tensor, str, dict]:
+        """(loss, metrics group name, metrics) for one micro-batch (B, T+1)."""
+
+    @abc.abstractmethod
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out metrics, logged under split "eval"."""
+
+    @abc.abstractmethod
+    def finish(self) -> dict[str, Any]:
+        """Write the run's final output; its return value is `fit()`'s."""
+
+    # --- shared --------------------------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def export_model(self) -> torch.nn.Module | None:
+        """The trained model with full, plain weights on rank 0 (None elsewhere), for the final output.
+        Under FSDP a collective that gathers the shards into a new, unsharded copy."""
+        if not self.dist.fsdp:
+            return self.model if self.dist.is_main else None
+        weights = gather_model(self.model)
+        if not self.dist.is_main:
             return None
-        from ..export.subnet_export import resolve_spec
+        with torch.device("meta"):  # no throwaway init: every tensor is assigned below
+            plain = HybridLM(self.model.config)
+        plain.load_state_dict(weights, strict=not self.model.config.tie_word_embeddings, assign=True)
+        plain.tie_weights()
+        return plain
 
-        return {b: resolve_spec(self.teacher.config, path, f"specs[{i}]")
-                for i, (b, path) in enumerate(zip(self.cfg.budgets, self.cfg.specs))}
+    def _evaluate(self, **kwargs: Any) -> dict[str, Any]:
+        """`evaluate()` on every rank (FSDP forwards are collectives); then free the roots it unsharded."""
+        result = self.evaluate(**kwargs)
+        self.dist.reshard(self.model, *self.frozen)
+        return result
 
-    def _cost_table(self) -> CostTable | None:
-        """The menus' exact cost table (None without a router), after checking that every budget has a
-        sub-model within its dead zone: a budget the menus cannot reach is an error before training."""
-        if self.fixed is not None or not self.menus:
-            return None
-        r = self.cfg.router
-        memory = memory_setting(self.cfg) if r.budget_kind == "memory" else None
-        table = CostTable(self.teacher.config, self.menus, r.budget_kind, memory)
-        flat = {axis: torch.zeros(m.num_rows if m.per_layer else 1, m.num_choices) for axis, m in self.menus.items()}
-        for b in self.cfg.budgets:
-            if within_budget(table, flat, b, r.dead_zone) is None:
-                lo, hi = table.span()
-                raise ValueError(
-                    f"budgets: no sub-model of these menus costs within {r.dead_zone:.0%} of budget {b:g} "
-                    f"({r.budget_kind}); the menus span {lo:.3f} to {hi:.3f} of the parent"
-                )
-        return table
+    def _dataset(self, stage_index: int) -> PackedDataset:
+        stage = self.cfg.stages[stage_index]
+        # Rank r reads the r-th micro_batch of each global batch of micro_batch * world_size windows.
+        seed = self.cfg.seed + stage_index
+        ds = PackedDataset(self.train_tokens, stage.seq_len, stage.micro_batch, seed=seed, rank=self.dist.rank,
+                           world_size=self.dist.world_size)
+        state = self.data_states.get(stage.name)
+        if state is not None:
+            ds.load_state_dict(state)
+        return ds
 
-    def schedules(self, step: int) -> tuple[float, float]:
-        """(Gumbel temperature, logit scale) at `step`: exponential 1 -> 0.05, linear 1 -> 10 (SPEC 7.2)."""
-        r, last = self.cfg.router, max(1, self.total_steps() - 1)  # the end values are reached at the last step
-        return (temperature(step, last, r.tau_start, r.tau_end), logit_scale(step, last, r.scale_start, r.scale_end))
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.cfg.stages)
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any] | None:
+        """Train to the end (then `finish()` and return its result), or stop after step `stop_at` with a
+        checkpoint there (continue it with a new trainer built with `resume=True`)."""
+        cfg, total = self.cfg, self.total_steps()
+        window: dict[str, list[float]] = {}  # metrics since the last log line (part of the resume state)
+        if self.resume_from is not None:
+            state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator,
+                                    sharded=self.dist.fsdp)
+            self.step, self.data_states, window = state["step"], state["data"], state.get("window", {})
+        from tqdm.auto import tqdm
+
+        quiet = not (self.progress and self.dist.is_main)
+        bar = tqdm(total=total, initial=self.step, desc=self.name, disable=quiet, unit="step")
+        datasets: dict[str, PackedDataset] = {}
+        tokens_seen, t0 = 0, time.perf_counter()
+        params = [p for p in list(self.model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
+        if self.step == 0:  # the starting point every later evaluation is read against
+            self.metrics.write(0, "eval", self._evaluate())
+        while self.step < total:
+            index, stage = stage_at(cfg, self.step)
+            if stage.name not in datasets:
+                datasets[stage.name] = self._dataset(index)
+            mult = lr_multiplier(self.step, total, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * mult
+            for micro in range(stage.grad_accum):
+                batch = next(datasets[stage.name]).to(self.device)
+                loss, key, metrics = self.micro_loss(batch, self.step, micro, stage)
+                (loss / stage.grad_accum).backward()
+                self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
+                for k, v in metrics.items():
+                    window.setdefault(f"{key}/{k}" if key else k, []).append(v)
+                tokens_seen += batch[:, :-1].numel() * self.dist.world_size  # every rank reads as many
+            self.dist.sync_grads(params)
+            grad_norm = self.dist.clip_grad_norm(params, cfg.optim.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            rate = tokens_seen / max(1e-9, time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(stage=stage.name, tok_s=f"{rate:.0f}")
+            if self.step % cfg.log_every == 0 or self.step == total:
+                window = all_reduce_window(window)  # each rank saw its own rows: the mean over ranks
+                row = {k: sum(v) / len(v) for k, v in window.items()}
+                row.update(self.log_extra(self.step), lr=self.optimizer.param_groups[0]["lr"],
+                           grad_norm=float(grad_norm), tokens_per_s=rate, stage=stage.name)
+                self.metrics.write(self.step, "train", row)
+                window = {}
+            if self.step % cfg.eval_every == 0 or self.step == total:
+                self.metrics.write(self.step, "eval", self._evaluate())
+            stopping = stop_at is not None and self.step >= stop_at
+            if (self.step % cfg.save_every == 0 or stopping) and self.step < total:
+                # Rank 0 writes the window: averaged first, so a resumed run logs the same means.
+                window = all_reduce_window(window)
+                self._checkpoint(datasets, window)
+            if stopping and self.step < total:
+                bar.close()
+                self.metrics.close()
+                return None
+        bar.close()
+        result = self.finish()
+        self.metrics.close()
+        return result
+
+    def _checkpoint(self, datasets: dict[str, PackedDataset], window: dict[str, list[float]]) -> None:
+        """Save the resume state of the current step (every rank calls it; rank 0 writes)."""
+        states = dict(self.data_states)
+        states.update({name: ds.state_dict() for name, ds in datasets.items()})
+        weights, opt_tensors, groups = checkpoint_tensors(self.model, self.aux, self.optimizer,
+                                                          self.dist.fsdp)
+        extra = {"data": states, "window": window}
+
+        def write() -> str:
+            return str(write_checkpoint(self.out, self.step, weights, self.aux, opt_tensors, groups,
+                                        self.generator, extra))
+
+        # on_main: a failed write stops every rank, and no rank resumes before the folder is there
+        self.dist.on_main(write)
 
     def log_extra(self, step: int) -> dict[str, float]:
-        tau, scale = self.schedules(step)
-        return {"tau": tau, "logit_scale": scale}
+        """Extra scalars for the training log (e.g. the router's temperature)."""
+        return {}
 
-    def micro_loss(self, batch, step, micro, stage):
-        budget = sample_budget(self.cfg, stage, step, micro)
-        tau, scale = self.schedules(step)
-        with self.autocast():
-            fixed = None if self.fixed_masks is None else self.fixed_masks[budget]
-            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator, fixed=fixed)
-        return loss, f"{budget:g}", metrics
 
-    def budget_specs(self) -> dict[float, Any]:
-        """The router's deterministic choice per trained budget, from its logits (within the budget, or the
-        argmax: `router.decision`), or the fixed specs."""
-        if self.fixed is not None:
-            return dict(self.fixed)
-        table = self.ctx.costs
-        out = {}
-        with torch.no_grad():
-            for b in self.cfg.budgets:
-                logits = self.router.logits(b)
-                choice = decide(logits, b, table, self.cfg.router.dead_zone)
-                out[b] = to_spec(self.model.config, self.menus, logits, choice)
-        return out
+def stage_at(cfg: TrainConfig, step: int) -> tuple[int, StageConfig]:
+    """(index, stage) that global optimizer step `step` belongs to."""
+    end = 0
+    for i, stage in enumerate(cfg.stages):
+        end += stage.steps
+        if step < end:
+            return i, stage
+    return len(cfg.stages) - 1, cfg.stages[-1]
 
-    @torch.no_grad()
-    def evaluate(self, before: bool = False) -> dict[str, dict[str, float]]:
-        """Held-out KD loss, LM loss and perplexity of every budget's argmax sub-model.
 
-        before: evaluate the same specs cut from the frozen parent (the model before elastic training)
-        instead of the student, the baseline every budget should beat.
-
-        Every rank evaluates the same windows (identical results): FSDP forwards are collectives, so the
-        ranks must run them in lockstep. `head_weight` and the teacher's head are read right after their
-        forwards, while the FSDP roots are still unsharded."""
-        model = self.teacher if before else self.model
-        self.model.eval()
-        seq = self.cfg.stages[0].seq_len
-        windows = max(1, self.cfg.data.eval_tokens // seq)
-        full = self.model.config.num_parameters()
-        results = {}
-        for budget, spec in self.budget_specs().items():
-            kd_sum = ce_sum = n = 0.0
-            for batch in eval_batches(self.heldout_tokens, seq, 8, max_windows=windows):
-                inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
-                with self.autocast():
-                    t_h = teacher_hidden(self.teacher, inputs)
-                    s_h = model(inputs, subnet=spec, return_hidden=True)
-                head = model.head_weight(spec)
-                count = targets.numel()
-                kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), self.teacher.lm_head.weight)) * count
-                ce_sum += float(cross_entropy_chunked(s_h.float(), head, targets)) * count
-                n += count
-            results[f"{budget:g}"] = {"kd": kd_sum / n, "ce": ce_sum / n, "ppl": math.exp(ce_sum / n),
-                                      "params": spec.param_count(), "param_ratio": spec.param_count() / full}
-        self.model.train()
-        return results
-
-    def finish(self) -> dict[str, Any]:
-        """Write the elastic checkpoint `<out>/model` with each budget's spec and costs (rank 0 writes;
-        every rank returns the same info)."""
-        full = self.model.config.num_parameters()
-        memory = self.ctx.memory_kwargs()
-        full_memory = cost_of(self.model.config, Sizes.full(self.model.config), "memory", memory)
-        budgets = []
-        for budget, spec in self.budget_specs().items():
-            mem = cost_of(spec.parent, Sizes.from_spec(spec), "memory", memory)
-            budgets.append({"budget": budget, "spec": spec.to_dict(), "params": spec.param_count(),
-                            "param_ratio": spec.param_count() / full, "memory_bytes": float(mem),
-                            "memory_ratio": float(mem / full_memory)})
-        info = {"budget_kind": self.cfg.router.budget_kind, "memory_setting": memory, "budgets": budgets,
-                "fixed_specs": self.fixed is not None, "decision": self.cfg.router.decision,
-                "dead_zone": self.cfg.router.dead_zone,
-                "final_eval": self._evaluate(), "before_training_eval": self._evaluate(before=True)}
-        model = self.export_model()
-
-        def write() -> None:
-            save_elastic(self.out / "model", model, self.tokenizer, self.router, info, self.cfg,
-                         self.ranking if self.ranking.is_file() else None)
-
-        self.dist.on_main(write)
-        return info
+def lr_multiplier(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine down to `min_ratio` at `total` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

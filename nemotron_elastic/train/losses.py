@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Distillation and language-modelling losses, in float32, optionally in chunks of tokens.
 
-Forward KL from the frozen teacher (SPEC 8.1): KL(p_t || p_s) = sum_v p_t (log p_t - log p_s) at
+Forward KL from the frozen teacher (docs/METHOD.md 8.1): KL(p_t || p_s) = sum_v p_t (log p_t - log p_s) at
 temperature T on both sides, times T^2 (so gradients keep their scale across T; T = 1 in the paper).
 
 Chunked form: the LM head is applied inside the loss, one chunk of tokens at a time, under activation

@@ -14,19 +14,19 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import save_native
-from ..config import ModelConfig
-from ..configio import from_dict, to_dict
+from ..checkpoint.native import save_native
+from ..config.model import ModelConfig
+from ..config.presets import get_preset
+from ..config.run import PretrainConfig
+from ..config.types import from_dict, to_dict
+from ..data.corpus import default_corpus, prepare_tokens
 from ..data.documents import load_documents
 from ..data.packed import eval_batches
-from ..data.tokenizer import ensure_bpe, load_tokenizer
-from ..model import HybridLM
-from ..presets import get_preset
-from .config import PretrainConfig
-from .data import prepare_tokens
-from .distributed import setup
+from ..data.tokenizer import ensure_bpe
+from ..io import load_tokenizer
+from ..model.hybrid import HybridLM
+from .loop import Trainer
 from .losses import cross_entropy_chunked
-from .trainer import Trainer
 
 
 def resolve_model_config(cfg: PretrainConfig, vocab_size: int | None = None) -> ModelConfig:
@@ -42,18 +42,13 @@ class PretrainTrainer(Trainer):
     name = "pretrain"
 
     def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
-        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
-        self.dist = setup(cfg.dist)
-        self.device = self.dist.device
-        torch.manual_seed(cfg.seed)
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
+        self.start_run(cfg, progress)
         model_cfg = resolve_model_config(cfg)  # validates the model section before anything is written
         self.resume_from = self.prepare_run(resume, overwrite)
         if cfg.tokenizer is not None:
-            self.tokenizer = load_tokenizer(cfg.tokenizer)
+            self.tokenizer = load_tokenizer(cfg.tokenizer, required=True)
         else:
-            docs, source = None, "default"
+            docs, source = (lambda: default_corpus("train")), "default"
             if cfg.data.train is not None:
                 docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
             self.tokenizer = self.dist.main_first(  # rank 0 trains and saves it, the others load it

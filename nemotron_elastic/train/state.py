@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import atomic_output_dir
+from ..checkpoint.native import native_state_dict
+from ..io import atomic_output_dir
 from .distributed import is_main
 
 PREFIX = "step-"
@@ -64,8 +65,6 @@ def checkpoint_tensors(
 
     With `sharded` (FSDP) the full state is gathered: a collective, so every rank calls it.
     """
-    from ..checkpoint import native_state_dict
-
     if sharded:
         return gather_model(model), *gather_optimizer(model, router, optimizer)
     if not is_main():

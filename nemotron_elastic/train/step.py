@@ -8,21 +8,25 @@
     loss   = kd_weight * KL(teacher || student_masks) + ce_weight * CE + lambda * budget_loss(probs)
 
 The student runs *sliced* to the chosen sizes (hard masks) so a budget-0.5 step costs about half a full
-step (DESIGN 3.4). Returns the loss to backpropagate and detached metrics.
+step (docs/DESIGN.md 3.4). Returns the loss to backpropagate and detached metrics.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..model import HybridLM
-from ..router import CostTable, Router, budget_loss, decide, to_masks
+from ..config.run import StageConfig, TrainConfig
+from ..model.hybrid import HybridLM
+from ..model.masks import ElasticMasks
+from ..router import budget_loss
+from ..router.choices import to_masks
+from ..router.decision import CostTable, decide
 from ..router.menus import AxisMenu
-from ..subnet.masks import ElasticMasks
-from .config import TrainConfig
+from ..router.router import Router
 from .losses import cross_entropy_chunked, kl_div_chunked
 
 
@@ -108,3 +112,16 @@ def elastic_loss(
         metrics["cost_ratio"] = float(ratio)
     metrics["loss"] = float(loss.detach())
     return loss, metrics
+
+
+def sample_budget(cfg: TrainConfig, stage: StageConfig, step: int, micro: int) -> float:
+    """The budget of micro-batch `micro` of optimizer step `step`.
+
+    One budget per micro-batch, drawn from the current stage's weights with a seed that depends on (run seed,
+    global step, micro-step) only, so every data-parallel rank trains the same budget at the same micro-step
+    (as NVIDIA's `get_grad_acc_based_random_choice`) and a resumed run draws the same budgets. Budgets mix
+    inside one optimizer step through gradient accumulation (docs/METHOD.md, the curriculum).
+    """
+    weights = stage.budget_weights or [1.0] * len(cfg.budgets)
+    rng = random.Random(f"{cfg.seed}/{step}/{micro}")
+    return rng.choices(cfg.budgets, weights=weights, k=1)[0]

@@ -11,10 +11,10 @@ from nemotron_elastic.data.tokenizer import (
     PAD_TOKEN,
     encode_batch,
     ensure_bpe,
-    load_tokenizer,
     tokenizer_hash,
     train_bpe,
 )
+from nemotron_elastic.io import load_tokenizer
 
 ROUND_TRIP = [
     "The quick brown fox.",

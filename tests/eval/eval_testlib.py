@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from nemotron_elastic.checkpoint import save_native
+from nemotron_elastic.checkpoint.elastic import save_elastic
+from nemotron_elastic.config.presets import get_preset
+from nemotron_elastic.config.run import TrainConfig
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.data.corpus import default_corpus
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
 from nemotron_elastic.router import Router, build_menu
-from nemotron_elastic.subnet.spec import SubnetSpec
-from nemotron_elastic.train.config import TrainConfig
-from nemotron_elastic.train.elastic_checkpoint import save_elastic
 
 SPECS = {  # micro-hybrid: pattern M-*M-, hidden 32, MLP 64, 4 query / 2 KV heads, 8 Mamba heads in 2 groups
     1.0: {},

@@ -8,7 +8,7 @@ import pytest
 
 from nemotron_elastic import cli
 from nemotron_elastic.commands import evaluate
-from nemotron_elastic.export.subnet_export import export_subnet
+from nemotron_elastic.export import export_subnet
 
 FAST = ["--max-tokens", "512", "--seq-len", "64", "--quiet"]
 

@@ -3,8 +3,8 @@
 
 import pytest
 
-from nemotron_elastic.checkpoint import load_tokenizer
 from nemotron_elastic.eval.texts import cloze_items, eval_documents, passages, token_stream
+from nemotron_elastic.io import load_tokenizer
 
 DOCS = {
     "a": ["First document of a. It has two sentences.", "Second document of a."],

@@ -15,8 +15,8 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from nemotron_elastic import cli
 from nemotron_elastic.commands import evaluate
-from nemotron_elastic.eval.budgets import peek_config, resolve_targets
 from nemotron_elastic.eval.lm_eval_model import NemotronElasticLM
+from nemotron_elastic.eval.targets import peek_config, resolve_targets
 from nemotron_elastic.subnet.slicing import slice_model
 
 MAX_LENGTH = 24
@@ -136,11 +136,11 @@ def test_lm_eval_on_a_checkpoint_written_by_the_trainer(tmp_path):
     """The same offline lm-eval run on an elastic checkpoint that `nemotron-elastic train` wrote."""
     from eval_testlib import MENUS, make_parent
 
-    from nemotron_elastic.configio import from_dict
+    from nemotron_elastic.config.run import TrainConfig
+    from nemotron_elastic.config.types import from_dict
     from nemotron_elastic.data.corpus import default_corpus
     from nemotron_elastic.eval.lm_eval_tasks import run_tasks
-    from nemotron_elastic.train.config import TrainConfig
-    from nemotron_elastic.train.loop import ElasticTrainer
+    from nemotron_elastic.train.elastic import ElasticTrainer
 
     make_parent(tmp_path)
     (tmp_path / "train.txt").write_text("\n\n".join(default_corpus("train", sources=("wikipedia",))[:40]))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nemotron_elastic.checkpoint import load_model
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.eval.perplexity import perplexity, plan_windows, token_nll
 from nemotron_elastic.model import HybridLM
 

@@ -9,8 +9,8 @@ from export_testlib import tiny_llama, tiny_nemotron_h
 from safetensors.torch import load_file, save_file
 
 from nemotron_elastic.checkpoint import load_model, save_native
-from nemotron_elastic.configio import ConfigError
-from nemotron_elastic.export.hf import read_hf, save_hf
+from nemotron_elastic.checkpoint.hf import read_hf, save_hf
+from nemotron_elastic.config.types import ConfigError
 
 
 def _raises_one_line(exc_type, match, fn, *args):

@@ -9,8 +9,9 @@ import torch
 from export_testlib import assert_close, tiny_llama, write_tiny_gguf
 from transformers import AutoModelForCausalLM
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer, resolve_checkpoint
-from nemotron_elastic.export.gguf import from_hf_model, load_hf_gguf, packaged_smollm2_gguf
+from nemotron_elastic.checkpoint import load_model
+from nemotron_elastic.checkpoint.gguf import from_hf_model, load_hf_gguf, packaged_smollm2_gguf
+from nemotron_elastic.io import load_tokenizer, resolve_checkpoint
 
 pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF files")
 

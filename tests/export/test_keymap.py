@@ -5,9 +5,9 @@ import pytest
 import torch
 from export_testlib import tiny_llama, tiny_nemotron_h
 
-from nemotron_elastic.config import ModelConfig
-from nemotron_elastic.export.hf_config import hf_config_to_native, native_to_hf_config
-from nemotron_elastic.export.keymap import from_hf_key, native_shapes, to_hf_key
+from nemotron_elastic.checkpoint.hf_config import hf_config_to_native, native_to_hf_config
+from nemotron_elastic.checkpoint.keymap import from_hf_key, native_shapes, to_hf_key
+from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.model import HybridLM
 
 HYBRID = dict(

@@ -9,8 +9,9 @@ from export_testlib import assert_close, tiny_llama, tiny_nemotron_h
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer, read_native, save_native
-from nemotron_elastic.export.hf import read_hf, save_hf
+from nemotron_elastic.checkpoint import load_model, read_native, save_native
+from nemotron_elastic.checkpoint.hf import read_hf, save_hf
+from nemotron_elastic.io import load_tokenizer
 
 
 def _file_keys(folder):

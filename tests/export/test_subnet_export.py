@@ -15,13 +15,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, NemotronHForCausalLM
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer, save_native
-from nemotron_elastic.config import ModelConfig
-from nemotron_elastic.export.hf import read_hf, save_hf
-from nemotron_elastic.export.remote_code import TEMPLATE_FILES
-from nemotron_elastic.export.subnet_export import export_subnet
+from nemotron_elastic.checkpoint import load_model, save_native
+from nemotron_elastic.checkpoint.hf import read_hf, save_hf
+from nemotron_elastic.checkpoint.remote_code import TEMPLATE_FILES
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.export import export_subnet
+from nemotron_elastic.io import load_tokenizer
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.subnet import SubnetSpec
 from nemotron_elastic.subnet.slicing import slice_model
 
 HYBRID = ModelConfig(
@@ -135,7 +136,7 @@ def test_per_layer_spec_exports_own_modeling_code(parents, tmp_path, case):
 
 
 def test_modeling_code_imports_only_torch_and_transformers():
-    from nemotron_elastic.export import remote_code
+    from nemotron_elastic.checkpoint import remote_code
 
     folder = remote_code.writer.TEMPLATE_DIR
     for name in TEMPLATE_FILES:
@@ -195,8 +196,8 @@ def test_native_export_round_trips_with_tokenizer(parents, tmp_path):
 
 
 def test_budget_of_an_elastic_checkpoint(parents, tmp_path):
+    from nemotron_elastic.checkpoint.elastic import save_elastic
     from nemotron_elastic.router import Router, build_menu
-    from nemotron_elastic.train.elastic_checkpoint import save_elastic
 
     parent, _ = parents["hybrid"]
     half = {"mlp": [24, 24, 24], "mamba_heads": [4, 4, 4], "layers": [0, 1, 2, 3, 4, 5]}

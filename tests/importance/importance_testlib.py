@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.model import HybridLM
 
 # every block type, 3 Mamba groups of 2 heads, GQA (3 query heads per KV group), biases everywhere

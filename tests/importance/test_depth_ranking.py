@@ -6,8 +6,8 @@ import pytest
 import torch
 from importance_testlib import CONFIGS, HYBRID, make_parent, token_ids
 
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.importance import block_importance, depth_ranking, iterative_depth_naive
-from nemotron_elastic.subnet import SubnetSpec
 
 
 @pytest.mark.parametrize("family", list(CONFIGS))

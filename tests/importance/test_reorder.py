@@ -8,8 +8,8 @@ import pytest
 import torch
 from importance_testlib import CONFIGS, HYBRID, assert_close, make_parent, token_ids
 
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.importance import AxisRanking, Ranking, random_ranking, reorder_model, width_ranking
-from nemotron_elastic.subnet import SubnetSpec
 
 
 @pytest.mark.parametrize("family", list(CONFIGS))

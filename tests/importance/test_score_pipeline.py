@@ -10,9 +10,10 @@ import pytest
 import torch
 from importance_testlib import HYBRID, SAMPLE_TEXT, make_parent, tiny_tokenizer, write_text
 
-from nemotron_elastic.checkpoint import WEIGHTS_NAME, load_model, save_native
+from nemotron_elastic.checkpoint import load_model, save_native
 from nemotron_elastic.importance import Ranking
 from nemotron_elastic.importance.pipeline import RANKING_NAME, load_ranking, score_model
+from nemotron_elastic.io import WEIGHTS_NAME
 
 SMALL = {
     "samples": 4,

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.model import HybridLM
 
 HYBRID = dict(

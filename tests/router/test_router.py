@@ -4,11 +4,19 @@
 import pytest
 import torch
 
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.presets import get_preset
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
 from nemotron_elastic.router import (
-    Router, budget_loss, build_depth_menu, build_menu, expected_sizes, logit_scale, temperature, to_masks, to_spec,
+    Router,
+    budget_loss,
+    build_depth_menu,
+    build_menu,
+    expected_sizes,
+    logit_scale,
+    temperature,
+    to_masks,
+    to_spec,
 )
 from nemotron_elastic.router.budget_loss import cost_of
 from nemotron_elastic.subnet.cost import Sizes
@@ -137,7 +145,7 @@ def train_budget_only(cfg, menus, budgets, kind, memory=None, steps=300, seed=0)
 
 @pytest.mark.parametrize("kind, per_layer", [("params", False), ("params", True), ("memory", False), ("memory", True)])
 def test_budget_loss_alone_reaches_targets(kind, per_layer):
-    """SPEC 7.3: with only the budget loss the chosen specs land within 5% of every target."""
+    """docs/METHOD.md 7.3: with only the budget loss the chosen specs land within 5% of every target."""
     cfg = get_preset("tiny-hybrid")
     menus = [
         build_menu(cfg, "hidden", [1.0, 0.875, 0.75, 0.625, 0.5]),

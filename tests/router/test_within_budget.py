@@ -9,10 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.presets import get_preset
+from nemotron_elastic.config.presets import get_preset
 from nemotron_elastic.router import (
-    CostTable, Router, budget_loss, build_depth_menu, build_menu, decide, to_masks,
-    to_spec, within_budget,
+    CostTable,
+    Router,
+    budget_loss,
+    build_depth_menu,
+    build_menu,
+    decide,
+    to_masks,
+    to_spec,
+    within_budget,
 )
 from nemotron_elastic.router.budget_loss import cost_of
 from nemotron_elastic.subnet.cost import Sizes
@@ -179,7 +186,7 @@ def train_budget_only_default(cfg, menus, budgets, kind, memory=None, steps=300,
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("kind, per_layer", [("params", False), ("params", True), ("memory", False), ("memory", True)])
 def test_default_path_lands_within_five_percent(kind, per_layer, seed):
-    """SPEC 7.3 with the training defaults (`budget_probs: unsharpened`, `decision: within_budget`): the
+    """docs/METHOD.md 7.3 with the training defaults (`budget_probs: unsharpened`, `decision: within_budget`): the
     chosen specs land within 5% of every target, over seeds, for params and memory, homogeneous and per
     layer. (The paper's row-wise argmax misses 7 of these 24 targets, e.g. 0.546 at budget 0.5 for params,
     homogeneous, seed 1; benchmarks/router_landing.py measures both rules.)"""

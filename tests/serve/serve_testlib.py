@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from nemotron_elastic.configio import from_dict
+from nemotron_elastic.checkpoint.elastic import save_elastic
+from nemotron_elastic.config.presets import get_preset
+from nemotron_elastic.config.run import TrainConfig
+from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
 from nemotron_elastic.router import Router, build_menu
-from nemotron_elastic.subnet.spec import SubnetSpec
-from nemotron_elastic.train.config import TrainConfig
-from nemotron_elastic.train.elastic_checkpoint import save_elastic
 
 TEXT = [
     "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 6,

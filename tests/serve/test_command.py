@@ -6,8 +6,7 @@ import socket
 
 import pytest
 
-from nemotron_elastic.serve import add_serve_arguments
-from nemotron_elastic.serve.command import main
+from nemotron_elastic.commands.serve import add_serve_arguments, main
 
 
 def parse(*argv):

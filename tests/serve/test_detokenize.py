@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.serve.detokenize import IncrementalDetokenizer, StopMatcher
+from nemotron_elastic.serve.text import IncrementalDetokenizer, StopMatcher
 
 
 @pytest.fixture(scope="module")

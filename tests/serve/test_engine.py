@@ -8,13 +8,14 @@ import pytest
 import torch
 from serve_testlib import BUDGET_SPECS, post
 
-from nemotron_elastic.checkpoint import load_tokenizer
-from nemotron_elastic.export.hf import save_hf
+from nemotron_elastic.checkpoint.hf import save_hf
+from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.io import load_tokenizer
 from nemotron_elastic.serve.engine import ContextLengthError, SamplingParams
-from nemotron_elastic.serve.memory import cache_bytes, predicted_cache_bytes, weight_bytes
+from nemotron_elastic.serve.memory import cache_bytes, weight_bytes
 from nemotron_elastic.serve.model_table import UnknownModelError
+from nemotron_elastic.subnet.cost import predicted_cache_bytes
 from nemotron_elastic.subnet.slicing import slice_model
-from nemotron_elastic.subnet.spec import SubnetSpec
 
 PROMPT = "The quick brown"
 

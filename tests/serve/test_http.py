@@ -3,7 +3,7 @@
 
 from serve_testlib import get, post, stream, streamed_text
 
-from nemotron_elastic.serve.prompts import FALLBACK_STOPS, chat_prompt_text
+from nemotron_elastic.serve.text import FALLBACK_STOPS, chat_prompt_text
 
 GREEDY = {"temperature": 0, "max_tokens": 12}
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The quick brown"}]

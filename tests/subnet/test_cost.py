@@ -6,13 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.presets import get_preset
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.model.cache import AttentionState, MambaState
-from nemotron_elastic.presets import get_preset
+from nemotron_elastic.model.decode import AttentionState, MambaState
 from nemotron_elastic.subnet.cost import Sizes, layer_params, memory_bytes, param_count
 from nemotron_elastic.subnet.slicing import slice_model
-from nemotron_elastic.subnet.spec import SubnetSpec
 
 # every block type, 3 Mamba groups, GQA (6 query / 2 KV heads), biases on, heterogeneous parent MLP widths
 HYBRID = dict(

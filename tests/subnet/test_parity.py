@@ -10,9 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.config import ModelConfig
+from nemotron_elastic.config.model import ModelConfig
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.subnet import Axis, ElasticMasks, SubnetSpec
+from nemotron_elastic.model.masks import Axis, ElasticMasks
 from nemotron_elastic.subnet.slicing import slice_model, slice_state_dict
 
 HYBRID = ModelConfig(

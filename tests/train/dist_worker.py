@@ -16,10 +16,10 @@ import os
 import sys
 from pathlib import Path
 
-from nemotron_elastic.configio import from_dict
-from nemotron_elastic.train.config import PretrainConfig, TrainConfig
+from nemotron_elastic.config.run import PretrainConfig, TrainConfig
+from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.train.distributed import barrier, is_main, teardown
-from nemotron_elastic.train.loop import ElasticTrainer
+from nemotron_elastic.train.elastic import ElasticTrainer
 from nemotron_elastic.train.pretrain import PretrainTrainer
 
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Multi-process training (DESIGN 3.8): 2 processes on CPU with gloo, launched as torchrun would (RANK,
+"""Multi-process training (docs/DESIGN.md 3.8): 2 processes on CPU with gloo, launched as torchrun would (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), each with micro_batch 2, give the same losses, evaluations and
 final weights as 1 process with micro_batch 4.
 
@@ -23,15 +23,15 @@ import torch
 from safetensors.torch import load_file
 
 from nemotron_elastic.checkpoint import load_model, save_native
-from nemotron_elastic.configio import from_dict
+from nemotron_elastic.checkpoint.elastic import load_router
+from nemotron_elastic.config.presets import get_preset
+from nemotron_elastic.config.run import PretrainConfig, TrainConfig
+from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
-from nemotron_elastic.train.config import PretrainConfig, TrainConfig
-from nemotron_elastic.train.elastic_checkpoint import load_router
-from nemotron_elastic.train.loop import ElasticTrainer
-from nemotron_elastic.train.metrics import read_metrics
+from nemotron_elastic.train.elastic import ElasticTrainer
 from nemotron_elastic.train.pretrain import PretrainTrainer
+from nemotron_elastic.train.run_dir import read_metrics
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TEXT = [

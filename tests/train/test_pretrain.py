@@ -3,11 +3,12 @@
 
 import pytest
 
-from nemotron_elastic.checkpoint import load_model, load_tokenizer
-from nemotron_elastic.configio import ConfigError, from_dict
-from nemotron_elastic.train.config import PretrainConfig
-from nemotron_elastic.train.metrics import read_metrics
+from nemotron_elastic.checkpoint import load_model
+from nemotron_elastic.config.run import PretrainConfig
+from nemotron_elastic.config.types import ConfigError, from_dict
+from nemotron_elastic.io import load_tokenizer
 from nemotron_elastic.train.pretrain import PretrainTrainer
+from nemotron_elastic.train.run_dir import read_metrics
 
 TEXT = "\n\n".join(
     f"Document {i}: the river runs to the sea, the sea rises to the sky, and the sky rains on the hills. " * 4

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from nemotron_elastic.checkpoint import load_model, save_native
-from nemotron_elastic.configio import from_dict
+from nemotron_elastic.checkpoint.elastic import budget_spec, load_router
+from nemotron_elastic.config.presets import get_preset
+from nemotron_elastic.config.run import TrainConfig
+from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.presets import get_preset
 from nemotron_elastic.train import state as state_mod
-from nemotron_elastic.train.config import TrainConfig
-from nemotron_elastic.train.elastic_checkpoint import budget_spec, load_router
-from nemotron_elastic.train.loop import ElasticTrainer
-from nemotron_elastic.train.metrics import read_metrics
+from nemotron_elastic.train.elastic import ElasticTrainer
+from nemotron_elastic.train.run_dir import read_metrics
 
 TEXT = [
     "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 6,
@@ -102,7 +102,7 @@ def test_train_writes_a_complete_elastic_checkpoint(parent_dir):
 
 
 def SubnetSpecFull(cfg):
-    from nemotron_elastic.subnet import SubnetSpec
+    from nemotron_elastic.config.spec import SubnetSpec
 
     return SubnetSpec.full(cfg)
 
@@ -174,8 +174,8 @@ def test_step_zero_is_evaluated(parent_dir):
 def test_fixed_specs_train_only_the_given_sub_model(parent_dir):
     """`specs:` trains the given sub-model by KD (the Minitron route): weights outside it stay as in the
     parent, the router is untouched, budgets.json records the spec, and no other budget can be asked."""
-    from nemotron_elastic.subnet import SubnetSpec
-    from nemotron_elastic.subnet.budget import spec_at_ratio
+    from nemotron_elastic.config.spec import SubnetSpec
+    from nemotron_elastic.subnet.uniform import spec_at_ratio
 
     parent = load_model(parent_dir / "parent")
     spec = spec_at_ratio(parent.config, 0.5, axes=("mlp",))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+# absolute imports: lm-eval loads this file by its path, outside the package
 from nemotron_elastic.eval import lm_eval_model  # noqa: F401  (registers the model, see above)
 from nemotron_elastic.eval.texts import cloze_items, eval_documents, passages
 

@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Run configs for elastic training (`nemotron-elastic train`) and pretraining (`pretrain`).
+
+Loaded with the strict YAML loader (`config.yaml_io.load_yaml(TrainConfig, path, overrides)`): unknown keys and
+wrong types are errors naming the dotted key. Defaults follow the paper (docs/METHOD.md 8.2 / 14) where it speaks:
+budgets 1.0 / 0.75 / 0.5, model LR 9e-5 and router LR 1e-2 with 60 warmup steps, tau 1.0 -> 0.05, logit
+scale 1 -> 10, lambda 1, d_router 256, forward KL at T = 1 and no CE; stage 1 uniform budgets, stage 2
+0.5 / 0.3 / 0.2 at a longer context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(kw_only=True)
+class MenuConfig:
+    """Choice menus per axis: fractions of the parent (floats) or sizes (ints); null = axis not elastic."""
+
+    hidden: list[int | float] | None = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.625, 0.5])
+    mlp: list[int | float] | None = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.625, 0.5])
+    attention_heads: list[int | float] | None = None  # the paper's 12B family keeps attention heads
+    mamba_heads: list[int | float] | None = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.625, 0.5])
+    mamba_head_dim: list[int | float] | None = None
+    depth: list[int] | None = None  # numbers of layers dropped from the depth ranking, e.g. [0, 2, 4]
+    per_layer: list[Literal["mlp", "attention_heads", "mamba_heads"]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class RouterConfig:
+    hidden_dim: int = 256
+    init_std: float = 0.1
+    lr: float = 1e-2
+    tau_start: float = 1.0
+    tau_end: float = 0.05
+    scale_start: float = 1.0
+    scale_end: float = 10.0
+    mask: Literal["hard", "soft"] = "hard"
+    straight_through: bool = False  # hard masks: value 1 with the probability's gradient instead of x p
+    budget_kind: Literal["params", "memory"] = "params"
+    memory_context: int = 8192  # memory budgets: context length, batch and bytes per element
+    memory_batch: int = 1
+    memory_weight_bytes: float = 2.0
+    memory_kv_bytes: float = 2.0
+    memory_ssm_bytes: float = 4.0
+    dead_zone: float = 0.05
+    full_pull: float = 10.0
+    loss_weight: float = 1.0  # lambda
+    # The budget loss reads softmax(logits) without Gumbel noise, temperature or logit scale
+    # ("unsharpened"), so its gradient never vanishes once the sampled decisions are sharp; "sampled" uses
+    # the sharpened Gumbel probabilities (NVIDIA's code), which can lock a budget at a wrong size.
+    budget_probs: Literal["unsharpened", "sampled"] = "unsharpened"
+    # The sub-model a budget gets: "within_budget" = the one the router scores highest among those whose
+    # cost is within dead_zone of the budget (router/decision.py); "argmax" = the paper's row-wise
+    # argmax, whose cost can land outside the dead zone.
+    decision: Literal["within_budget", "argmax"] = "within_budget"
+
+
+@dataclass(kw_only=True)
+class DistillConfig:
+    temperature: float = 1.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0  # the paper trains with KD only
+    chunk_size: int = 1024  # tokens per chunk of the chunked KL / CE
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 9e-5
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 60
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """One curriculum stage: its own context, batch, length and budget weights (one per budget, in the
+    order of `TrainConfig.budgets`; normalised)."""
+
+    name: str = "stage1"
+    steps: int = 100
+    seq_len: int = 256
+    micro_batch: int = 4
+    grad_accum: int = 3
+    budget_weights: list[float] | None = None  # None: uniform
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    train: str | None = None  # text / jsonl / parquet file or folder; None: the packaged default corpus
+    heldout: str | None = None  # None: the default corpus' held-out split (or 2% of `train` documents)
+    eval_tokens: int = 16384  # held-out tokens per budget at every evaluation
+    workdir: str | None = None  # where packed token files are cached (default: <out>/data)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """`nemotron-elastic train --config FILE [key.sub=value ...]`."""
+
+    parent: str = "runs/parent-scored"  # a scored parent (native checkpoint + ranking.json)
+    out: str = "runs/elastic"
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5])
+    # Fixed sub-models instead of the router's choice: one SubnetSpec JSON file per budget (same order).
+    # Each budget then trains its given spec by KD and the router is left untouched: the Minitron route
+    # (one budget: prune with the rankings, then distil) or hand-picked architectures (docs/METHOD.md 10 ablations).
+    specs: list[str] | None = None
+    menus: MenuConfig = field(default_factory=MenuConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: list[StageConfig] = field(
+        default_factory=lambda: [
+            StageConfig(name="stage1", steps=100, seq_len=256, budget_weights=None),
+            StageConfig(name="stage2", steps=50, seq_len=512, micro_batch=2, budget_weights=[0.5, 0.3, 0.2]),
+        ]
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    bf16: bool = True  # bf16 autocast (CPU and GPU); weights stay fp32
+    log_every: int = 10
+    eval_every: int = 50
+    save_every: int = 50
+    deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume checks
+    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+
+    def __post_init__(self) -> None:
+        if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
+            raise ValueError(f"budgets: every budget must be in (0, 1], got {self.budgets}")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise ValueError(f"budgets: duplicates in {self.budgets}")
+        if self.specs is not None and len(self.specs) != len(self.budgets):
+            raise ValueError(f"specs: need one spec file per budget ({len(self.budgets)}), got {len(self.specs)}")
+        r = self.router
+        if not 0.0 <= r.dead_zone < 1.0:
+            raise ValueError(f"router.dead_zone: must be in [0, 1), got {r.dead_zone}")
+        if r.decision == "within_budget" and r.dead_zone == 0.0:
+            raise ValueError("router.dead_zone: 0 leaves no sub-model to choose within the budget; "
+                             "give a tolerance (e.g. 0.05) or set router.decision: argmax")
+        if not self.stages:
+            raise ValueError("stages: at least one stage")
+        for i, stage in enumerate(self.stages):
+            for name in ("steps", "seq_len", "micro_batch", "grad_accum"):
+                if getattr(stage, name) < 1:
+                    raise ValueError(f"stages[{i}].{name}: must be >= 1, got {getattr(stage, name)}")
+            w = stage.budget_weights
+            if w is not None and (len(w) != len(self.budgets) or any(x < 0 for x in w) or sum(w) <= 0):
+                raise ValueError(
+                    f"stages[{i}].budget_weights: need {len(self.budgets)} non-negative weights (one per budget), got {w}"
+                )
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """`nemotron-elastic pretrain --config FILE`: a small parent from scratch (plain next-token loss)."""
+
+    preset: str | None = "tiny-hybrid"  # a named ModelConfig; `model` (if given) replaces it
+    model: dict | None = None  # ModelConfig fields overriding the preset, e.g. {pattern: "M-*-"}
+    tokenizer: str | None = None  # a tokenizer folder; None: train a byte-level BPE of the model's vocab size
+    out: str = "runs/parent"
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, warmup_steps=50, weight_decay=0.1))
+    stages: list[StageConfig] = field(
+        default_factory=lambda: [StageConfig(name="pretrain", steps=600, seq_len=256, micro_batch=8, grad_accum=1)]
+    )
+    seed: int = 0
+    bf16: bool = True
+    log_every: int = 20
+    eval_every: int = 200
+    save_every: int = 200
+    deterministic: bool = False
+    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("stages: at least one stage")
+        for i, stage in enumerate(self.stages):
+            for name in ("steps", "seq_len", "micro_batch", "grad_accum"):
+                if getattr(stage, name) < 1:
+                    raise ValueError(f"stages[{i}].{name}: must be >= 1, got {getattr(stage, name)}")

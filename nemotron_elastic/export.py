@@ -1,0 +1,172 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Zero-shot export of one sub-model: load a parent, cut it to a SubnetSpec, write a standalone checkpoint.
+
+    export_subnet("runs/elastic", "out/half", budget=0.5)                  # the spec the router trained for 0.5
+    export_subnet("runs/parent", "out/small", spec="spec.json", fmt="hf")  # a hand-written spec
+
+The parent may be a native folder, an HF folder, a GGUF file or an elastic checkpoint (`budget` needs the
+last: its budgets.json / router give the spec). The written model is `slice_model(parent, spec)`:
+
+- fmt="native": a native folder (config.yaml with per-layer widths, model.safetensors, tokenizer);
+- fmt="hf": a stock NemotronH / Llama folder when the sub-model's config is expressible there (every
+  homogeneous spec of a NemotronH parent; a Llama parent whose kept blocks still pair up), otherwise a folder
+  with its own modeling code (`remote_code/`, loaded with `trust_remote_code=True`).
+
+Never a checkpoint that computes a different function: before the output folder is renamed into place, the
+written files are loaded back (by transformers for HF) and their logits on a probe batch are compared with
+the sliced native model in float32 (`verify=True`). Bad input fails with one ValueError line naming the field,
+before anything is written; the output folder only appears when complete (see `atomic_output_dir`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .checkpoint.elastic import budget_spec, is_elastic
+from .checkpoint.hf import hf_export_kind, write_hf
+from .checkpoint.load import load_model
+from .checkpoint.native import write_native
+from .config.spec import SubnetSpec, resolve_spec
+from .io import atomic_output_dir, check_output_dir, load_tokenizer
+from .subnet.slicing import slice_model
+
+SPEC_FILE = "subnet.json"  # written next to the weights: which sub-model of which parent this is
+PROBE_SHAPE = (2, 12)  # tokens of the verification batch (small: the check must be cheap next to the save)
+PROBE_RTOL = 1e-3  # max abs logit diff allowed, relative to max(1, max |logit|); a wrong tensor is O(1) off
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_subnet` wrote.
+
+    Attributes:
+        path: the output folder.
+        spec: the sub-model (bound to the parent's config).
+        kind: "native", "hf" (stock NemotronH / Llama classes) or "hf-remote-code" (own modeling code).
+        num_parameters: parameters of the exported model (a tied head counted once).
+    """
+
+    path: Path
+    spec: SubnetSpec
+    kind: Literal["native", "hf", "hf-remote-code"]
+    num_parameters: int
+
+
+def _check_request(
+    model_dir: Path, out_dir: Path, spec: Any, budget: float | None, fmt: str, overwrite: bool
+) -> None:
+    """Argument errors that need no model: raised before anything is loaded or written."""
+    if fmt not in ("hf", "native"):
+        raise ValueError(f"format: must be 'hf' or 'native', got {fmt!r}")
+    if spec is not None and budget is not None:
+        raise ValueError("spec / budget: pass one of them, not both")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+            raise ValueError(f"budget: expected a number, got {budget!r}")
+        if not (model_dir.is_dir() and is_elastic(model_dir)):
+            raise ValueError(
+                f"budget: {model_dir} is not an elastic checkpoint (no budgets.json / router.json); "
+                "train one first or pass a spec"
+            )
+    if out_dir.resolve() == model_dir.resolve():
+        raise ValueError(f"out: {out_dir} is the model folder itself; choose another output folder")
+    check_output_dir(out_dir, overwrite)
+
+
+@torch.no_grad()
+def _verify(folder: Path, kind: str, reference: torch.nn.Module) -> None:
+    """Load what was written and compare its logits with `reference` (the sliced model) in float32.
+
+    Raises:
+        RuntimeError: the written checkpoint computes a different function (a bug, never bad input).
+    """
+    ref = reference if reference.lm_head.weight.dtype == torch.float32 else copy.deepcopy(reference).float()
+    ids = torch.randint(0, ref.config.vocab_size, PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
+    ids = ids.to(ref.lm_head.weight.device)
+    expected = ref.eval()(ids)
+    if kind == "native":
+        loaded = load_model(folder, dtype=torch.float32, device=ids.device)
+        got = loaded(ids)
+    else:
+        if kind == "hf":
+            from transformers import AutoModelForCausalLM as cls
+        else:  # the same files as the ones copied into the folder, imported from this package
+            from .checkpoint.remote_code.modeling_elastic_hybrid import (
+                ElasticHybridForCausalLM as cls,  # deferred: imports transformers
+            )
+        loaded = cls.from_pretrained(str(folder), dtype=torch.float32).to(ids.device).eval()
+        got = loaded(ids, use_cache=False).logits
+    diff = (got.double() - expected.double()).abs().max().item()
+    limit = PROBE_RTOL * max(1.0, expected.abs().max().item())
+    if not diff <= limit:  # also catches NaN
+        raise RuntimeError(
+            f"export check failed: the written {kind} checkpoint's logits differ from the sliced model by {diff:.3e} "
+            f"(> {limit:.3e}); nothing was written"
+        )
+
+
+def export_subnet(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    spec: SubnetSpec | dict | str | os.PathLike | None = None,
+    budget: float | None = None,
+    fmt: Literal["hf", "native"] = "hf",
+    overwrite: bool = False,
+    verify: bool = True,
+) -> ExportResult:
+    """Cut one sub-model out of a parent and write it as a standalone checkpoint.
+
+    Args:
+        model_dir: the parent: native folder, HF folder, .gguf file or elastic checkpoint.
+        out_dir: the folder to create (atomically).
+        spec: the sub-model: a SubnetSpec of this parent, a dict or a JSON file in the SubnetSpec schema;
+            None (with no budget) exports the whole parent.
+        budget: instead of a spec, a budget of an elastic checkpoint (its trained spec, or the router's
+            choice between two trained budgets).
+        fmt: "hf" (stock classes when the config allows, else own modeling code) or "native".
+        overwrite: replace an existing non-empty `out_dir` (only once the new folder is complete).
+        verify: reload the written files and check their logits against the sliced model before the rename.
+
+    Returns:
+        An ExportResult (folder, spec, kind written, parameter count).
+
+    Raises:
+        ValueError: bad spec / budget / format (one line naming the field), or a budget on a non-elastic model.
+        FileExistsError: `out_dir` is not empty and `overwrite` is False.
+        FileNotFoundError: the model or spec path does not exist.
+    """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    _check_request(model_dir, out, spec, budget, fmt, overwrite)
+    parent = load_model(model_dir)
+    if budget is not None:
+        subnet = budget_spec(model_dir, float(budget), parent.config)
+    else:
+        subnet = resolve_spec(parent.config, spec)
+    sub = slice_model(parent, subnet).eval()
+    del parent  # the sub-model holds copies of the kept weights
+    tokenizer = load_tokenizer(model_dir)
+    hf_kind = hf_export_kind(sub.config, allow_remote_code=True) if fmt == "hf" else None
+    kind = "native" if fmt == "native" else ("hf" if hf_kind == "stock" else "hf-remote-code")
+    info = {
+        "parent": str(model_dir),
+        "budget": budget,
+        "spec": subnet.to_dict(),
+        "format": kind,
+        "num_parameters": sub.num_parameters(),
+    }
+    with atomic_output_dir(out, overwrite) as tmp:
+        if fmt == "native":  # the files of save_native, written here so that this block is the one rename
+            write_native(tmp, sub, tokenizer)
+        else:
+            write_hf(sub, tmp, tokenizer, hf_kind)
+        (tmp / SPEC_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if verify:
+            _verify(tmp, kind, sub)
+    return ExportResult(out, subnet, kind, info["num_parameters"])

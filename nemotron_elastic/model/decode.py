@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Decoding: the state it keeps, and autoregressive generation with it.
+
+The cache (a KV cache for attention blocks, conv + SSM states for Mamba2 blocks) is plain data threaded
+explicitly through `HybridLM.forward(input_ids, cache=...)`: each mixer takes its layer's state and returns
+the updated one, so incremental decoding is the same computation as the full forward pass, split in time.
+
+Generation runs one prefill pass, then one token per step: each step feeds only the new token; attention
+reads the KV cache and Mamba2 blocks continue from their conv + SSM states, so a step costs O(1) in the
+Mamba layers and O(S) in the attention layers. `sample_next` is shared with the serving engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class AttentionState:
+    """Keys and values of all tokens seen so far. k, v: (B, Hkv, S, hd)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass
+class MambaState:
+    """conv: (B, conv_dim, K-1), the last K-1 conv inputs [x|B|C] (zeros before the sequence start).
+    ssm: (B, H, P, N), the SSM hidden state after the last token."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+@dataclass
+class InferenceCache:
+    """Per-block decoding state (None for MLP blocks and for blocks not run yet) and the token count.
+
+    Create an empty one with `InferenceCache.for_layers(num_layers)`; `HybridLM.forward` fills it.
+    """
+
+    layers: list[AttentionState | MambaState | None] = field(default_factory=list)
+    seen: int = 0  # tokens already consumed; the position of the next token
+
+    @classmethod
+    def for_layers(cls, num_layers: int) -> "InferenceCache":
+        return cls(layers=[None] * num_layers, seen=0)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token from logits (B, V) -> (B,). temperature 0 is greedy (argmax)."""
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the mass before it already reaches top_p (the top token is always kept)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    generator: torch.Generator | None = None,
+    subnet=None,
+) -> torch.Tensor:
+    """Continue `input_ids` (B, T) by up to `max_new_tokens` tokens -> (B, T + n).
+
+    Rows that emitted an `eos_token_id` (one id or several) keep emitting it; generation stops early once
+    every row has. `subnet` runs a sub-model of the parent (a SubnetSpec or ElasticMasks).
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    cache = model.new_cache()
+    pieces = [input_ids]
+    if max_new_tokens == 0:
+        return input_ids
+    logits = model(input_ids, cache=cache, last_only=True, subnet=subnet)[:, -1]  # prefill: (B, V)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    eos = None if eos_token_id is None else torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=input_ids.device
+    )
+    for step in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        if eos is not None:
+            token = torch.where(finished, torch.full_like(token, int(eos[0])), token)
+            finished |= torch.isin(token, eos)
+        pieces.append(token[:, None])
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        logits = model(token[:, None], cache=cache, last_only=True, subnet=subnet)[:, -1]
+    return torch.cat(pieces, dim=1)

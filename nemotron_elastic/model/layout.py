@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The layout rules: which rows / columns / channels of the parent's tensors a sub-model keeps, and how a
+layer runs on that part of its weights.
+
+One place for the layout rules, shared by the elastic forward (`model/`), the standalone slicer
+(`subnet/slicing.py`) and the masks (`model/masks.py`), so the three cannot drift apart:
+
+- grouped prefixes: a sub-model keeps the first `k` units *of every group* (Mamba heads per B/C group,
+  query heads per KV group). Units of group g occupy [g*U, (g+1)*U) for U units per group.
+- Mamba inner channels are head-major (H x P); keeping heads `h` and the first `c` head channels keeps
+  channels h*P + [0, c).
+- Mamba `in_proj` rows are the packed segments [z (H*P) | x (H*P) | B (G*N) | C (G*N) | dt (H)]; B and C
+  are never cut. The conv runs over [x | B | C].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Select = int | torch.Tensor  # a prefix length, or explicit kept indices
+
+
+class MambaIndex(NamedTuple):
+    """What one Mamba2 mixer keeps: a prefix length (nothing cut) or explicit indices, per tensor axis.
+
+    heads: (h,) kept heads (dt_bias, A_log, D and the dt rows);
+    inner: (h*c,) kept inner channels (z / x rows, gated-norm weight, out_proj columns);
+    conv: (h*c + 2*G*N,) kept conv channels over [x | B | C];
+    in_proj: (2*h*c + 2*G*N + h,) kept in_proj rows in the packed order [z | x | B | C | dt].
+    """
+
+    heads: Select
+    inner: Select
+    conv: Select
+    in_proj: Select
+
+
+def group_prefix(num_units: int, num_groups: int, keep_per_group: int, device=None) -> torch.Tensor:
+    """Indices of the first `keep_per_group` units of every group -> (num_groups * keep_per_group,) long.
+
+    Example: 8 units, 2 groups, keep 3 -> [0, 1, 2, 4, 5, 6].
+    """
+    per_group = num_units // num_groups
+    assert num_units % num_groups == 0 and 0 < keep_per_group <= per_group, (num_units, num_groups, keep_per_group)
+    base = torch.arange(num_groups, device=device)[:, None] * per_group  # (G, 1)
+    return (base + torch.arange(keep_per_group, device=device)[None, :]).reshape(-1)
+
+
+def head_channels(heads: torch.Tensor, head_dim: int, keep_dim: int) -> torch.Tensor:
+    """Channels h*head_dim + [0, keep_dim) of the given heads, head-major -> (len(heads) * keep_dim,)."""
+    return (heads[:, None] * head_dim + torch.arange(keep_dim, device=heads.device)[None, :]).reshape(-1)
+
+
+def mamba_indices(
+    num_heads: int,
+    head_dim: int,
+    num_groups: int,
+    state_size: int,
+    heads_per_group: int,
+    keep_dim: int,
+    device=None,
+) -> MambaIndex:
+    """Kept indices of one Mamba2 mixer for `heads_per_group` heads per group and `keep_dim` head channels:
+    a `MambaIndex` of index tensors."""
+    inner_full = num_heads * head_dim
+    bc = 2 * num_groups * state_size
+    heads = group_prefix(num_heads, num_groups, heads_per_group, device)
+    inner = head_channels(heads, head_dim, keep_dim)
+    bc_rows = torch.arange(bc, device=device)
+    return MambaIndex(
+        heads=heads,
+        inner=inner,
+        conv=torch.cat([inner, inner_full + bc_rows]),
+        in_proj=torch.cat([inner, inner_full + inner, 2 * inner_full + bc_rows, 2 * inner_full + bc + heads]),
+    )
+
+
+def attention_indices(num_heads: int, num_kv_heads: int, head_dim: int, heads_per_group: int, device=None):
+    """Kept query heads (first `heads_per_group` of every KV group) and their q rows / o_proj columns.
+
+    Returns: heads (h,), channels (h*head_dim,).
+    """
+    heads = group_prefix(num_heads, num_kv_heads, heads_per_group, device)
+    return heads, head_channels(heads, head_dim, head_dim)
+
+
+# Small functional helpers for running a layer on part of its weights (sliced sub-models).
+def _take(t: torch.Tensor, dim: int, sel: Select) -> torch.Tensor:
+    if isinstance(sel, int):
+        return t if sel == t.shape[dim] else t.narrow(dim, 0, sel)
+    return t.index_select(dim, sel)
+
+
+# With this few tokens (decoding), gathering the kept weight rows / columns costs more than computing the
+# unneeded outputs from a view and dropping them: keep the weights in place and select activations instead.
+SMALL_BATCH_TOKENS = 8
+
+
+def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:
+    """`layer(x)` restricted to output rows `rows` and input columns `cols` of its weight.
+
+    A prefix is a view of the weight (no copy); explicit indices gather the kept rows/columns, except for a
+    handful of tokens (decoding), where the activations are selected instead (same result, no weight copy).
+    With the full sizes this is exactly `layer(x)`. x: (..., len(cols)) -> (..., len(rows)).
+    """
+    full = isinstance(rows, int) and isinstance(cols, int) and (rows, cols) == tuple(layer.weight.shape)
+    if full:
+        return layer(x)
+    tokens = x.numel() // max(1, x.shape[-1])
+    if tokens <= SMALL_BATCH_TOKENS and not torch.is_grad_enabled():
+        if isinstance(cols, torch.Tensor):  # place the kept inputs in a zero vector of the full width
+            wide = x.new_zeros(*x.shape[:-1], layer.in_features)
+            x, cols = wide.index_copy(-1, cols, x), layer.in_features
+        out_rows = rows if isinstance(rows, int) else layer.out_features
+        y = F.linear(x, _take(_take(layer.weight, 0, out_rows), 1, cols),
+                     None if layer.bias is None else _take(layer.bias, 0, out_rows))
+        return y if isinstance(rows, int) else y.index_select(-1, rows)
+    weight = _take(_take(layer.weight, 0, rows), 1, cols)
+    bias = None if layer.bias is None else _take(layer.bias, 0, rows)
+    return F.linear(x, weight, bias)
+
+
+def take(t: torch.Tensor, sel: Select, dim: int = 0) -> torch.Tensor:
+    """`t` restricted to `sel` along `dim` (prefix view or gathered indices)."""
+    return _take(t, dim, sel)
+
+
+def scale(x: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """x * factor (broadcast over the last dim), in x's dtype; identity for None."""
+    return x if factor is None else x * factor.to(x.dtype)
