@@ -5,6 +5,7 @@
     nemotron-elastic score      --model DIR --data PATH --out DIR   importance rankings + reordered parent
     nemotron-elastic pretrain   --config FILE                a small hybrid parent from scratch
     nemotron-elastic train      --config FILE                elastic training: router + multi-budget KD
+    nemotron-elastic plan       --config FILE --gpus N       per-GPU memory and FLOPs, before launching
     nemotron-elastic export     --model DIR --out DIR [--budget B | --spec FILE]   one sub-model, standard HF
     nemotron-elastic eval       --model DIR [--budgets ...]  per-budget perplexity, size, memory, lm-eval tasks
     nemotron-elastic perplexity --model DIR [--text FILE]    perplexity on a text (default: packaged held-out)

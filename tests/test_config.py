@@ -16,6 +16,7 @@ import torch
 from nemotron_elastic.config import yaml_io as configio
 from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.config.presets import get_preset, list_presets
+from nemotron_elastic.config.run import PretrainConfig, TrainConfig
 from nemotron_elastic.config.types import ConfigError, from_dict, to_dict
 from nemotron_elastic.config.yaml_io import load_yaml, parse_overrides, save_yaml
 
@@ -326,3 +327,43 @@ def test_smollm2_preset_matches_gguf():
     assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (
         hf.bos_token_id, hf.eos_token_id, hf.pad_token_id
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"optim": {"lr": -5e-4}}, "optim.lr: must be > 0, got -0.0005"),
+        ({"optim": {"beta2": 1.0}}, "optim.beta2: must be in [0, 1), got 1.0"),
+        ({"optim": {"warmup_steps": -1}}, "optim.warmup_steps: must be >= 0"),
+        ({"optim": {"min_lr_ratio": 1.5}}, "optim.min_lr_ratio: must be in [0, 1]"),
+        ({"optim": {"grad_clip": 0.0}}, "optim.grad_clip: must be > 0"),
+        ({"router": {"tau_end": 0.0}}, "router.tau_end: must be > 0"),
+        ({"router": {"lr": -1.0}}, "router.lr: must be >= 0"),
+        ({"router": {"memory_context": 0}}, "router.memory_context: must be >= 1"),
+        ({"distill": {"temperature": float("nan")}}, "distill.temperature: must be > 0, got nan"),
+        ({"distill": {"kd_weight": -1.0}}, "distill.kd_weight: must be >= 0"),
+        ({"stages": [{"steps": 0}]}, "stages[0].steps: must be >= 1"),
+        ({"stages": [{"budget_weights": [1.0, -1.0, 0.0]}]}, "stages[0].budget_weights[1]: must be >= 0"),
+        ({"data": {"eval_tokens": 0}}, "data.eval_tokens: must be >= 1"),
+        ({"log_every": 0}, "log_every: must be >= 1"),
+        ({"activation_checkpointing": "every_k", "activation_checkpointing_k": 0},
+         "activation_checkpointing_k: must be >= 1"),
+    ],
+)
+def test_numbers_out_of_range_name_their_key(over, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(TrainConfig, over)
+    assert str(err.value).startswith(message)
+
+
+def test_pretrain_numbers_out_of_range_name_their_key():
+    with pytest.raises(ConfigError, match="^optim.lr: must be > 0"):
+        from_dict(PretrainConfig, {"optim": {"lr": 0.0}})
+    with pytest.raises(ConfigError, match=r"^stages\[0\].seq_len: must be >= 1"):
+        from_dict(PretrainConfig, {"stages": [{"seq_len": 0}]})
+
+
+def test_checkpoint_every_from_the_config():
+    assert from_dict(TrainConfig, {}).checkpoint_every == 0
+    assert from_dict(TrainConfig, {"activation_checkpointing": "blocks"}).checkpoint_every == 1
+    assert from_dict(PretrainConfig, {"activation_checkpointing": "every_k", "activation_checkpointing_k": 3}).checkpoint_every == 3

@@ -29,7 +29,10 @@ LAYERS: list[set[str]] = [
     {"eval", "serve"},
     {"commands", "cli", "demo", "__main__", ""},  # "": the package itself (its lazy public API)
 ]
-FORBIDDEN = {("eval", "serve"): "decoding shared by both belongs with the model"}
+FORBIDDEN = {
+    ("eval", "serve"): "decoding shared by both belongs with the model",
+    ("serve", "eval"): "serving does not depend on evaluation",
+}
 
 # Own-module imports deferred into a function, with the reason they may be. Keys are (module, imported
 # module) with the package prefix left out.

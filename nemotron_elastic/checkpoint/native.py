@@ -71,3 +71,12 @@ def read_native(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.T
     state_dict = read_safetensors(weights)
     check_state_dict(state_dict, config, str(weights))
     return config, state_dict
+
+
+def peek_config(path: str | os.PathLike) -> ModelConfig | None:
+    """The config of a native (or elastic) checkpoint folder without reading its weights; None for HF /
+    GGUF paths, whose config needs the converter (the caller loads the model first)."""
+    path = Path(path)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return load_yaml(ModelConfig, path / CONFIG_NAME)
+    return None

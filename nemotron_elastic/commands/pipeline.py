@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Pipeline commands: score (importance + reordering), pretrain (a small parent from scratch) and train
-(elastic: router + multi-budget KD).
+"""Pipeline commands: score (importance + reordering), pretrain (a small parent from scratch), train
+(elastic: router + multi-budget KD) and plan (per-GPU memory of a training config, before launching).
 
 What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
 """
@@ -13,6 +13,8 @@ from typing import Any
 
 from ..config.run import PretrainConfig, TrainConfig
 from ..config.yaml_io import load_yaml
+from ..io import write_json
+from .common import positive_int
 
 EPILOGS = {
     "score": """Writes OUT: the parent with its weights sorted by importance (every sub-model is then a prefix on
@@ -31,6 +33,15 @@ examples:
   nemotron-elastic train --config configs/elastic-tiny.yaml parent=runs/my-scored out=runs/e2 router.lr=5e-3
   nemotron-elastic train --config configs/elastic-tiny.yaml --resume
   torchrun --nproc_per_node 8 -m nemotron_elastic train --config configs/nano-12b-v2-elastic.yaml""",
+    "plan": """Nothing is loaded or allocated: weights are shapes on the meta device, activations are measured by
+running the student's forward on fake tensors (shapes and dtypes only). The parent's architecture comes
+from its config.yaml, or from --model (a preset name or a model folder) when the parent is not on this
+machine.
+
+examples:
+  nemotron-elastic plan --config configs/elastic-tiny.yaml --gpus 1
+  nemotron-elastic plan --config configs/nano-12b-v2-elastic.yaml --model nemotron-nano-12b-v2 --gpus 64 \\
+      --gpu-memory 80 dist=fsdp activation_checkpointing=blocks""",
 }
 
 
@@ -57,6 +68,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train.elastic import ElasticTrainer
 
     return _run(args, TrainConfig, ElasticTrainer)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Per-GPU memory and FLOPs of a training config at a world size."""
+    from ..checkpoint.native import peek_config
+    from ..config.presets import get_preset, list_presets
+    from ..train.plan import format_plan, plan_training
+
+    cfg = load_yaml(TrainConfig, args.config, args.overrides)
+    source = args.model or cfg.parent
+    parent = get_preset(source) if source in list_presets() else peek_config(source)
+    if parent is None:
+        raise ValueError(f"{source}: no native config.yaml there; pass --model PRESET (one of "
+                         f"{', '.join(list_presets())}) or a native model folder")
+    plan = plan_training(cfg, parent, args.gpus, args.gpu_memory)
+    print(format_plan(plan))
+    if args.json:
+        write_json(args.json, plan)
+    return 0 if plan["fits"] is not False else 1
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -103,3 +133,10 @@ def register(add: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _run_arguments(add("pretrain", cmd_pretrain, "Pretrain a small hybrid parent from scratch (plain LM loss)."))
     _run_arguments(add("train", cmd_train, "Elastic training: router + multi-budget KD from the frozen parent."))
+    p = add("plan", cmd_plan, "Per-GPU memory (item by item, per stage) and FLOPs of a training config.")
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML train config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. dist=fsdp")
+    p.add_argument("--gpus", type=positive_int, default=1, metavar="N", help="processes / GPUs (default 1)")
+    p.add_argument("--gpu-memory", type=float, metavar="GiB", help="memory of one GPU: say whether it fits")
+    p.add_argument("--model", metavar="PRESET|DIR", help="the parent's architecture (default: the config's parent)")
+    p.add_argument("--json", metavar="FILE", help="also write the plan as JSON")

@@ -2,7 +2,8 @@
 """Run configs for elastic training (`nemotron-elastic train`) and pretraining (`pretrain`).
 
 Loaded with the strict YAML loader (`config.yaml_io.load_yaml(TrainConfig, path, overrides)`): unknown keys and
-wrong types are errors naming the dotted key. Defaults follow the paper (docs/METHOD.md 8.2 / 14) where it speaks:
+wrong types are errors naming the dotted key, and so is every number outside its range (`check_ranges`).
+Defaults follow the paper (docs/METHOD.md 8.2) where it speaks:
 budgets 1.0 / 0.75 / 0.5, model LR 9e-5 and router LR 1e-2 with 60 warmup steps, tau 1.0 -> 0.05, logit
 scale 1 -> 10, lambda 1, d_router 256, forward KL at T = 1 and no CE; stage 1 uniform budgets, stage 2
 0.5 / 0.3 / 0.2 at a longer context.
@@ -10,8 +11,38 @@ scale 1 -> 10, lambda 1, d_router 256, forward KL at T = 1 and no CE; stage 1 un
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-?inf|-?[0-9.e+-]+)\s*,\s*(inf|-?[0-9.e+-]+)\s*([\])])$")
+
+
+def check_ranges(obj: Any, **intervals: str) -> None:
+    """Raise `ValueError("field: must be ...")` for the first field of `obj` outside its interval.
+
+    Args:
+        obj: a config dataclass instance.
+        intervals: field name -> interval in the usual notation, e.g. "(0, inf)", "[0, 1)", "[1, inf)".
+            A list field is checked item by item. NaN is outside every interval.
+    """
+    for name, text in intervals.items():
+        low_bracket, low, high, high_bracket = _INTERVAL.match(text).groups()
+        low, high = float(low), float(high)
+        values = getattr(obj, name)
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            if value is None:
+                continue
+            above = value > low if low_bracket == "(" else value >= low
+            below = value < high if high_bracket == ")" else value <= high
+            if not (above and below):  # also NaN
+                where = f"{name}[{i}]" if isinstance(values, list) else name
+                if math.isinf(high):
+                    rule = f"{'>' if low_bracket == '(' else '>='} {low:g}"
+                else:
+                    rule = f"in {text}"
+                raise ValueError(f"{where}: must be {rule}, got {value}")
 
 
 @dataclass(kw_only=True)
@@ -56,6 +87,14 @@ class RouterConfig:
     # argmax, whose cost can land outside the dead zone.
     decision: Literal["within_budget", "argmax"] = "within_budget"
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self, hidden_dim="[1, inf)", init_std="(0, inf)", lr="[0, inf)", tau_start="(0, inf)",
+            tau_end="(0, inf)", scale_start="(0, inf)", scale_end="(0, inf)", memory_context="[1, inf)",
+            memory_batch="[1, inf)", memory_weight_bytes="(0, inf)", memory_kv_bytes="(0, inf)",
+            memory_ssm_bytes="(0, inf)", dead_zone="[0, 1)", full_pull="[0, inf)", loss_weight="[0, inf)",
+        )
+
 
 @dataclass(kw_only=True)
 class DistillConfig:
@@ -63,6 +102,9 @@ class DistillConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.0  # the paper trains with KD only
     chunk_size: int = 1024  # tokens per chunk of the chunked KL / CE
+
+    def __post_init__(self) -> None:
+        check_ranges(self, temperature="(0, inf)", kd_weight="[0, inf)", ce_weight="[0, inf)", chunk_size="[1, inf)")
 
 
 @dataclass(kw_only=True)
@@ -74,6 +116,12 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self, lr="(0, inf)", min_lr_ratio="[0, 1]", warmup_steps="[0, inf)", weight_decay="[0, inf)",
+            beta1="[0, 1)", beta2="[0, 1)", grad_clip="(0, inf]",
+        )
 
 
 @dataclass(kw_only=True)
@@ -88,6 +136,12 @@ class StageConfig:
     grad_accum: int = 3
     budget_weights: list[float] | None = None  # None: uniform
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self, steps="[1, inf)", seq_len="[1, inf)", micro_batch="[1, inf)", grad_accum="[1, inf)",
+            budget_weights="[0, inf)",
+        )
+
 
 @dataclass(kw_only=True)
 class DataConfig:
@@ -96,9 +150,31 @@ class DataConfig:
     eval_tokens: int = 16384  # held-out tokens per budget at every evaluation
     workdir: str | None = None  # where packed token files are cached (default: <out>/data)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, eval_tokens="[1, inf)")
+
+
+def _check_run(cfg: Any) -> None:
+    """What train and pretrain configs share: logging intervals and at least one stage."""
+    check_ranges(cfg, log_every="[1, inf)", eval_every="[1, inf)", save_every="[1, inf)",
+                 activation_checkpointing_k="[1, inf)")
+    if not cfg.stages:
+        raise ValueError("stages: at least one stage")
+
+
+class _Checkpointing:
+    """`activation_checkpointing` of a run config as the model's `checkpoint_every` (0: off)."""
+
+    activation_checkpointing: str
+    activation_checkpointing_k: int
+
+    @property
+    def checkpoint_every(self) -> int:
+        return {"none": 0, "blocks": 1}.get(self.activation_checkpointing, self.activation_checkpointing_k)
+
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(_Checkpointing):
     """`nemotron-elastic train --config FILE [key.sub=value ...]`."""
 
     parent: str = "runs/parent-scored"  # a scored parent (native checkpoint + ranking.json)
@@ -106,7 +182,7 @@ class TrainConfig:
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5])
     # Fixed sub-models instead of the router's choice: one SubnetSpec JSON file per budget (same order).
     # Each budget then trains its given spec by KD and the router is left untouched: the Minitron route
-    # (one budget: prune with the rankings, then distil) or hand-picked architectures (docs/METHOD.md 10 ablations).
+    # (one budget: prune with the rankings, then distil) or hand-picked architectures (docs/METHOD.md 10: the ablations).
     specs: list[str] | None = None
     menus: MenuConfig = field(default_factory=MenuConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
@@ -126,6 +202,10 @@ class TrainConfig:
     save_every: int = 50
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume checks
     dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+    # Recompute blocks in backward instead of keeping their activations (docs/DESIGN.md 3.8): "blocks" every
+    # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
+    activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
+    activation_checkpointing_k: int = 2
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):
@@ -140,14 +220,10 @@ class TrainConfig:
         if r.decision == "within_budget" and r.dead_zone == 0.0:
             raise ValueError("router.dead_zone: 0 leaves no sub-model to choose within the budget; "
                              "give a tolerance (e.g. 0.05) or set router.decision: argmax")
-        if not self.stages:
-            raise ValueError("stages: at least one stage")
+        _check_run(self)
         for i, stage in enumerate(self.stages):
-            for name in ("steps", "seq_len", "micro_batch", "grad_accum"):
-                if getattr(stage, name) < 1:
-                    raise ValueError(f"stages[{i}].{name}: must be >= 1, got {getattr(stage, name)}")
             w = stage.budget_weights
-            if w is not None and (len(w) != len(self.budgets) or any(x < 0 for x in w) or sum(w) <= 0):
+            if w is not None and (len(w) != len(self.budgets) or sum(w) <= 0):
                 raise ValueError(
                     f"stages[{i}].budget_weights: need {len(self.budgets)} non-negative weights (one per budget), got {w}"
                 )
@@ -158,7 +234,7 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
-class PretrainConfig:
+class PretrainConfig(_Checkpointing):
     """`nemotron-elastic pretrain --config FILE`: a small parent from scratch (plain next-token loss)."""
 
     preset: str | None = "tiny-hybrid"  # a named ModelConfig; `model` (if given) replaces it
@@ -177,11 +253,10 @@ class PretrainConfig:
     save_every: int = 200
     deterministic: bool = False
     dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+    # Recompute blocks in backward instead of keeping their activations (docs/DESIGN.md 3.8): "blocks" every
+    # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
+    activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
+    activation_checkpointing_k: int = 2
 
     def __post_init__(self) -> None:
-        if not self.stages:
-            raise ValueError("stages: at least one stage")
-        for i, stage in enumerate(self.stages):
-            for name in ("steps", "seq_len", "micro_batch", "grad_accum"):
-                if getattr(stage, name) < 1:
-                    raise ValueError(f"stages[{i}].{name}: must be >= 1, got {getattr(stage, name)}")
+        _check_run(self)

@@ -189,7 +189,7 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     except ValueError as e:
         message = " ".join(str(e).split())  # one line
         head, sep, rest = message.partition(": ")
-        if sep and head in fields:  # "pattern: bad" inside "model" -> "model.pattern: bad"
+        if sep and head.split("[")[0] in fields:  # "pattern: bad" inside "model" -> "model.pattern: bad"
             raise ConfigError(f"{_join(where, head)}: {rest}") from e
         raise ConfigError(f"{where}: {message}" if where else message) from e
 

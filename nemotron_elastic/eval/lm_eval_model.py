@@ -30,10 +30,11 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from ..checkpoint.load import load_model
+from ..checkpoint.native import peek_config
 from ..config.spec import SubnetSpec
 from ..io import load_tokenizer
 from ..model.masks import ElasticMasks
-from .targets import EvalTarget, peek_config, resolve_targets
+from .targets import EvalTarget, resolve_targets
 
 MODEL_NAME = "nemotron_elastic"
 IGNORED_ARGS = ("max_batch_size", "trust_remote_code")  # passed by lm-eval's CLI to every model

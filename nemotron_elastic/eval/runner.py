@@ -33,11 +33,12 @@ import torch
 
 from ..checkpoint.elastic import is_elastic
 from ..checkpoint.load import load_model
+from ..checkpoint.native import peek_config
 from ..io import load_tokenizer, resolve_checkpoint
 from ..model.masks import ElasticMasks
 from ..subnet.cost import predicted_memory
 from .perplexity import token_nll
-from .targets import EvalTarget, peek_config, resolve_targets
+from .targets import EvalTarget, resolve_targets
 from .texts import DEFAULT_SOURCE, EvalText, eval_documents, token_stream
 
 

@@ -28,8 +28,6 @@ from typing import Any
 from ..checkpoint.elastic import BUDGETS_JSON, budget_spec, is_elastic
 from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec, resolve_spec
-from ..config.yaml_io import load_yaml
-from ..io import CONFIG_NAME
 
 BUDGET_TOLERANCE = 1e-9  # budgets are compared as floats written by json / argparse
 
@@ -103,15 +101,6 @@ def trained_budgets(path: str | os.PathLike) -> list[dict[str, Any]]:
             f"{path / BUDGETS_JSON}: not a budgets file written by `nemotron-elastic train`"
         ) from None
     return entries
-
-
-def peek_config(path: str | os.PathLike) -> ModelConfig | None:
-    """The config of a native (or elastic) checkpoint folder without reading its weights; None for HF /
-    GGUF paths, whose config needs the converter (the caller loads the model first)."""
-    path = Path(path)
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        return load_yaml(ModelConfig, path / CONFIG_NAME)
-    return None
 
 
 def _trained_spec(entries: list[dict[str, Any]], budget: float, config: ModelConfig) -> SubnetSpec | None:

@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
@@ -195,6 +196,7 @@ class HybridLM(nn.Module):
         last_only: bool = False,
         subnet: SubnetSpec | ElasticMasks | None = None,
         return_hidden: bool = False,
+        checkpoint_every: int = 0,
     ) -> torch.Tensor:
         """input_ids: (B, T) long -> logits (B, T, V) (or (B, 1, V) with last_only).
 
@@ -207,8 +209,14 @@ class HybridLM(nn.Module):
         With `cache`, the tokens continue the sequence the cache has seen and the cache is updated in place;
         the result equals the corresponding positions of one full forward pass (use the same `subnet` for
         every call on one cache).
+
+        checkpoint_every: activation checkpointing for training: when k > 0, parent blocks 0, k, 2k, ... keep
+        only their input for backward and run again during it (k = 1: every block). Same values and
+        gradients; less activation memory for one more forward of those blocks. Ignored without grad or
+        with a cache.
         """
         masks = self._masks(subnet)
+        recompute = checkpoint_every > 0 and cache is None and torch.is_grad_enabled()
         bsz, t = input_ids.shape
         start = cache.seen if cache is not None else 0
         if masks is None:
@@ -228,7 +236,10 @@ class HybridLM(nn.Module):
                 state = cache.layers[i]
                 if state is None:
                     state = self._empty_state(block, bsz, h, masks, layer)
-            h, state = block(h, rope, state, masks, layer)
+            if recompute and i % checkpoint_every == 0:
+                h, state = checkpoint(block, h, rope, state, masks, layer, use_reentrant=False)
+            else:
+                h, state = block(h, rope, state, masks, layer)
             if cache is not None:
                 cache.layers[i] = state
         if cache is not None:

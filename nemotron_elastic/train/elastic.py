@@ -48,43 +48,44 @@ class ElasticTrainer(Trainer):
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
         self.start_run(cfg, progress)
-        parent_dir = Path(cfg.parent)
-        self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.dist.init_device)
-        self.teacher.eval().requires_grad_(False)
-        self.tokenizer = load_tokenizer(parent_dir)
-        if self.tokenizer is None:
-            raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
-        self.ranking = parent_dir / "ranking.json"
-        menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
-        self.menus = {m.axis: m for m in menus}
-        self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
-        # realised once here rather than from the spec at every micro-step
-        self.fixed_masks = None if self.fixed is None else {
-            b: ElasticMasks.from_spec(spec) for b, spec in self.fixed.items()
-        }
-        self.costs = self._cost_table()
-        self.resume_from = self.prepare_run(resume, overwrite)
-        self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
-        self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
-        # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
-        self.dist.wrap_trained(self.model)
-        self.dist.replicate(self.router)  # tiny: a whole copy per rank, gradients all-reduced
-        self.frozen = (self.dist.wrap_frozen(self.teacher),)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": list(self.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay},
-                {"params": list(self.router.parameters()), "lr": cfg.router.lr, "weight_decay": 0.0},
-            ],
-            betas=(o.beta1, o.beta2),
-        )
-        workdir = Path(cfg.data.workdir or self.out / "data")
-        self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
-            lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
-        )
-        within = cfg.router.decision == "within_budget"
-        self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None)
-        self.setup_common()
+        with self.removed_on_failure():  # a start that fails leaves no run folder behind
+            parent_dir = Path(cfg.parent)
+            self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.dist.init_device)
+            self.teacher.eval().requires_grad_(False)
+            self.tokenizer = load_tokenizer(parent_dir)
+            if self.tokenizer is None:
+                raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
+            self.ranking = parent_dir / "ranking.json"
+            menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
+            self.menus = {m.axis: m for m in menus}
+            self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
+            # realised once here rather than from the spec at every micro-step
+            self.fixed_masks = None if self.fixed is None else {
+                b: ElasticMasks.from_spec(spec) for b, spec in self.fixed.items()
+            }
+            self.costs = self._cost_table()
+            self.resume_from = self.prepare_run(resume, overwrite)
+            self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
+            self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
+            # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
+            self.dist.wrap_trained(self.model)
+            self.dist.replicate(self.router)  # tiny: a whole copy per rank, gradients all-reduced
+            self.frozen = (self.dist.wrap_frozen(self.teacher),)
+            o = cfg.optim
+            self.optimizer = torch.optim.AdamW(
+                [
+                    {"params": list(self.model.parameters()), "lr": o.lr, "weight_decay": o.weight_decay},
+                    {"params": list(self.router.parameters()), "lr": cfg.router.lr, "weight_decay": 0.0},
+                ],
+                betas=(o.beta1, o.beta2),
+            )
+            workdir = Path(cfg.data.workdir or self.out / "data")
+            self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
+                lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
+            )
+            within = cfg.router.decision == "within_budget"
+            self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None)
+            self.setup_common()
 
     def _fixed_specs(self) -> dict[float, Any] | None:
         """`specs:` of the config, validated against the parent: {budget: SubnetSpec}, or None (router)."""

@@ -17,8 +17,11 @@ final output.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,9 @@ class _NoMetrics:
     """The metrics writer of ranks other than 0: they compute the same numbers but write nothing."""
 
     def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+        pass
+
+    def resume_at(self, step: int) -> None:
         pass
 
     def close(self) -> None:
@@ -70,6 +76,23 @@ class Trainer(abc.ABC):
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
+
+    @contextlib.contextmanager
+    def removed_on_failure(self) -> Iterator[None]:
+        """The rest of a trainer's set-up: if it fails (a missing data path, a bad spec, ...), what this start
+        wrote into a fresh run folder is removed again. A folder with an earlier run in it is left alone."""
+        existed = self.out.exists()
+        fresh = not existed or (self.out.is_dir() and not any(self.out.iterdir()))
+        try:
+            yield
+        except BaseException:
+            if fresh and self.dist.is_main and self.out.is_dir():
+                if existed:  # the user's empty folder stays, empty
+                    for child in self.out.iterdir():
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                else:
+                    shutil.rmtree(self.out, ignore_errors=True)
+            raise
 
     def prepare_run(self, resume: bool, overwrite: bool) -> Path | None:
         """`prepare_run_dir` on rank 0 (it writes the run folder); every rank gets the resume checkpoint."""
@@ -150,6 +173,7 @@ class Trainer(abc.ABC):
             state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator,
                                     sharded=self.dist.fsdp)
             self.step, self.data_states, window = state["step"], state["data"], state.get("window", {})
+            self.metrics.resume_at(self.step)  # the interrupted run may have logged steps after its checkpoint
         from tqdm.auto import tqdm
 
         quiet = not (self.progress and self.dist.is_main)

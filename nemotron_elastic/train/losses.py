@@ -28,7 +28,8 @@ def kl_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
     return (per_token * mask).sum() / mask.sum().clamp_min(1)
 
 
-def _kl_chunk_sum(s_hidden, s_head, t_hidden, t_head, temperature: float, mask) -> torch.Tensor:
+def kl_chunk_sum(s_hidden, s_head, t_hidden, t_head, temperature: float, mask) -> torch.Tensor:
+    """Summed forward KL of one chunk of tokens (the unit `kl_div_chunked` recomputes in backward)."""
     s = F.log_softmax(F.linear(s_hidden, s_head).float() / temperature, dim=-1)
     with torch.no_grad():
         t = F.log_softmax(F.linear(t_hidden, t_head).float() / temperature, dim=-1)
@@ -64,10 +65,10 @@ def kl_div_chunked(
         if torch.is_grad_enabled() and (s_h.requires_grad or student_head.requires_grad):
             # recompute this chunk's logits in backward instead of keeping them
             total = total + checkpoint(
-                _kl_chunk_sum, s_h[sl], student_head, t_h[sl], teacher_head, temperature, m[sl], use_reentrant=False
+                kl_chunk_sum, s_h[sl], student_head, t_h[sl], teacher_head, temperature, m[sl], use_reentrant=False
             )
         else:
-            total = total + _kl_chunk_sum(s_h[sl], student_head, t_h[sl], teacher_head, temperature, m[sl])
+            total = total + kl_chunk_sum(s_h[sl], student_head, t_h[sl], teacher_head, temperature, m[sl])
     return total / m.sum().clamp_min(1)
 
 

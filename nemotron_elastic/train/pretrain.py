@@ -43,43 +43,44 @@ class PretrainTrainer(Trainer):
 
     def __init__(self, cfg: PretrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True):
         self.start_run(cfg, progress)
-        model_cfg = resolve_model_config(cfg)  # validates the model section before anything is written
-        self.resume_from = self.prepare_run(resume, overwrite)
-        if cfg.tokenizer is not None:
-            self.tokenizer = load_tokenizer(cfg.tokenizer, required=True)
-        else:
-            docs, source = (lambda: default_corpus("train")), "default"
-            if cfg.data.train is not None:
-                docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
-            self.tokenizer = self.dist.main_first(  # rank 0 trains and saves it, the others load it
-                lambda: ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
+        with self.removed_on_failure():  # a start that fails leaves no run folder behind
+            model_cfg = resolve_model_config(cfg)  # validates the model section before anything is written
+            self.resume_from = self.prepare_run(resume, overwrite)
+            if cfg.tokenizer is not None:
+                self.tokenizer = load_tokenizer(cfg.tokenizer, required=True)
+            else:
+                docs, source = (lambda: default_corpus("train")), "default"
+                if cfg.data.train is not None:
+                    docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
+                self.tokenizer = self.dist.main_first(  # rank 0 trains and saves it, the others load it
+                    lambda: ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
+                )
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=len(self.tokenizer),
+                                            bos_token_id=self.tokenizer.bos_token_id,
+                                            eos_token_id=self.tokenizer.eos_token_id,
+                                            pad_token_id=self.tokenizer.pad_token_id)
+            self.model = HybridLM(model_cfg).to(self.dist.init_device)
+            self.model.init_weights()
+            self.dist.wrap_trained(self.model)  # before the optimizer: FSDP2 replaces the parameters
+            self.aux = torch.nn.Module()
+            o = cfg.optim
+            decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+            no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+            self.optimizer = torch.optim.AdamW(
+                [{"params": decay, "lr": o.lr, "weight_decay": o.weight_decay},
+                 {"params": no_decay, "lr": o.lr, "weight_decay": 0.0}],
+                betas=(o.beta1, o.beta2),
             )
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=len(self.tokenizer),
-                                        bos_token_id=self.tokenizer.bos_token_id,
-                                        eos_token_id=self.tokenizer.eos_token_id,
-                                        pad_token_id=self.tokenizer.pad_token_id)
-        self.model = HybridLM(model_cfg).to(self.dist.init_device)
-        self.model.init_weights()
-        self.dist.wrap_trained(self.model)  # before the optimizer: FSDP2 replaces the parameters
-        self.aux = torch.nn.Module()
-        o = cfg.optim
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "lr": o.lr, "weight_decay": o.weight_decay},
-             {"params": no_decay, "lr": o.lr, "weight_decay": 0.0}],
-            betas=(o.beta1, o.beta2),
-        )
-        workdir = Path(cfg.data.workdir or self.out / "data")
-        self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
-            lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
-        )
-        self.setup_common()
+            workdir = Path(cfg.data.workdir or self.out / "data")
+            self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
+                lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
+            )
+            self.setup_common()
 
     def micro_loss(self, batch, step, micro, stage):
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self.autocast():
-            hidden = self.model(inputs, return_hidden=True)
+            hidden = self.model(inputs, return_hidden=True, checkpoint_every=self.cfg.checkpoint_every)
         loss = cross_entropy_chunked(hidden, self.model.head_weight(), targets)
         return loss, "", {"loss": float(loss.detach())}
 

@@ -12,7 +12,8 @@ from typing import Any
 from ..config.run import PretrainConfig, TrainConfig
 from ..config.types import to_dict
 from ..config.yaml_io import load_yaml, save_yaml
-from .state import latest_checkpoint
+from ..io import write_text
+from .state import latest_checkpoint, remove_partial_checkpoints
 
 CONFIG = "train_config.yaml"
 
@@ -50,6 +51,7 @@ def prepare_run_dir(out: Path, cfg: TrainConfig | PretrainConfig, resume: bool, 
             diff = [d for d in _differences(to_dict(previous), to_dict(cfg)) if d not in ("out",)]
             if diff:
                 raise ValueError(f"{out}: resume folder was trained with another config ({', '.join(diff[:5])} differ)")
+            remove_partial_checkpoints(out)  # a run killed mid-save left them; nothing else would
             return latest_checkpoint(out)
         else:
             raise FileExistsError(f"{out}: a training run is already there (pass --resume to continue it or --overwrite)")
@@ -70,22 +72,38 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 
 class MetricsWriter:
+    """Appends metric rows to `<out>/metrics.jsonl` (and TensorBoard). A resumed run first calls
+    `resume_at(step)`: rows written after that step by the interrupted run are dropped, so every step is
+    logged once."""
+
     def __init__(self, out: Path, tensorboard: bool = True):
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / "metrics.jsonl"
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self._tb_dir = out / "tensorboard" if tensorboard else None
+        self._tb: Any = None
+        self._purge_step: int | None = None
 
-                self._tb = SummaryWriter(str(out / "tensorboard"))
+    def resume_at(self, step: int) -> None:
+        """Keep only the rows of steps <= `step` (the resumed checkpoint's); TensorBoard purges the rest."""
+        rows = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
+        if self.path.is_file():
+            write_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
+        self._purge_step = step + 1
+
+    def _tensorboard(self) -> Any:
+        if self._tb is None and self._tb_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional: `pip install tensorboard`
             except ImportError:  # tensorboard not installed: JSONL only
-                self._tb = None
+                self._tb_dir = None
+                return None
+            self._tb = SummaryWriter(str(self._tb_dir), purge_step=self._purge_step)
+        return self._tb
 
     def write(self, step: int, split: str, values: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
-        if self._tb is not None:
+        if self._tensorboard() is not None:
             flat: dict[str, float] = {}
             _flatten(split, values, flat)
             for k, v in flat.items():

@@ -85,6 +85,7 @@ def write_checkpoint(
 ) -> Path:
     """Write checkpoint `step` atomically from `checkpoint_tensors`' output (rank 0 only); its folder."""
     folder = run_dir / "checkpoints" / f"{PREFIX}{step:07d}"
+    remove_partial_checkpoints(run_dir)
     with atomic_output_dir(folder, overwrite=True) as tmp:
         save_file(_contiguous(weights), str(tmp / "model.safetensors"))
         save_file(_contiguous(router.state_dict()), str(tmp / "router.safetensors"))
@@ -113,6 +114,15 @@ def save_checkpoint(
     if not is_main():
         return None
     return write_checkpoint(run_dir, step, weights, router, opt_tensors, groups, generator, extra, keep)
+
+
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Remove what a process killed while writing a checkpoint left behind: the hidden `.step-*.tmp-*` (and
+    `.step-*.old-*`) folders of `io.atomic_output_dir`. Returns the folders removed."""
+    stale = sorted((run_dir / "checkpoints").glob(f".{PREFIX}*"))
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

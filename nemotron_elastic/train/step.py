@@ -88,7 +88,7 @@ def elastic_loss(
         masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through, choice)
     else:
         masks = fixed
-    s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True)
+    s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True, checkpoint_every=cfg.checkpoint_every)
     head = ctx.student.head_weight(masks)
     loss = torch.zeros((), device=tokens.device)
     if cfg.distill.kd_weight:

@@ -6,8 +6,9 @@ import json
 import pytest
 from eval_testlib import SPECS
 
+from nemotron_elastic.checkpoint.native import peek_config
 from nemotron_elastic.config.spec import SubnetSpec
-from nemotron_elastic.eval.targets import parse_budgets, peek_config, resolve_targets
+from nemotron_elastic.eval.targets import parse_budgets, resolve_targets
 
 
 def test_parse_budgets():

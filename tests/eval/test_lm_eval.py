@@ -14,9 +14,10 @@ from lm_eval.api.instance import Instance
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from nemotron_elastic import cli
+from nemotron_elastic.checkpoint.native import peek_config
 from nemotron_elastic.commands import evaluate
 from nemotron_elastic.eval.lm_eval_model import NemotronElasticLM
-from nemotron_elastic.eval.targets import peek_config, resolve_targets
+from nemotron_elastic.eval.targets import resolve_targets
 from nemotron_elastic.subnet.slicing import slice_model
 
 MAX_LENGTH = 24

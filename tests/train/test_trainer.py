@@ -210,3 +210,49 @@ def test_fixed_specs_bad_input(parent_dir, tmp_path):
         ElasticTrainer(config(parent_dir, "bad", budgets=[0.5], specs=[str(tmp_path / "a.json")], stages=one_stage),
                        progress=False)
     assert not (parent_dir / "bad").exists()
+
+
+# --- activation checkpointing, resume hygiene, failed starts ---------------------------------------------
+
+
+def test_activation_checkpointing_gives_the_same_run(parent_dir):
+    short = {"stages": [{"name": "s1", "steps": 3, "seq_len": 16, "micro_batch": 2, "grad_accum": 2}],
+             "log_every": 1, "eval_every": 3, "save_every": 3}
+    ElasticTrainer(config(parent_dir, "ac-none", **short), progress=False).fit()
+    ElasticTrainer(config(parent_dir, "ac-blocks", activation_checkpointing="blocks", **short), progress=False).fit()
+    a, b = train_rows(parent_dir / "ac-none"), train_rows(parent_dir / "ac-blocks")
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key.endswith(("/kd", "/loss", "/budget_loss")) or key == "grad_norm":
+                assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
+
+
+def test_resume_after_a_kill_logs_every_step_once(parent_dir):
+    """A run killed after logging steps past its last checkpoint: the resumed run drops those rows and logs
+    them again, once; a checkpoint folder the kill left half-written is removed."""
+    ElasticTrainer(config(parent_dir, "kill-straight"), progress=False).fit()
+    run = parent_dir / "kill-resumed"
+    ElasticTrainer(config(parent_dir, "kill-resumed"), progress=False).fit(stop_at=6)
+    # as if killed after step 6 was logged but before its checkpoint was complete
+    step6 = state_mod.latest_checkpoint(run)
+    assert step6.name.endswith("6")
+    step6.rename(run / "checkpoints" / f".{step6.name}.tmp-dead")
+    assert max(r["step"] for r in train_rows(run)) == 6
+    ElasticTrainer(config(parent_dir, "kill-resumed"), resume=True, progress=False).fit()
+    steps = [r["step"] for r in train_rows(run)]
+    assert steps == [r["step"] for r in train_rows(parent_dir / "kill-straight")] == sorted(set(steps))
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_start_leaves_nothing(parent_dir, tmp_path):
+    out = tmp_path / "new-run"
+    with pytest.raises(ValueError, match="missing"):
+        ElasticTrainer(config(parent_dir, str(out), data={"train": str(tmp_path / "missing.txt")}),
+                       progress=False)
+    assert not out.exists()
+    out.mkdir()  # an empty folder the user made stays, still empty
+    with pytest.raises(ValueError, match="missing"):
+        ElasticTrainer(config(parent_dir, str(out), data={"train": str(tmp_path / "missing.txt")}),
+                       progress=False)
+    assert out.is_dir() and not any(out.iterdir())
