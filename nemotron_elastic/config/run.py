@@ -102,6 +102,9 @@ class DistillConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.0  # the paper trains with KD only
     chunk_size: int = 1024  # tokens per chunk of the chunked KL / CE
+    # The frozen teacher's weights (it only runs forward): bfloat16 halves its memory; the student keeps
+    # float32 master weights either way.
+    teacher_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         check_ranges(self, temperature="(0, inf)", kd_weight="[0, inf)", ce_weight="[0, inf)", chunk_size="[1, inf)")

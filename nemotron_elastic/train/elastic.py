@@ -65,7 +65,8 @@ class ElasticTrainer(Trainer):
             }
             self.costs = self._cost_table()
             self.resume_from = self.prepare_run(resume, overwrite)
-            self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student
+            self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student, float32
+            self.teacher.to(getattr(torch, cfg.distill.teacher_dtype))
             self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
             # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
             self.dist.wrap_trained(self.model)
@@ -167,9 +168,10 @@ class ElasticTrainer(Trainer):
                 with self.autocast():
                     t_h = teacher_hidden(self.teacher, inputs)
                     s_h = model(inputs, subnet=spec, return_hidden=True)
-                head = model.head_weight(spec)
+                head = model.head_weight(spec).float()  # a bfloat16 teacher's too: the losses run in float32
                 count = targets.numel()
-                kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), self.teacher.lm_head.weight)) * count
+                t_head = self.teacher.lm_head.weight.float()
+                kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), t_head)) * count
                 ce_sum += float(cross_entropy_chunked(s_h.float(), head, targets)) * count
                 n += count
             results[f"{budget:g}"] = {"kd": kd_sum / n, "ce": ce_sum / n, "ppl": math.exp(ce_sum / n),

@@ -116,7 +116,8 @@ class Trainer(abc.ABC):
     # --- hooks -------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def micro_loss(self, batch: torch.Tensor, step: int, micro: int, stage) -> tuple[torch.Tensor, str, dict]:
-        """(loss, metrics group name, metrics) for one micro-batch (B, T+1)."""
+        """(loss, metrics group name, metrics) for one micro-batch (B, T+1). Metric values are floats or
+        detached 0-dim tensors, left on the device (`to_host` reads them at the log interval)."""
 
     @abc.abstractmethod
     def evaluate(self) -> dict[str, Any]:
@@ -207,7 +208,7 @@ class Trainer(abc.ABC):
             bar.update(1)
             bar.set_postfix(stage=stage.name, tok_s=f"{rate:.0f}")
             if self.step % cfg.log_every == 0 or self.step == total:
-                window = all_reduce_window(window)  # each rank saw its own rows: the mean over ranks
+                window = all_reduce_window(to_host(window))  # each rank saw its own rows: the mean over ranks
                 row = {k: sum(v) / len(v) for k, v in window.items()}
                 row.update(self.log_extra(self.step), lr=self.optimizer.param_groups[0]["lr"],
                            grad_norm=float(grad_norm), tokens_per_s=rate, stage=stage.name)
@@ -218,7 +219,7 @@ class Trainer(abc.ABC):
             stopping = stop_at is not None and self.step >= stop_at
             if (self.step % cfg.save_every == 0 or stopping) and self.step < total:
                 # Rank 0 writes the window: averaged first, so a resumed run logs the same means.
-                window = all_reduce_window(window)
+                window = all_reduce_window(to_host(window))
                 self._checkpoint(datasets, window)
             if stopping and self.step < total:
                 bar.close()
@@ -247,6 +248,21 @@ class Trainer(abc.ABC):
     def log_extra(self, step: int) -> dict[str, float]:
         """Extra scalars for the training log (e.g. the router's temperature)."""
         return {}
+
+
+def to_host(window: dict[str, list]) -> dict[str, list[float]]:
+    """Metric lists (floats and 0-dim device tensors) as Python floats: one device-to-host copy per metric,
+    made only when the window is logged or saved, never per micro-step."""
+    out = {}
+    for key, values in window.items():
+        tensors = [v for v in values if torch.is_tensor(v)]
+        if not tensors:
+            out[key] = [float(v) for v in values]
+            continue
+        device = tensors[0].device
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+        out[key] = stacked.tolist()
+    return out
 
 
 def stage_at(cfg: TrainConfig, step: int) -> tuple[int, StageConfig]:

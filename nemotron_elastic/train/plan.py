@@ -15,7 +15,7 @@ Items per GPU (bytes):
     gradients      as the student's weights
     optimizer      AdamW's two fp32 moments and a step counter per parameter
     router         the router's weights, gradients and optimizer state (replicated; fp32)
-    teacher        the frozen teacher in fp32, sharded like the student
+    teacher        the frozen teacher (fp32, or bf16 with `distill.teacher_dtype`), sharded like the student
     unsharded      fsdp: the unsharded root (embeddings, norm_f, lm_head) of student and teacher, and the two
                    largest blocks of each (the block running and the one prefetched)
     activations    per stage: saved for backward at the stage's micro-batch and context, for the full model
@@ -138,8 +138,9 @@ def _sharded_bytes(tensors, world: int, element_bytes: int) -> int:
     return total
 
 
-def _block_bytes(model: HybridLM) -> list[int]:
-    return [sum(p.numel() for p in block.parameters()) * 4 for block in model.layers]
+def _block_sizes(model: HybridLM) -> list[int]:
+    """Parameters (elements) of each block."""
+    return [sum(p.numel() for p in block.parameters()) for block in model.layers]
 
 
 def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_gib: float | None = None) -> dict:
@@ -159,18 +160,19 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
     params = list(meta.parameters())
     router_params = list(router.parameters())
     weights = _sharded_bytes(params, world, 4)
+    teacher_bytes = 2 if cfg.distill.teacher_dtype == "bfloat16" else 4
     static = {
         "student": weights,
         "gradients": weights,
         "optimizer": 2 * weights + 4 * len(params),
         "router": 16 * sum(p.numel() for p in router_params) + 4 * len(router_params),
-        "teacher": weights,
+        "teacher": _sharded_bytes(params, world, teacher_bytes),
         "unsharded": 0,
     }
     if cfg.dist == "fsdp" and gpus > 1:
-        root = sum(p.numel() for n, p in meta.named_parameters() if not n.startswith("layers.")) * 4
-        largest = sum(sorted(_block_bytes(meta))[-2:])
-        static["unsharded"] = 2 * (root + largest)
+        root = sum(p.numel() for n, p in meta.named_parameters() if not n.startswith("layers."))
+        largest = sum(sorted(_block_sizes(meta))[-2:])  # elements of the two largest blocks
+        static["unsharded"] = (4 + teacher_bytes) * (root + largest)  # the student's, then the teacher's
     stages = {}
     for stage in cfg.stages:
         stages[stage.name] = _stage_plan(cfg, parent, stage, gpus)
@@ -226,7 +228,12 @@ def _advice(cfg: TrainConfig, static: dict[str, int], stages: dict[str, dict], g
         return f"more GPUs (the sharded training state alone takes {states / GiB:.1f} GiB at {gpus})"
     if cfg.checkpoint_every != 1:
         return "activation_checkpointing: blocks (recompute every block in backward)"
-    return f"a smaller micro_batch or seq_len in stage {worst!r} (with grad_accum to keep the global batch)"
+    row = stages[worst]
+    if row["micro_batch"] > 1:
+        return f"a smaller micro_batch in stage {worst!r} (with grad_accum to keep the global batch)"
+    return (f"a shorter seq_len in stage {worst!r}: at micro_batch 1 its activations take "
+            f"{activations / GiB:.1f} GiB ({row['saved_for_backward'] / GiB:.1f} GiB of block inputs kept, "
+            f"{row['recompute_peak'] / GiB:.1f} GiB while one block is recomputed)")
 
 
 def format_plan(plan: dict) -> str:

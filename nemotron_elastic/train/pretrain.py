@@ -82,7 +82,7 @@ class PretrainTrainer(Trainer):
         with self.autocast():
             hidden = self.model(inputs, return_hidden=True, checkpoint_every=self.cfg.checkpoint_every)
         loss = cross_entropy_chunked(hidden, self.model.head_weight(), targets)
-        return loss, "", {"loss": float(loss.detach())}
+        return loss, "", {"loss": loss.detach()}  # read on the host at the log interval only
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:

@@ -69,13 +69,16 @@ def elastic_loss(
     generator: torch.Generator | None = None,
     t_hidden: torch.Tensor | None = None,
     fixed: ElasticMasks | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets).
+
+    The metrics stay on the device as detached 0-dim tensors: reading them to the host would wait for the
+    GPU at every micro-step; the loop reads them once per log interval.
 
     fixed: train this sub-model (sliced) instead of the router's choice; no router, no budget loss."""
     cfg = ctx.cfg
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    metrics: dict[str, float] = {}
+    metrics: dict[str, torch.Tensor | float] = {}
     if t_hidden is None:
         t_hidden = teacher_hidden(ctx.teacher, inputs)
     if fixed is None:
@@ -95,11 +98,11 @@ def elastic_loss(
         kd = kl_div_chunked(s_hidden, head, t_hidden, ctx.teacher.lm_head.weight, cfg.distill.temperature,
                             cfg.distill.chunk_size)
         loss = loss + cfg.distill.kd_weight * kd
-        metrics["kd"] = float(kd.detach())
+        metrics["kd"] = kd.detach()
     if cfg.distill.ce_weight:
         ce = cross_entropy_chunked(s_hidden, head, targets, cfg.distill.chunk_size)
         loss = loss + cfg.distill.ce_weight * ce
-        metrics["ce"] = float(ce.detach())
+        metrics["ce"] = ce.detach()
     if ctx.menus and fixed is None:
         memory = ctx.memory_kwargs() if cfg.router.budget_kind == "memory" else None
         cost_probs = probs
@@ -108,9 +111,9 @@ def elastic_loss(
         bl, ratio = budget_loss(ctx.student.config, ctx.menus, cost_probs, budget, cfg.router.budget_kind, memory,
                                 cfg.router.dead_zone, cfg.router.full_pull)
         loss = loss + cfg.router.loss_weight * bl
-        metrics["budget_loss"] = float(bl.detach())
-        metrics["cost_ratio"] = float(ratio)
-    metrics["loss"] = float(loss.detach())
+        metrics["budget_loss"] = bl.detach()
+        metrics["cost_ratio"] = ratio.detach()
+    metrics["loss"] = loss.detach()
     return loss, metrics
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nemotron_elastic.checkpoint import load_model, save_native
 from nemotron_elastic.checkpoint.elastic import budget_spec, load_router
@@ -256,3 +257,46 @@ def test_a_failed_start_leaves_nothing(parent_dir, tmp_path):
         ElasticTrainer(config(parent_dir, str(out), data={"train": str(tmp_path / "missing.txt")}),
                        progress=False)
     assert out.is_dir() and not any(out.iterdir())
+
+
+class _HostReads(TorchDispatchMode):
+    """Records every read of a floating-point tensor's value to the host (`.item()`, `float(t)`): on a GPU
+    each one waits for the device to finish all the work queued before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_floating_point():
+            self.reads.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+def test_micro_steps_do_not_wait_for_the_device(parent_dir):
+    """Losses and metrics stay on the device between log intervals (no host read per micro-step)."""
+    trainer = ElasticTrainer(config(parent_dir, "no-sync"), progress=False)
+    stage = trainer.cfg.stages[0]
+    data = trainer._dataset(0)
+    with _HostReads() as mode:
+        for micro in range(stage.grad_accum):
+            loss, _, metrics = trainer.micro_loss(next(data), 1, micro, stage)
+            (loss / stage.grad_accum).backward()
+    assert mode.reads == []
+    assert metrics and all(torch.is_tensor(v) or isinstance(v, float) for v in metrics.values())
+
+
+def test_a_bfloat16_teacher(parent_dir):
+    """`distill.teacher_dtype: bfloat16` halves the teacher; the student keeps float32 master weights and
+    the KD loss is the float32 teacher's up to bf16 rounding."""
+    short = {"stages": [{"name": "s1", "steps": 2, "seq_len": 16, "micro_batch": 2, "grad_accum": 1}],
+             "log_every": 1, "eval_every": 2, "save_every": 2}
+    fp32 = ElasticTrainer(config(parent_dir, "t-fp32", **short), progress=False)
+    bf16 = ElasticTrainer(config(parent_dir, "t-bf16", distill={"teacher_dtype": "bfloat16"}, **short), progress=False)
+    assert {p.dtype for p in bf16.teacher.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.float32}
+    fp32.fit()
+    bf16.fit()
+    a, b = train_rows(parent_dir / "t-fp32"), train_rows(parent_dir / "t-bf16")
+    kd = [k for k in a[0] if k.endswith("/kd")]
+    assert kd and all(b[0][k] == pytest.approx(a[0][k], rel=0.1, abs=1e-3) for k in kd)
