@@ -152,9 +152,20 @@ class DataConfig:
     heldout: str | None = None  # None: the default corpus' held-out split (or 2% of `train` documents)
     eval_tokens: int = 16384  # held-out tokens per budget at every evaluation
     workdir: str | None = None  # where packed token files are cached (default: <out>/data)
+    # A run that would read its training tokens more than MAX_EPOCHS times is refused unless this is true
+    # (a recipe sized for 110B tokens must not quietly loop over a small default corpus).
+    allow_repeat: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self, eval_tokens="[1, inf)")
+
+
+MAX_EPOCHS = 100
+
+
+def planned_tokens(cfg: Any, world_size: int = 1) -> int:
+    """Training tokens a run reads over all its stages, on `world_size` processes."""
+    return sum(s.steps * s.micro_batch * s.seq_len * s.grad_accum for s in cfg.stages) * world_size
 
 
 def _check_run(cfg: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..config.run import StageConfig, TrainConfig
+from ..config.run import MAX_EPOCHS, StageConfig, TrainConfig, planned_tokens
 from ..data.packed import PackedDataset, PackedTokens
 from ..model.hybrid import HybridLM
 from .distributed import Distributed, all_reduce_window, setup
@@ -105,6 +105,7 @@ class Trainer(abc.ABC):
         return None if path is None else Path(path)
 
     def setup_common(self) -> None:
+        self.check_data_size()
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         # Same seed on every rank: the Gumbel draws (hence the sub-models) agree across ranks. On the
         # training device: torch.rand refuses a CPU generator for CUDA tensors.
@@ -112,6 +113,15 @@ class Trainer(abc.ABC):
         self.metrics = MetricsWriter(self.out) if self.dist.is_main else _NoMetrics()
         self.step = 0
         self.data_states: dict[str, Any] = {}
+
+    def check_data_size(self) -> None:
+        """Refuse a run that reads its training tokens more than MAX_EPOCHS times (`data.allow_repeat`)."""
+        planned, available = planned_tokens(self.cfg, self.dist.world_size), self.train_tokens.meta.num_tokens
+        if planned > MAX_EPOCHS * available and not self.cfg.data.allow_repeat:
+            raise ValueError(
+                f"data.train: the stages read {planned:,} tokens, {planned / available:,.0f}x the {available:,} "
+                f"training tokens there are; give more data (data.train), fewer steps, or data.allow_repeat: true"
+            )
 
     # --- hooks -------------------------------------------------------------------------------------------
     @abc.abstractmethod

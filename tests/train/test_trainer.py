@@ -300,3 +300,14 @@ def test_a_bfloat16_teacher(parent_dir):
     a, b = train_rows(parent_dir / "t-fp32"), train_rows(parent_dir / "t-bf16")
     kd = [k for k in a[0] if k.endswith("/kd")]
     assert kd and all(b[0][k] == pytest.approx(a[0][k], rel=0.1, abs=1e-3) for k in kd)
+
+
+def test_a_run_much_longer_than_its_data_is_refused(parent_dir, tmp_path):
+    long = {"stages": [{"name": "s1", "steps": 2000, "seq_len": 64, "micro_batch": 8, "grad_accum": 1}]}
+    out = tmp_path / "too-long"
+    with pytest.raises(ValueError, match=r"data.train: the stages read 1,024,000 tokens, [0-9,]+x the .*allow_repeat: true"):
+        ElasticTrainer(config(parent_dir, str(out), **long), progress=False)
+    assert not out.exists()
+    data = {"train": str(parent_dir / "train.txt"), "heldout": str(parent_dir / "held.txt"), "allow_repeat": True}
+    trainer = ElasticTrainer(config(parent_dir, str(out), data=data, **long), progress=False)
+    assert trainer.cfg.data.allow_repeat
