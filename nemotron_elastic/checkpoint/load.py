@@ -4,17 +4,22 @@
 `load_model(path)` accepts a native folder, an HF folder (config.json + safetensors, NemotronH or Llama),
 a `.gguf` file, or a folder holding exactly one `.gguf` (`io.resolve_checkpoint` tells them apart). It
 builds the model on the meta device and loads the tensors with `assign=True`, so the weights are allocated
-once.
+once. `load_sharded` reads only one rank's rows of every tensor, for FSDP.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 import torch
+from safetensors import safe_open
+from torch.distributed.tensor import DTensor
 
 from ..config.model import ModelConfig
-from ..io import resolve_checkpoint
+from ..config.yaml_io import load_yaml
+from ..io import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint
 from ..model.hybrid import HybridLM
 from .gguf import read_gguf
 from .hf import read_hf
@@ -86,3 +91,55 @@ def load_model(
     config, state_dict = read_checkpoint(path)
     return build_model(config, state_dict, dtype, device)
 
+
+
+def load_sharded(
+    path: str | os.PathLike,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    shard: Callable[[torch.nn.Module], None],
+    rank: int,
+    world_size: int,
+) -> HybridLM:
+    """A native checkpoint loaded shard by shard: no process ever holds the whole model.
+
+    The model is built on the meta device, `shard` wraps it (FSDP2's `fully_shard` per block and root, which
+    splits every parameter into `world_size` row blocks as `torch.chunk` does), `to_empty` allocates this
+    rank's rows only, and those rows are read from the safetensors file with `get_slice`.
+
+    Args:
+        path: a native checkpoint folder (config.yaml + model.safetensors).
+        dtype: the parameters' dtype (the file's values are cast on the way in).
+        device: where this rank's shards live.
+        shard: wraps the meta model in place (parameters become row-sharded DTensors).
+        rank, world_size: this process' place among the shards.
+
+    Raises:
+        ValueError: not a native checkpoint, or a tensor missing from the file or of another shape.
+    """
+    kind, folder = resolve_checkpoint(path)
+    if kind != "native":
+        raise ValueError(f"{path}: loading shard by shard needs a native checkpoint, got a {kind} one "
+                         "(convert it with `nemotron-elastic import`)")
+    config = load_yaml(ModelConfig, folder / CONFIG_NAME)
+    with torch.device("meta"):
+        model = HybridLM(config)
+    shard(model)
+    model.to_empty(device=device)  # allocates this rank's rows of every parameter, nothing more
+    weights = folder / WEIGHTS_NAME
+    with safe_open(str(weights), framework="pt", device="cpu") as f, torch.no_grad():
+        keys = set(f.keys())
+        for name, param in model.named_parameters():  # a tied lm_head is listed (and stored) once
+            key = name if name in keys or not config.tie_word_embeddings else "embeddings.weight"
+            if key not in keys:
+                raise ValueError(f"{weights}: missing tensor {key}")
+            stored = f.get_slice(key)
+            if tuple(stored.get_shape()) != tuple(param.shape):
+                raise ValueError(f"{weights}: {key} has shape {tuple(stored.get_shape())}, expected "
+                                 f"{tuple(param.shape)} from the config")
+            if isinstance(param, DTensor):  # this rank's rows: the rank-th chunk of ceil(rows / world_size)
+                local, start = param.to_local(), min(rank * math.ceil(param.shape[0] / world_size), param.shape[0])
+            else:
+                local, start = param, 0
+            local.copy_(stored[start : start + local.shape[0]].to(dtype))
+    return model.eval()

@@ -23,6 +23,9 @@ Strategies (`dist` in the run config, used only when WORLD_SIZE > 1):
           chunks in backward) read it there. Gradients are reduce-scattered at every micro-step (sharded
           gradients are what FSDP saves memory with); the frozen teacher's root is resharded by hand
           after each backward (`reshard`). The router stays a replicated plain module in both modes.
+          The elastic trainer's student and teacher are built on the meta device, sharded, and filled
+          with each rank's rows read from the parent's safetensors (`load_model`): no rank ever holds a
+          whole model, in host or GPU memory.
 
 References: PyTorch FSDP2 (`torch.distributed.fsdp.fully_shard`), torchtitan's `parallelize` (read, not
 copied); NVIDIA Megatron-LM trains every rank on the same budget at a micro-step, as `step.sample_budget` does.
@@ -36,11 +39,15 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule, fully_shard
+
+from ..checkpoint.load import load_model, load_sharded
 
 T = TypeVar("T")
 BUCKET_NUMEL = 1 << 25  # elements per all-reduce bucket (128 MB of fp32): bounds the extra grad copy
@@ -210,9 +217,18 @@ class Distributed:
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, 0)
 
+    def load_model(self, path: Path, dtype: torch.dtype) -> nn.Module:
+        """The native model at `path` for this rank: whole on `device`, or under fsdp built on the meta
+        device, sharded, and filled with this rank's rows only (no rank ever holds the whole model)."""
+        if not self.fsdp:
+            return load_model(path, dtype=dtype, device=self.device)
+        return load_sharded(path, dtype, self.device, self._shard, self.rank, self.world_size)
+
     def wrap_trained(self, model: nn.Module) -> nn.Module:
-        """Prepare the trained model before its optimizer is built: replicated (ddp) or sharded (fsdp).
-        The model is changed in place (FSDP2 keeps its class, attributes and parameter names)."""
+        """Prepare the trained model before its optimizer is built: replicated (ddp) or sharded (fsdp; a
+        model from `load_model` already is). Changed in place (FSDP2 keeps class, attributes and names)."""
+        if self.fsdp and isinstance(model, FSDPModule):
+            return model
         self.replicate(model)
         if self.fsdp:
             self._shard(model)
@@ -220,14 +236,12 @@ class Distributed:
 
     def wrap_frozen(self, model: nn.Module) -> nn.Module:
         """Shard a frozen model (the teacher) like the trained one under fsdp; ddp keeps it whole."""
-        if self.fsdp:
+        if self.fsdp and not isinstance(model, FSDPModule):
             self._shard(model)
         return model
 
     @staticmethod
     def _shard(model: nn.Module) -> None:
-        from torch.distributed.fsdp import fully_shard
-
         for block in model.layers:  # one all-gather per block, freed again after the block's forward
             fully_shard(block)
         # The root (embeddings, norm_f, lm_head) stays unsharded after forward: the loss reads the LM

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from ..checkpoint.elastic import save_elastic
-from ..checkpoint.load import load_model
 from ..config.run import TrainConfig
 from ..config.spec import resolve_spec
 from ..data.corpus import prepare_tokens
@@ -50,7 +49,10 @@ class ElasticTrainer(Trainer):
         self.start_run(cfg, progress)
         with self.removed_on_failure():  # a start that fails leaves no run folder behind
             parent_dir = Path(cfg.parent)
-            self.teacher = load_model(parent_dir, dtype=torch.float32, device=self.dist.init_device)
+            teacher_dtype = getattr(torch, cfg.distill.teacher_dtype)
+            # Under fsdp each rank reads only its own rows of the parent: for the teacher here, for the
+            # student below. Otherwise the student is a float32 copy of the teacher, cast afterwards.
+            self.teacher = self.dist.load_model(parent_dir, teacher_dtype if self.dist.fsdp else torch.float32)
             self.teacher.eval().requires_grad_(False)
             self.tokenizer = load_tokenizer(parent_dir)
             if self.tokenizer is None:
@@ -65,8 +67,12 @@ class ElasticTrainer(Trainer):
             }
             self.costs = self._cost_table()
             self.resume_from = self.prepare_run(resume, overwrite)
-            self.model = copy.deepcopy(self.teacher).requires_grad_(True).train()  # the student, float32
-            self.teacher.to(getattr(torch, cfg.distill.teacher_dtype))
+            if self.dist.fsdp:
+                self.model = self.dist.load_model(parent_dir, torch.float32)
+            else:
+                self.model = copy.deepcopy(self.teacher)
+                self.teacher.to(teacher_dtype)
+            self.model.requires_grad_(True).train()  # the student, float32
             self.aux = self.router = Router(menus, cfg.budgets, cfg.router.hidden_dim, cfg.router.init_std).to(self.device)
             # Before the optimizer: FSDP2 replaces the parameters by sharded ones.
             self.dist.wrap_trained(self.model)

@@ -4,11 +4,13 @@
 
     python dist_worker.py JOBS.json
 
-JOBS.json is a list of {"kind": "elastic" | "pretrain", "config": {...}, "stop_at": k | null}, run in
+JOBS.json is a list of {"kind": "elastic" | "pretrain" | "allocations", "config": {...}, "stop_at": k | null}, run in
 order in the same processes (torch and transformers are imported once: most of a tiny run's time). With
 `stop_at`, the run stops after step k with a checkpoint and a new trainer resumes it to the end. Rank 0
 marks each finished job with `<out>/done` (holding the type of the trained parameters), so the tests can
 tell which job failed. A job with "report": FOLDER is expected to fail: each rank writes its error there.
+An "allocations" job builds an elastic trainer (no training) and writes, per rank, every tensor shape
+allocated meanwhile to "out": FOLDER.
 """
 
 import json
@@ -16,14 +18,45 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+from torch.distributed.tensor import DTensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from nemotron_elastic.config.run import PretrainConfig, TrainConfig
 from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.train.distributed import barrier, is_main, teardown
 from nemotron_elastic.train.elastic import ElasticTrainer
 from nemotron_elastic.train.pretrain import PretrainTrainer
 
+ALLOCATING = {"empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full",
+              "full_like", "clone", "_to_copy", "new_empty", "new_empty_strided", "new_zeros", "new_full"}
+
+
+class Allocations(TorchDispatchMode):
+    """The shape of every tensor an allocating operator returns on a real device (a DTensor: its local
+    part), with the operator's name."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] not in ALLOCATING:
+            return out
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                shape = (t.to_local() if isinstance(t, DTensor) else t).shape
+                self.shapes.append([list(shape), str(func)])
+        return out
+
 
 def run(job: dict) -> None:
+    if job["kind"] == "allocations":
+        with Allocations() as mode:
+            ElasticTrainer(from_dict(TrainConfig, job["config"]), progress=False)
+        Path(job["out"], f"rank{os.environ['RANK']}.json").write_text(json.dumps(mode.shapes))
+        return
     if "report" in job:  # a job expected to fail: each rank writes down its error and goes on
         try:
             build_and_fit(job)

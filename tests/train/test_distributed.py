@@ -87,6 +87,12 @@ def root(tmp_path_factory):
     model = HybridLM(cfg)
     model.init_weights()
     save_native(model, root / "parent", tokenizer=tok)
+    # a parent whose full parameter shapes never equal a half (rows split over 2 ranks) of another one
+    odd = dataclasses.replace(cfg, hidden_size=40, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+                              intermediate_size=56, mamba_num_heads=6, mamba_head_dim=6, ssm_state_size=8)
+    model = HybridLM(odd)
+    model.init_weights()
+    save_native(model, root / "parent-odd", tokenizer=tok)
     return root
 
 
@@ -157,7 +163,17 @@ def runs(root):
     (root / "not-a-run").mkdir()
     (root / "not-a-run" / "notes.txt").write_text("someone else's folder")
     (root / "errors").mkdir()
+    (root / "allocations" / "fsdp").mkdir(parents=True)
+    (root / "allocations" / "ddp").mkdir()
     jobs = {
+        # under fsdp the models are built on the meta device and each rank reads only its shards
+        "allocations": {"kind": "allocations", "config": {**elastic_config(root, "alloc", 2, "fsdp"),
+                                                          "parent": str(root / "parent-odd")},
+                        "out": str(root / "allocations" / "fsdp")},
+        # the control: ddp holds whole models on every rank, and the same check sees them
+        "allocations-ddp": {"kind": "allocations", "config": {**elastic_config(root, "alloc-ddp", 2, "ddp"),
+                                                              "parent": str(root / "parent-odd")},
+                            "out": str(root / "allocations" / "ddp")},
         # rank 0 refuses the output folder: every rank must raise instead of waiting for it
         "refused": {"kind": "elastic", "config": elastic_config(root, "not-a-run", 2),
                     "report": str(root / "errors")},
@@ -240,3 +256,25 @@ def test_fsdp_pretrain_tied_with_resume_matches_one_process(root, runs):
     out = finished(root, "pre-fsdp", runs, "DTensor")
     assert_same_run(root / "pre-single-llama", out, ("loss", "grad_norm"), weight_atol=1e-5)
     assert load_model(out / "model").config.tie_word_embeddings
+
+
+def test_fsdp_never_materialises_a_whole_model(root, runs):
+    """While an fsdp trainer builds the student and the teacher, no rank allocates a tensor with the full
+    shape of any parameter that sharding splits (rows >= 2), only its half; under ddp (the control) the
+    same record shows the whole parameters."""
+    parent = load_model(root / "parent-odd")
+    split = {tuple(p.shape) for p in parent.parameters() if p.dim() and p.shape[0] >= 2}
+    halves = {(-(-s[0] // 2), *s[1:]) for s in split}
+    assert not split & halves  # the parent is built so that the two cannot be confused
+
+    def allocated(kind: str, rank: int) -> set[tuple]:
+        path = root / "allocations" / kind / f"rank{rank}.json"
+        if not path.is_file():
+            pytest.fail(f"the {kind} allocations job did not finish:\n{runs}")
+        return {tuple(shape) for shape, _ in json.loads(path.read_text())}
+
+    for rank in (0, 1):
+        fsdp = allocated("fsdp", rank)
+        assert not fsdp & split, sorted(fsdp & split)
+        assert halves <= fsdp  # each rank allocated its shards
+        assert split <= allocated("ddp", rank)
