@@ -14,20 +14,16 @@ while it runs again).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import machine, time_interleaved, write_json  # noqa: E402
+from _timing import machine, step_arguments, teacher_and_student, time_interleaved, write_json  # noqa: E402
 
-from nemotron_elastic.config.presets import get_preset  # noqa: E402
 from nemotron_elastic.config.spec import SubnetSpec  # noqa: E402
-from nemotron_elastic.model import HybridLM  # noqa: E402
 from nemotron_elastic.subnet.uniform import spec_for_budget  # noqa: E402
 from nemotron_elastic.train.losses import kl_div_chunked  # noqa: E402
 from nemotron_elastic.train.plan import saved_bytes, storage_ids  # noqa: E402
@@ -36,21 +32,8 @@ SETTINGS = {"off": 0, "every_other_block": 2, "every_block": 1}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny-hybrid")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--out", default="activation_checkpointing.json")
-    args = ap.parse_args()
-
-    torch.manual_seed(0)
-    cfg = get_preset(args.preset)
-    teacher = HybridLM(cfg)
-    teacher.init_weights()
-    teacher.requires_grad_(False).eval()
-    student = copy.deepcopy(teacher).requires_grad_(True).train()
+    args = step_arguments(__doc__, "activation_checkpointing.json")
+    cfg, teacher, student = teacher_and_student(args.preset)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:

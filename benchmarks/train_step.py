@@ -12,21 +12,17 @@ benchmarks/results/train_step.json. Goal: elastic <= 1.15x plain (routing and ma
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import machine, time_interleaved, write_json  # noqa: E402
+from _timing import machine, step_arguments, teacher_and_student, time_interleaved, write_json  # noqa: E402
 
-from nemotron_elastic.config.presets import get_preset  # noqa: E402
 from nemotron_elastic.config.run import TrainConfig  # noqa: E402
 from nemotron_elastic.config.types import from_dict  # noqa: E402
-from nemotron_elastic.model import HybridLM  # noqa: E402
 from nemotron_elastic.router import CostTable, Router, build_menu, decide, to_spec  # noqa: E402
 from nemotron_elastic.subnet.slicing import slice_model  # noqa: E402
 from nemotron_elastic.train.losses import kl_div_chunked  # noqa: E402
@@ -34,21 +30,8 @@ from nemotron_elastic.train.step import StepContext, elastic_loss, teacher_hidde
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny-hybrid")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--out", default="train_step.json")
-    args = ap.parse_args()
-
-    torch.manual_seed(0)
-    cfg = get_preset(args.preset)
-    teacher = HybridLM(cfg)
-    teacher.init_weights()
-    teacher.requires_grad_(False).eval()
-    student = copy.deepcopy(teacher).requires_grad_(True).train()
+    args = step_arguments(__doc__, "train_step.json")
+    cfg, teacher, student = teacher_and_student(args.preset)
     menus = [build_menu(cfg, "hidden", [1.0, 0.875, 0.75, 0.625, 0.5]),
              build_menu(cfg, "mlp", [1.0, 0.75, 0.5, 0.25], per_layer=True),
              build_menu(cfg, "mamba_heads", [1.0, 0.75, 0.5])]
