@@ -194,7 +194,8 @@ def _stage_plan(cfg: TrainConfig, parent: ModelConfig, stage: StageConfig, gpus:
         act = activation_bytes(model, stage.micro_batch, stage.seq_len, None, cfg.checkpoint_every, cfg.bf16)
         kd = kd_chunk_bytes(model, stage.micro_batch * stage.seq_len, cfg.distill.chunk_size)
     tokens = stage.micro_batch * stage.seq_len
-    hidden_bytes = 2 if cfg.bf16 else 4
+    # the residual stream is float32 under autocast: the teacher's last hidden state has its weights' dtype
+    hidden_bytes = 2 if cfg.distill.teacher_dtype == "bfloat16" else 4
     return {
         "micro_batch": stage.micro_batch, "seq_len": stage.seq_len, "activations": act["total"],
         "saved_for_backward": act["saved"], "recompute_peak": act["recompute"],
