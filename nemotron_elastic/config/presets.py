@@ -88,7 +88,8 @@ PRESETS: dict[str, ModelConfig] = {
         ssm_state_size=64,
         chunk_size=64,
     ),
-    # Nemotron Nano V2 12B, the paper's parent (docs/METHOD.md 2.1). Only for cost models and export: never build it.
+    # Nemotron Nano V2 12B, the paper's parent (docs/METHOD.md 2.1). Only for cost models and export: never
+    # build it.
     "nemotron-nano-12b-v2": ModelConfig(
         pattern=NANO_12B_V2_PATTERN, hidden_size=5120, intermediate_size=20480, **_NANO_V2
     ),

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Run configs for elastic training (`nemotron-elastic train`) and pretraining (`pretrain`).
 
-Loaded with the strict YAML loader (`config.yaml_io.load_yaml(TrainConfig, path, overrides)`): unknown keys and
-wrong types are errors naming the dotted key, and so is every number outside its range (`check_ranges`).
+Loaded with the strict YAML loader (`config.yaml_io.load_yaml(TrainConfig, path, overrides)`): unknown keys
+and wrong types are errors naming the dotted key, and so is every number outside its range (`check_ranges`).
 Defaults follow the paper (docs/METHOD.md 8.2) where it speaks:
 budgets 1.0 / 0.75 / 0.5, model LR 9e-5 and router LR 1e-2 with 60 warmup steps, tau 1.0 -> 0.05, logit
 scale 1 -> 10, lambda 1, d_router 256, forward KL at T = 1 and no CE; stage 1 uniform budgets, stage 2
@@ -194,9 +194,10 @@ class TrainConfig(_Checkpointing):
     parent: str = "runs/parent-scored"  # a scored parent (native checkpoint + ranking.json)
     out: str = "runs/elastic"
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.75, 0.5])
-    # Fixed sub-models instead of the router's choice: one SubnetSpec JSON file per budget (same order).
-    # Each budget then trains its given spec by KD and the router is left untouched: the Minitron route
-    # (one budget: prune with the rankings, then distil) or hand-picked architectures (docs/METHOD.md 10: the ablations).
+    # Fixed sub-models instead of the router's choice: one SubnetSpec JSON file per budget (same order). Each
+    # budget then trains its given spec by KD and the router is left untouched: the Minitron route (one
+    # budget: prune with the rankings, then distil) or hand-picked architectures (docs/METHOD.md 10: the
+    # ablations).
     specs: list[str] | None = None
     menus: MenuConfig = field(default_factory=MenuConfig)
     router: RouterConfig = field(default_factory=RouterConfig)

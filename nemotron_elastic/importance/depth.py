@@ -2,7 +2,8 @@
 """Depth importance: normalized MSE of the logits when layers are dropped (iterative greedy), with the one-shot
 form and Block Importance for comparison.
 
-Score of layer j given the already dropped set R (Nemotron Elastic, Sec. "Depth importance"; docs/METHOD.md 4.3):
+Score of layer j given the already dropped set R (Nemotron Elastic, Sec. "Depth importance";
+docs/METHOD.md 4.3):
 
     s_j = sum_{B,L,V} (M_full - M_{-(R+j)})^2 / sum_{B,L,V} M_full^2
 

@@ -3,9 +3,10 @@
 
 Width axes hold, per unit, a score and an `order` (unit indices of the parent as scored, most important
 first). Grouped axes are ordered *inside* their groups, so the order maps every group onto itself:
-attention query heads within each KV group, Mamba heads within each B/C group (docs/METHOD.md 4.1, 5.1). Per-layer axes
-are keyed by the layer index in the pattern. Depth holds the greedy drop order (least important first) with
-the score of every candidate at every step, and the one-shot and Block Importance scores for comparison.
+attention query heads within each KV group, Mamba heads within each B/C group (docs/METHOD.md 4.1, 5.1).
+Per-layer axes are keyed by the layer index in the pattern. Depth holds the greedy drop order (least important
+first) with the score of every candidate at every step, and the one-shot and Block Importance scores for
+comparison.
 
 ranking.json (written by `score_model` next to the reordered parent):
 

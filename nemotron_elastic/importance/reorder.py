@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Apply a Ranking to a parent as one function-preserving permutation of its weights.
 
-After `reorder_model`, unit k of every axis is the k-th most important unit, so each sub-model is a prefix
-on every axis (Mamba heads: a prefix inside every group), which is what the elastic forward, the masks and
-the slicer assume (docs/METHOD.md 5: the public code only ever uses prefix masks, the checkpoint is pre-sorted).
+After `reorder_model`, unit k of every axis is the k-th most important unit, so each sub-model is a prefix on
+every axis (Mamba heads: a prefix inside every group), which is what the elastic forward, the masks and the
+slicer assume (docs/METHOD.md 5: the public code only ever uses prefix masks, the checkpoint is pre-sorted).
 The logits do not change: every tensor that touches an axis is permuted consistently (docs/METHOD.md 5 list):
 
 | axis                      | tensors permuted                                                                 |

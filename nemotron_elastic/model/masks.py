@@ -3,8 +3,8 @@
 
 Every axis is an `Axis`: a prefix of `size` units that the forward *slices* to (no compute beyond it),
 optional `weights` over those units (a hard 0/1 prefix mask, or a soft probability-weighted one), and an
-optional `scale` (the router's probability, docs/METHOD.md 7.4: the active part is multiplied by it so that the task
-loss reaches the router). Three realisations of the same SubnetSpec:
+optional `scale` (the router's probability, docs/METHOD.md 7.4: the active part is multiplied by it so that
+the task loss reaches the router). Three realisations of the same SubnetSpec:
 
 - sliced:  size = the spec's size, no weights          (`ElasticMasks.from_spec(spec)`)
 - masked:  size = the parent's size, 0/1 prefix weights (`ElasticMasks.from_spec(spec, masked=True)`)

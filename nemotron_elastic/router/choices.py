@@ -10,8 +10,8 @@ Axes without a menu stay at the parent's size.
   instead keeps the value 1 and passes the gradient of the probability (1 + p - stop_grad(p)).
 - soft (mode 2): sum_i p_i * prefix_mask_i, computing only up to the largest choice with p > 0.
 - depth: choice k drops the first k layers of the menu's drop order. Layer at drop position r is kept with
-  probability sum_c p_c * [r >= k_c] (cumulative, docs/METHOD.md 7.3); soft mode gates the layer's output with it,
-  hard mode drops / keeps with a straight-through gate of that probability.
+  probability sum_c p_c * [r >= k_c] (cumulative, docs/METHOD.md 7.3); soft mode gates the layer's output
+  with it, hard mode drops / keeps with a straight-through gate of that probability.
 """
 
 from __future__ import annotations

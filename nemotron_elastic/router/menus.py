@@ -1,17 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Choice menus: the sizes the router may pick on each axis (docs/METHOD.md 7.1).
 
-A menu is given per axis as fractions of the parent (floats in (0, 1]) or as integer sizes, and is
-rounded to the axis' granularity: Mamba heads to multiples of n_groups, attention query heads to multiples
-of the KV heads (heads are kept per group, docs/METHOD.md 5.1). Choices are stored largest first (index 0 = the
-parent's own size for fraction 1.0), one row per layer of the axis' type:
+A menu is given per axis as fractions of the parent (floats in (0, 1]) or as integer sizes, and is rounded to
+the axis' granularity: Mamba heads to multiples of n_groups, attention query heads to multiples of the KV
+heads (heads are kept per group, docs/METHOD.md 5.1). Choices are stored largest first (index 0 = the parent's
+own size for fraction 1.0), one row per layer of the axis' type:
 
     choices: (L, C) long   L = 1 for hidden / mamba_head_dim / depth, the number of layers of that type
                            for mlp / attention_heads / mamba_heads (so heterogeneous parents work too)
 
-`per_layer` says whether the router picks one column per layer (heterogeneous, docs/METHOD.md 7.1 `--flex-hetero-*`)
-or one column for all layers. Depth choices count the layers dropped from the head of the depth ranking
-(`drop_order`, least important first). `menus_from_config` builds the menus of a training config.
+`per_layer` says whether the router picks one column per layer (heterogeneous, docs/METHOD.md 7.1
+`--flex-hetero-*`) or one column for all layers. Depth choices count the layers dropped from the head of the
+depth ranking (`drop_order`, least important first). `menus_from_config` builds the menus of a training
+config.
 """
 
 from __future__ import annotations

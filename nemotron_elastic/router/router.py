@@ -7,9 +7,9 @@ One tiny network per axis maps the budget to logits over that axis' menu:
     z = W2 @ leaky_relu(W1 @ u, 0.1)     W1: (d_router, n_budgets), W2: (L*C or C, d_router); no biases
     probs = softmax((scale * z + g) / tau),  g ~ Gumbel(0, 1)  (g = 0 at evaluation)
 
-`d_router` is 256 (paper), weights N(0, 0.1) (NVIDIA `--router-std 0.1`). The logit `scale` grows linearly
-1 -> 10 and `tau` decays 1.0 -> 0.05 over training (`temperature`, `logit_scale` below), which sharpens the decisions.
-Budgets are kept in descending order (index 0 = the full model), as NVIDIA's `budget_list`.
+`d_router` is 256 (paper), weights N(0, 0.1) (NVIDIA `--router-std 0.1`). The logit `scale` grows
+linearly 1 -> 10 and `tau` decays 1.0 -> 0.05 over training (`temperature`, `logit_scale` below), which
+sharpens the decisions. Budgets are kept in descending order (index 0 = the full model), as NVIDIA's `budget_list`.
 
 Reference: NVIDIA Megatron-LM `megatron/elastification/router/hybrid_flex_router.py` (read, not copied).
 """
@@ -111,7 +111,7 @@ class Router(nn.Module):
         return {axis: F.softmax(s, dim=-1) for axis, s in self.scores(budget, tau, scale, gumbel, generator).items()}
 
 
-# --- schedules over training (docs/METHOD.md 7.2): Gumbel temperature and logit scale ------------------------------
+# --- schedules over training (docs/METHOD.md 7.2): Gumbel temperature and logit scale --------------------
 #
 # - temperature: exponential decay tau_0 * r^step from `start` (1.0) to `end` (0.05) at `total` steps
 #   (r = (end/start)^(1/total); NVIDIA's `tau_decay`), constant afterwards;

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Differentiable cost model: parameters and inference memory of a sub-model, as functions of its sizes.
 
-The router's budget loss (docs/METHOD.md 7.3, docs/DESIGN.md 3.7) needs the cost of the sub-model it picks as a function of
-its probabilities. `Sizes` holds the sizes as float tensors, so they may be *expected* sizes (per axis,
-per layer: `probs @ choices`) and layer keep-probabilities for depth. With the integer sizes of a
+The router's budget loss (docs/METHOD.md 7.3, docs/DESIGN.md 3.7) needs the cost of the sub-model it picks as
+a function of its probabilities. `Sizes` holds the sizes as float tensors, so they may be *expected* sizes
+(per axis, per layer: `probs @ choices`) and layer keep-probabilities for depth. With the integer sizes of a
 `SubnetSpec` (`Sizes.from_spec`) the counts are exact: `param_count` equals `spec.param_count()` and the
 sliced model's parameter count, and `memory_bytes` the bytes of its weights and of its filled decoding cache.
 
