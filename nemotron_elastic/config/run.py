@@ -221,6 +221,9 @@ class TrainConfig(_Checkpointing):
     # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
     activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
     activation_checkpointing_k: int = 2
+    # Debug: at every micro-step the ranks compare a hash of the sub-model each runs (two small collectives)
+    # and fail at once if they differ, instead of hanging in a collective.
+    check_decisions: bool = False
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not 0.0 < b <= 1.0 for b in self.budgets):

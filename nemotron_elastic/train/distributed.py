@@ -37,6 +37,7 @@ import atexit
 import builtins
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,19 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float) -> float:
-    """The mean of `value` over ranks (the value itself in a single process)."""
+def check_same(what: str, value: str) -> None:
+    """Raise on every rank when the ranks hold different `value`s (compared by a CRC32 hash).
+
+    A debug check: ranks that pick different sub-models run different collectives under FSDP (a dropped
+    layer skips its all-gather) and would hang instead of failing."""
     if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t)
-    return float(t) / dist.get_world_size()
+        return
+    h = torch.tensor([zlib.crc32(value.encode())], dtype=torch.long, device=_comm_device())
+    low, high = h.clone(), h.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if int(low) != int(high):
+        raise RuntimeError(f"{what}: the ranks disagree (rank {dist.get_rank()} has {value})")
 
 
 def all_reduce_window(window: dict[str, list[float]]) -> dict[str, list[float]]:

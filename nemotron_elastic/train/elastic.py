@@ -34,6 +34,7 @@ from ..router.decision import CostTable, decide, within_budget
 from ..router.menus import menus_from_config
 from ..router.router import Router, logit_scale, temperature
 from ..subnet.cost import Sizes
+from .distributed import check_same
 from .loop import Trainer
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .step import StepContext, elastic_loss, memory_setting, sample_budget, teacher_hidden
@@ -91,7 +92,8 @@ class ElasticTrainer(Trainer):
                 lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
             )
             within = cfg.router.decision == "within_budget"
-            self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None)
+            self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None,
+                                   check_same if cfg.check_decisions else None)
             self.setup_common()
 
     def _fixed_specs(self) -> dict[float, Any] | None:

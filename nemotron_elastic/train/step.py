@@ -14,6 +14,7 @@ step (docs/DESIGN.md 3.4). Returns the loss to backpropagate and detached metric
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,8 @@ class StepContext:
     router: Router
     menus: dict[str, AxisMenu]
     costs: CostTable | None = None  # the menus' cost table when decisions are taken within the budget
+    # called with a description of the sub-model each micro-step runs (cfg.check_decisions): ranks compare it
+    check: Callable[[str, str], None] | None = None
 
     def memory_kwargs(self) -> dict:
         return memory_setting(self.cfg)
@@ -91,6 +94,8 @@ def elastic_loss(
         masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through, choice)
     else:
         masks = fixed
+    if ctx.check is not None:
+        ctx.check(f"the sub-model of budget {budget:g}", describe(masks))
     s_hidden = ctx.student(inputs, subnet=masks, return_hidden=True, checkpoint_every=cfg.checkpoint_every)
     head = ctx.student.head_weight(masks)
     loss = torch.zeros((), device=tokens.device)
@@ -115,6 +120,12 @@ def elastic_loss(
         metrics["cost_ratio"] = ratio.detach()
     metrics["loss"] = loss.detach()
     return loss, metrics
+
+
+def describe(masks: ElasticMasks) -> str:
+    """The sizes a micro-step runs: hidden, Mamba head dim, and each layer's width ("-": dropped)."""
+    layers = ",".join("-" if m is None else str(m.width.size) for m in masks.layers)
+    return f"hidden {masks.hidden.size}, head dim {masks.mamba_head_dim.size}, layers {layers}"
 
 
 def sample_budget(cfg: TrainConfig, stage: StageConfig, step: int, micro: int) -> float:

@@ -9,7 +9,7 @@ order in the same processes (torch and transformers are imported once: most of a
 `stop_at`, the run stops after step k with a checkpoint and a new trainer resumes it to the end. Rank 0
 marks each finished job with `<out>/done` (holding the type of the trained parameters), so the tests can
 tell which job failed. A job with "report": FOLDER is expected to fail: each rank writes its error there.
-An "allocations" job builds an elastic trainer (no training) and writes, per rank, every tensor shape
+A "disagree" job checks that `check_same` fails on every rank given different values. An "allocations" job builds an elastic trainer (no training) and writes, per rank, every tensor shape
 allocated meanwhile to "out": FOLDER.
 """
 
@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nemotron_elastic.config.run import PretrainConfig, TrainConfig
 from nemotron_elastic.config.types import from_dict
-from nemotron_elastic.train.distributed import barrier, is_main, teardown
+from nemotron_elastic.train.distributed import barrier, check_same, is_main, teardown
 from nemotron_elastic.train.elastic import ElasticTrainer
 from nemotron_elastic.train.pretrain import PretrainTrainer
 
@@ -52,6 +52,14 @@ class Allocations(TorchDispatchMode):
 
 
 def run(job: dict) -> None:
+    if job["kind"] == "disagree":  # each rank holds another value: check_same must fail on every rank
+        try:
+            check_same("the sub-model of budget 1", f"rank {os.environ['RANK']}")
+            message = "no error"
+        except RuntimeError as e:
+            message = f"RuntimeError: {e}"
+        Path(job["out"], f"rank{os.environ['RANK']}.txt").write_text(message)
+        return
     if job["kind"] == "allocations":
         with Allocations() as mode:
             ElasticTrainer(from_dict(TrainConfig, job["config"]), progress=False)

@@ -165,6 +165,7 @@ def runs(root):
     (root / "errors").mkdir()
     (root / "allocations" / "fsdp").mkdir(parents=True)
     (root / "allocations" / "ddp").mkdir()
+    (root / "disagree").mkdir()
     jobs = {
         # under fsdp the models are built on the meta device and each rank reads only its shards
         "allocations": {"kind": "allocations", "config": {**elastic_config(root, "alloc", 2, "fsdp"),
@@ -177,7 +178,9 @@ def runs(root):
         # rank 0 refuses the output folder: every rank must raise instead of waiting for it
         "refused": {"kind": "elastic", "config": elastic_config(root, "not-a-run", 2),
                     "report": str(root / "errors")},
-        "ddp": {"kind": "elastic", "config": elastic_config(root, "ddp", 2, "ddp")},
+        # with the debug check that every rank runs the same sub-model at every micro-step
+        "ddp": {"kind": "elastic", "config": {**elastic_config(root, "ddp", 2, "ddp"), "check_decisions": True}},
+        "disagree": {"kind": "disagree", "out": str(root / "disagree")},
         # FSDP2 (student and frozen teacher sharded), stopped after step 3 (half-way through a log
         # window), resumed by a new trainer from the gathered checkpoint
         "fsdp": {"kind": "elastic", "config": elastic_config(root, "fsdp", 2, "fsdp"), "stop_at": 3},
@@ -278,3 +281,9 @@ def test_fsdp_never_materialises_a_whole_model(root, runs):
         assert not fsdp & split, sorted(fsdp & split)
         assert halves <= fsdp  # each rank allocated its shards
         assert split <= allocated("ddp", rank)
+
+
+def test_ranks_that_disagree_on_the_sub_model_fail_instead_of_hanging(root, runs):
+    for rank in (0, 1):
+        text = (root / "disagree" / f"rank{rank}.txt").read_text()
+        assert text == f"RuntimeError: the sub-model of budget 1: the ranks disagree (rank {rank} has rank {rank})"
