@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -69,9 +68,7 @@ def machine() -> dict:
 
 
 def write_json(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    """Write `payload` to benchmarks/results/NAME (atomically, `nemotron_elastic.io.write_json`)."""
+    from nemotron_elastic.io import write_json as write_atomic
+
+    return write_atomic(RESULTS / name, payload)

@@ -11,7 +11,6 @@ benchmarks/results/subnet_speed.json. Goal: a sliced train step at 50% costs <= 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import machine, time_interleaved, write_json  # noqa: E402
+from _timing import machine, step_arguments, time_interleaved, write_json  # noqa: E402
 
 from nemotron_elastic.config.presets import get_preset  # noqa: E402
 from nemotron_elastic.config.spec import SubnetSpec  # noqa: E402
@@ -29,14 +28,7 @@ from nemotron_elastic.subnet.uniform import spec_for_budget  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny-hybrid")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights)")
-    ap.add_argument("--out", default="subnet_speed.json")
-    args = ap.parse_args()
+    args = step_arguments(__doc__, "subnet_speed.json")
 
     torch.manual_seed(0)
     cfg = get_preset(args.preset)
