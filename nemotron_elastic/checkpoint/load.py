@@ -93,26 +93,39 @@ def load_model(
 
 
 
+def shard_rows(tensor: DTensor) -> tuple[int, int]:
+    """[start, stop) of dim 0 that this rank holds of a DTensor sharded on dim 0 (FSDP2: `torch.chunk`
+    sizes, ceil(rows / shards) per shard, the last ones shorter or empty); under HSDP the mesh's
+    replicate dimension holds whole copies and does not move the rows."""
+    start, size = 0, tensor.shape[0]
+    for dim, placement in enumerate(tensor.placements):
+        if placement.is_shard():
+            if placement.dim != 0:
+                raise ValueError(f"sharded on dim {placement.dim}; only row (dim 0) shards are supported")
+            chunk = math.ceil(size / tensor.device_mesh.size(dim))
+            offset = min(tensor.device_mesh.get_local_rank(dim) * chunk, size)
+            start, size = start + offset, min(chunk, size - offset)
+    return start, start + size
+
+
 def load_sharded(
     path: str | os.PathLike,
     dtype: torch.dtype,
     device: torch.device | str,
     shard: Callable[[torch.nn.Module], None],
-    rank: int,
-    world_size: int,
 ) -> HybridLM:
     """A native checkpoint loaded shard by shard: no process ever holds the whole model.
 
     The model is built on the meta device, `shard` wraps it (FSDP2's `fully_shard` per block and root, which
-    splits every parameter into `world_size` row blocks as `torch.chunk` does), `to_empty` allocates this
-    rank's rows only, and those rows are read from the safetensors file with `get_slice`.
+    splits parameters into row blocks as `torch.chunk` does), `to_empty` allocates this rank's rows only
+    (and whole any parameter left unsharded), and those rows are read from the safetensors file with
+    `get_slice`.
 
     Args:
         path: a native checkpoint folder (config.yaml + model.safetensors).
         dtype: the parameters' dtype (the file's values are cast on the way in).
         device: where this rank's shards live.
         shard: wraps the meta model in place (parameters become row-sharded DTensors).
-        rank, world_size: this process' place among the shards.
 
     Raises:
         ValueError: not a native checkpoint, or a tensor missing from the file or of another shape.
@@ -137,9 +150,7 @@ def load_sharded(
             if tuple(stored.get_shape()) != tuple(param.shape):
                 raise ValueError(f"{weights}: {key} has shape {tuple(stored.get_shape())}, expected "
                                  f"{tuple(param.shape)} from the config")
-            if isinstance(param, DTensor):  # this rank's rows: the rank-th chunk of ceil(rows / world_size)
-                local, start = param.to_local(), min(rank * math.ceil(param.shape[0] / world_size), param.shape[0])
-            else:
-                local, start = param, 0
-            local.copy_(stored[start : start + local.shape[0]].to(dtype))
+            local, (start, stop) = (param.to_local(), shard_rows(param)) if isinstance(param, DTensor) else (
+                param, (0, param.shape[0] if param.dim() else 0))
+            local.copy_((stored[start:stop] if param.dim() else stored[:]).to(dtype))
     return model.eval()

@@ -130,20 +130,62 @@ class OptimConfig:
 @dataclass(kw_only=True)
 class StageConfig:
     """One curriculum stage: its own context, batch, length and budget weights (one per budget, in the
-    order of `TrainConfig.budgets`; normalised)."""
+    order of `TrainConfig.budgets`; normalised).
+
+    The batch is either `global_batch` (sequences per optimizer step over all processes; each rank then
+    accumulates global_batch / (micro_batch x world size) micro-batches, so a run may resume on another
+    number of processes) or `grad_accum` (micro-batches per rank and step: the global batch grows with the
+    world size). `budget_draws`: budgets (and Gumbel samples) drawn per optimizer step with `global_batch`;
+    each draw covers global_batch / budget_draws consecutive sequences. Default: one per micro-step at the
+    world size the run starts on (kept on resume).
+    """
 
     name: str = "stage1"
     steps: int = 100
     seq_len: int = 256
     micro_batch: int = 4
-    grad_accum: int = 3
+    grad_accum: int | None = None  # without global_batch: default 1
+    global_batch: int | None = None
+    budget_draws: int | None = None
     budget_weights: list[float] | None = None  # None: uniform
 
     def __post_init__(self) -> None:
         check_ranges(
             self, steps="[1, inf)", seq_len="[1, inf)", micro_batch="[1, inf)", grad_accum="[1, inf)",
-            budget_weights="[0, inf)",
+            global_batch="[1, inf)", budget_draws="[1, inf)", budget_weights="[0, inf)",
         )
+        if self.global_batch is not None and self.grad_accum is not None:
+            raise ValueError("grad_accum: give global_batch or grad_accum, not both (with global_batch the "
+                             "accumulation is derived from the world size)")
+        if self.budget_draws is not None and self.global_batch is None:
+            raise ValueError("budget_draws: needs global_batch (with grad_accum there is one draw per micro-step)")
+        if self.global_batch is not None and self.global_batch % self.micro_batch:
+            raise ValueError(f"global_batch: {self.global_batch} is not a multiple of micro_batch = {self.micro_batch}")
+        if self.global_batch is not None and self.budget_draws is not None and self.global_batch % self.budget_draws:
+            raise ValueError(f"budget_draws: {self.budget_draws} does not divide global_batch = {self.global_batch}")
+
+    def accumulation(self, world_size: int, draws: int | None = None) -> tuple[int, int]:
+        """(micro-steps per rank and optimizer step, budget draws per step) on `world_size` processes.
+
+        draws: the run's budget draws per step when resuming (overrides `budget_draws` and the default).
+
+        Raises:
+            ValueError: the global batch does not split into micro-batches over the ranks, or a draw's
+                sequences do not fill whole micro-steps.
+        """
+        if self.global_batch is None:
+            accum = self.grad_accum or 1
+            return accum, accum
+        per_step = self.micro_batch * world_size
+        if self.global_batch % per_step:
+            raise ValueError(f"global_batch: {self.global_batch} is not divisible by micro_batch x world size = "
+                             f"{self.micro_batch} x {world_size}")
+        accum = self.global_batch // per_step
+        draws = draws or self.budget_draws or accum
+        if accum % draws:
+            raise ValueError(f"budget_draws: a draw covers {self.global_batch // draws} sequences, not a multiple of "
+                             f"micro_batch x world size = {per_step}; choose budget_draws dividing {accum}")
+        return accum, draws
 
 
 @dataclass(kw_only=True)
@@ -165,13 +207,35 @@ MAX_EPOCHS = 100
 
 def planned_tokens(cfg: Any, world_size: int = 1) -> int:
     """Training tokens a run reads over all its stages, on `world_size` processes."""
-    return sum(s.steps * s.micro_batch * s.seq_len * s.grad_accum for s in cfg.stages) * world_size
+    return sum(s.steps * s.micro_batch * s.seq_len * s.accumulation(world_size)[0] * world_size for s in cfg.stages)
+
+
+@dataclass(kw_only=True)
+class DistConfig:
+    """Data parallelism under torchrun (WORLD_SIZE > 1; docs/DESIGN.md 3.8). `dist: fsdp` is short for
+    `dist: {strategy: fsdp}`."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # whole replicas, or FSDP2 shards
+    # fsdp: shard within groups of this many ranks (a node) and replicate across groups (HSDP, a 2-D device
+    # mesh); None: shard over every rank
+    shard_size: int | None = None
+    timeout_minutes: float = 30.0  # collective timeout: a rank that waits longer fails instead of hanging
+
+    def __post_init__(self) -> None:
+        check_ranges(self, shard_size="[1, inf)", timeout_minutes="(0, inf)")
+        if self.shard_size is not None and self.strategy != "fsdp":
+            raise ValueError("shard_size: only with strategy: fsdp")
+
+
+def _dist(value: Any) -> DistConfig:
+    return DistConfig(strategy=value) if isinstance(value, str) else value
 
 
 def _check_run(cfg: Any) -> None:
     """What train and pretrain configs share: logging intervals and at least one stage."""
     check_ranges(cfg, log_every="[1, inf)", eval_every="[1, inf)", save_every="[1, inf)",
                  activation_checkpointing_k="[1, inf)")
+    cfg.dist = _dist(cfg.dist)
     if not cfg.stages:
         raise ValueError("stages: at least one stage")
 
@@ -205,8 +269,9 @@ class TrainConfig(_Checkpointing):
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[StageConfig] = field(
         default_factory=lambda: [
-            StageConfig(name="stage1", steps=100, seq_len=256, budget_weights=None),
-            StageConfig(name="stage2", steps=50, seq_len=512, micro_batch=2, budget_weights=[0.5, 0.3, 0.2]),
+            StageConfig(name="stage1", steps=100, seq_len=256, grad_accum=3, budget_weights=None),
+            StageConfig(name="stage2", steps=50, seq_len=512, micro_batch=2, grad_accum=3,
+                        budget_weights=[0.5, 0.3, 0.2]),
         ]
     )
     data: DataConfig = field(default_factory=DataConfig)
@@ -216,7 +281,8 @@ class TrainConfig(_Checkpointing):
     eval_every: int = 50
     save_every: int = 50
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume checks
-    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+    # data parallelism under torchrun (WORLD_SIZE > 1): `ddp`, `fsdp` or {strategy, shard_size, timeout_minutes}
+    dist: DistConfig | Literal["ddp", "fsdp"] = field(default_factory=DistConfig)
     # Recompute blocks in backward instead of keeping their activations (docs/DESIGN.md 3.8): "blocks" every
     # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
     activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
@@ -270,7 +336,8 @@ class PretrainConfig(_Checkpointing):
     eval_every: int = 200
     save_every: int = 200
     deterministic: bool = False
-    dist: Literal["ddp", "fsdp"] = "ddp"  # data parallelism under torchrun (WORLD_SIZE > 1): replicas or FSDP2
+    # data parallelism under torchrun (WORLD_SIZE > 1): `ddp`, `fsdp` or {strategy, shard_size, timeout_minutes}
+    dist: DistConfig | Literal["ddp", "fsdp"] = field(default_factory=DistConfig)
     # Recompute blocks in backward instead of keeping their activations (docs/DESIGN.md 3.8): "blocks" every
     # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
     activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"

@@ -2,12 +2,12 @@
 """Multi-process training under torchrun (docs/DESIGN.md 3.8): the process group, the two data-parallel
 strategies, and the few collectives the training loop needs.
 
-    torchrun --nproc_per_node=N -m nemotron_elastic train --config FILE [dist=fsdp]
+    torchrun --nproc_per_node=N -m nemotron_elastic train --config FILE [dist=fsdp] [dist.shard_size=8]
 
 Without torchrun (no WORLD_SIZE, or WORLD_SIZE=1) nothing here creates a process group and every helper
 returns at once, so single-process training is unchanged.
 
-Strategies (`dist` in the run config, used only when WORLD_SIZE > 1):
+Strategies (`dist.strategy` in the run config, used only when WORLD_SIZE > 1):
 
     ddp   every rank holds the whole student and router; the gradients of the whole accumulation are
           averaged in one bucketed all-reduce after the last micro-step (what DistributedDataParallel
@@ -25,7 +25,10 @@ Strategies (`dist` in the run config, used only when WORLD_SIZE > 1):
           after each backward (`reshard`). The router stays a replicated plain module in both modes.
           The elastic trainer's student and teacher are built on the meta device, sharded, and filled
           with each rank's rows read from the parent's safetensors (`load_model`): no rank ever holds a
-          whole model, in host or GPU memory.
+          whole model, in host or GPU memory. Mesh, HSDP and the bf16 policy: `fsdp.py`.
+
+The process group is NCCL for CUDA tensors and gloo for CPU tensors ("cpu:gloo,cuda:nccl"), with
+`dist.timeout_minutes` as the collective timeout.
 
 References: PyTorch FSDP2 (`torch.distributed.fsdp.fully_shard`), torchtitan's `parallelize` (read, not
 copied); NVIDIA Megatron-LM trains every rank on the same budget at a micro-step, as `step.sample_budget` does.
@@ -35,27 +38,32 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import datetime
 import json
 import os
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from ..checkpoint.load import load_model, load_sharded
+from ..config.run import DistConfig
+from .fsdp import build_mesh, clip_mixed_grad_norm, float32_params, shard_model
 
 T = TypeVar("T")
 BUCKET_NUMEL = 1 << 25  # elements per all-reduce bucket (128 MB of fp32): bounds the extra grad copy
 
 
 def _comm_device() -> torch.device:
-    """Where collective tensors must live: the current GPU under NCCL, else CPU."""
+    """Where small collective tensors live: the current GPU under a pure NCCL group, else CPU (gloo; the
+    "cpu:gloo,cuda:nccl" group sends CPU tensors over gloo)."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -146,6 +154,8 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    bf16: bool = False  # fsdp: all-gather parameters in bfloat16 (MixedPrecisionPolicy), reduce in float32
+    mesh: Any = None  # fsdp: the DeviceMesh (fsdp.build_mesh)
 
     @property
     def enabled(self) -> bool:
@@ -156,6 +166,11 @@ class Distributed:
         return self.enabled and self.strategy == "fsdp"
 
     @property
+    def hsdp(self) -> bool:
+        """Sharded within groups of ranks and replicated across them (a 2-D mesh)."""
+        return self.fsdp and self.mesh is not None and self.mesh.ndim == 2
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -164,6 +179,9 @@ class Distributed:
         """Where to build or load the models: CPU under fsdp (`fully_shard` moves each rank's shards to
         its GPU, so no GPU ever holds a whole model), else `device`."""
         return torch.device("cpu") if self.fsdp else self.device
+
+    def barrier(self) -> None:
+        barrier()
 
     # --- running something once ---------------------------------------------------------------------
     def on_main(self, fn: Callable[[], T]) -> T:
@@ -229,7 +247,7 @@ class Distributed:
         device, sharded, and filled with this rank's rows only (no rank ever holds the whole model)."""
         if not self.fsdp:
             return load_model(path, dtype=dtype, device=self.device)
-        return load_sharded(path, dtype, self.device, self._shard, self.rank, self.world_size)
+        return load_sharded(path, dtype, self.device, self._shard)
 
     def wrap_trained(self, model: nn.Module) -> nn.Module:
         """Prepare the trained model before its optimizer is built: replicated (ddp) or sharded (fsdp; a
@@ -238,6 +256,9 @@ class Distributed:
             return model
         self.replicate(model)
         if self.fsdp:
+            with torch.no_grad():  # fully_shard moves what it shards; the float32 rest goes by hand
+                for p in float32_params(model):
+                    p.data = p.data.to(self.device)
             self._shard(model)
         return model
 
@@ -247,13 +268,14 @@ class Distributed:
             self._shard(model)
         return model
 
-    @staticmethod
-    def _shard(model: nn.Module) -> None:
-        for block in model.layers:  # one all-gather per block, freed again after the block's forward
-            fully_shard(block)
-        # The root (embeddings, norm_f, lm_head) stays unsharded after forward: the loss reads the LM
-        # head outside the forward, and the KD chunks recompute with it in backward.
-        fully_shard(model, reshard_after_forward=False)
+    def _shard(self, model: nn.Module) -> None:
+        shard_model(model, self.mesh, self.bf16)
+
+    def all_reduce_on(self, model: nn.Module, last: bool) -> None:
+        """HSDP: gradients are reduce-scattered within the shard group at every micro-step, but all-reduced
+        across replicas only after the last micro-step of the accumulation window."""
+        if self.hsdp:
+            model.set_requires_all_reduce(last)
 
     def reshard(self, *modules: nn.Module) -> None:
         """Free the unsharded root parameters of FSDP modules (the teacher after each backward, every
@@ -273,8 +295,6 @@ class Distributed:
         """
         if not self.enabled:
             return
-        from torch.distributed.tensor import DTensor  # imported late: 1 s that single runs never pay
-
         plain = [p for p in params if not isinstance(p, DTensor)]
         if not plain:
             return
@@ -292,51 +312,39 @@ class Distributed:
                 grad.copy_(reduced.view_as(grad))
 
     def clip_grad_norm(self, params: list[nn.Parameter], max_norm: float) -> float:
-        """Clip the global gradient norm to `max_norm`; returns the norm before clipping.
-
-        Under fsdp the parameters mix DTensors (student) and plain tensors (router), which
-        `clip_grad_norm_` cannot stack: each kind's norm is taken apart (the DTensor one over all
-        shards) and both are scaled by the same factor.
-        """
-        if not self.fsdp:
-            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        from torch.distributed.tensor import DTensor
-
-        grads = [p.grad for p in params if p.grad is not None]
-        squares = 0.0
-        sharded = [g for g in grads if isinstance(g, DTensor)]
-        for group in (sharded, [g for g in grads if not isinstance(g, DTensor)]):
-            if group:
-                norm = torch.nn.utils.get_total_norm(group)
-                squares += float(norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2
-        total = squares**0.5
-        coef = max_norm / (total + 1e-6)  # the same epsilon as clip_grad_norm_
-        if coef < 1.0:
-            with torch.no_grad():
-                for g in grads:
-                    g.mul_(coef)
-        return total
+        """Clip the global gradient norm to `max_norm`; returns the norm before clipping."""
+        if self.fsdp:  # DTensors and plain tensors mixed
+            return clip_mixed_grad_norm(params, max_norm)
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
-def setup(strategy: Literal["ddp", "fsdp"] = "ddp") -> Distributed:
+def setup(cfg: DistConfig | None = None, bf16: bool = False) -> Distributed:
     """This process' `Distributed`, initialising the process group under torchrun.
 
-    Reads torchrun's RANK, WORLD_SIZE and LOCAL_RANK; the backend is NCCL with CUDA, else gloo. A second
-    call (a second trainer in the same process) reuses the group.
+    Reads torchrun's RANK, WORLD_SIZE and LOCAL_RANK; the backend is NCCL for CUDA tensors and gloo for CPU
+    ones. A second call (a second trainer in the same process) reuses the group.
+
+    Raises:
+        ValueError: `dist.shard_size` does not divide the world size (before anything is allocated).
     """
+    cfg = cfg or DistConfig()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
     if world <= 1:
-        return Distributed(torch.device("cuda" if cuda else "cpu"), strategy=strategy)
+        return Distributed(torch.device("cuda" if cuda else "cpu"), strategy=cfg.strategy, bf16=bf16)
+    if cfg.shard_size is not None and world % cfg.shard_size:
+        raise ValueError(f"dist.shard_size: {cfg.shard_size} does not divide the world size {world}")
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", device_id=device if cuda else None,
+                                timeout=datetime.timedelta(minutes=cfg.timeout_minutes))
         atexit.register(teardown)
     if dist.get_world_size() != world or dist.get_rank() != rank:
         raise RuntimeError(f"process group is rank {dist.get_rank()} of {dist.get_world_size()}, "
                            f"torchrun says {rank} of {world}")
-    return Distributed(device, rank, world, strategy)
+    mesh = build_mesh(device.type, world, cfg.shard_size) if cfg.strategy == "fsdp" else None
+    return Distributed(device, rank, world, cfg.strategy, bf16, mesh)

@@ -2,7 +2,7 @@
 """Elastic training (`nemotron-elastic train`): the router and the parent's weights trained together by
 multi-budget knowledge distillation from the frozen parent, over a curriculum of stages.
 
-    per micro-batch: budget ~ stage weights (same on every rank)
+    per budget draw: budget ~ stage weights (same on every rank; a draw covers one or more micro-batches)
                      loss = KD(teacher || student at the router's sub-model) + lambda * budget loss
     every eval_every steps: each budget's argmax sub-model on held-out tokens (KD, LM loss, perplexity)
     at the end: the elastic checkpoint `<out>/model` (weights, router, per-budget specs and costs)
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..checkpoint.elastic import save_elastic
+from ..checkpoint.native import peek_config
 from ..config.run import TrainConfig
 from ..config.spec import resolve_spec
 from ..data.corpus import prepare_tokens
@@ -36,6 +37,7 @@ from ..router.router import Router, logit_scale, temperature
 from ..subnet.cost import Sizes
 from .distributed import check_same
 from .loop import Trainer
+from .plan import check_state_fits
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .step import StepContext, elastic_loss, memory_setting, sample_budget, teacher_hidden
 
@@ -51,6 +53,10 @@ class ElasticTrainer(Trainer):
         with self.removed_on_failure():  # a start that fails leaves no run folder behind
             parent_dir = Path(cfg.parent)
             teacher_dtype = getattr(torch, cfg.distill.teacher_dtype)
+            parent_config = peek_config(parent_dir)
+            if self.device.type == "cuda" and parent_config is not None:  # refused before anything is allocated
+                check_state_fits(cfg, parent_config, self.dist.world_size,
+                                 torch.cuda.get_device_properties(self.device).total_memory)
             # Under fsdp each rank reads only its own rows of the parent: for the teacher here, for the
             # student below. Otherwise the student is a float32 copy of the teacher, cast afterwards.
             self.teacher = self.dist.load_model(parent_dir, teacher_dtype if self.dist.fsdp else torch.float32)
@@ -131,8 +137,8 @@ class ElasticTrainer(Trainer):
         tau, scale = self.schedules(step)
         return {"tau": tau, "logit_scale": scale}
 
-    def micro_loss(self, batch, step, micro, stage):
-        budget = sample_budget(self.cfg, stage, step, micro)
+    def micro_loss(self, batch, step, draw, stage):
+        budget = sample_budget(self.cfg, stage, step, draw)
         tau, scale = self.schedules(step)
         with self.autocast():
             fixed = None if self.fixed_masks is None else self.fixed_masks[budget]

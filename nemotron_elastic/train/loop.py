@@ -5,13 +5,20 @@ supply the loss, the evaluation and the final output.
 
     for step in all stages' steps:
         set LR (warmup + cosine, one multiplier for every param group)
-        for micro in grad_accum:   loss = self.micro_loss(batch, step, micro); (loss / grad_accum).backward()
+        for micro in accum:   draw = micro // (accum / draws)
+                              loss = self.micro_loss(batch, step, draw); (loss / accum).backward()
         clip, optimizer step, log (tqdm with tokens/s; metrics.jsonl), evaluate, checkpoint
 
 Under torchrun (`distributed.py`) every rank runs this same loop on its slice of each global batch
-(micro_batch x world_size windows); gradients are averaged after the accumulation (ddp) or at every
-micro-step by FSDP, metrics are averaged over ranks, and rank 0 alone writes metrics, checkpoints and the
-final output.
+(micro_batch x world_size windows per micro-step); gradients are averaged after the accumulation (ddp) or
+at every micro-step by FSDP, metrics are averaged over ranks, and rank 0 alone writes metrics and the
+final output; every rank writes its rows of each checkpoint (`state.py`).
+
+World-size invariance (a stage with `global_batch`): step s reads sequences [s G, (s + 1) G) of the
+stage's stream in the same global order on any number of processes; its `budget_draws` draws each cover
+G / draws consecutive sequences, which is one or several whole micro-steps, and the Gumbel generator is
+rewound to the draw's start for each of them, so every sequence gets the same budget and the same Gumbel
+sample whatever the world size. Budget draws per stage are kept in the checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from ..data.packed import PackedDataset, PackedTokens
 from ..model.hybrid import HybridLM
 from .distributed import Distributed, all_reduce_window, setup
 from .run_dir import MetricsWriter, prepare_run_dir
-from .state import checkpoint_tensors, gather_model, load_checkpoint, write_checkpoint
+from .state import gather_model, load_checkpoint, write_checkpoint
 
 
 class _NoMetrics:
@@ -71,8 +78,11 @@ class Trainer(abc.ABC):
     def start_run(self, cfg: Any, progress: bool) -> None:
         """What every run does first: its config, output folder, processes and device, seeds."""
         self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
-        self.dist = setup(cfg.dist)
+        self.dist = setup(cfg.dist, cfg.bf16)
         self.device = self.dist.device
+        # (micro-steps per rank, budget draws) per stage: a global batch that does not split over these
+        # ranks fails here, before anything is allocated
+        self.accum = {s.name: s.accumulation(self.dist.world_size) for s in cfg.stages}
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -125,8 +135,9 @@ class Trainer(abc.ABC):
 
     # --- hooks -------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def micro_loss(self, batch: torch.Tensor, step: int, micro: int, stage) -> tuple[torch.Tensor, str, dict]:
-        """(loss, metrics group name, metrics) for one micro-batch (B, T+1). Metric values are floats or
+    def micro_loss(self, batch: torch.Tensor, step: int, draw: int, stage) -> tuple[torch.Tensor, str, dict]:
+        """(loss, metrics group name, metrics) for one micro-batch (B, T+1) of budget draw `draw` of optimizer
+        step `step` (draws are per step, not per micro-step: `loop` docstring). Metric values are floats or
         detached 0-dim tensors, left on the device (`to_host` reads them at the log interval)."""
 
     @abc.abstractmethod
@@ -181,9 +192,9 @@ class Trainer(abc.ABC):
         cfg, total = self.cfg, self.total_steps()
         window: dict[str, list[float]] = {}  # metrics since the last log line (part of the resume state)
         if self.resume_from is not None:
-            state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator,
-                                    sharded=self.dist.fsdp)
+            state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator)
             self.step, self.data_states, window = state["step"], state["data"], state.get("window", {})
+            self.accum = resumed_accumulation(cfg, state, self.dist.world_size)
             self.metrics.resume_at(self.step)  # the interrupted run may have logged steps after its checkpoint
         from tqdm.auto import tqdm
 
@@ -201,10 +212,17 @@ class Trainer(abc.ABC):
             mult = lr_multiplier(self.step, total, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * mult
-            for micro in range(stage.grad_accum):
+            accum, draws = self.accum[stage.name]
+            for micro in range(accum):
+                draw, within = divmod(micro, accum // draws)
+                if within == 0:  # a draw's first micro-step: its Gumbel samples start here
+                    draw_rng = self.generator.get_state()
+                else:  # the draw's other micro-steps see the same samples (world-size invariance)
+                    self.generator.set_state(draw_rng)
                 batch = next(datasets[stage.name]).to(self.device)
-                loss, key, metrics = self.micro_loss(batch, self.step, micro, stage)
-                (loss / stage.grad_accum).backward()
+                self.dist.all_reduce_on(self.model, last=micro == accum - 1)
+                loss, key, metrics = self.micro_loss(batch, self.step, draw, stage)
+                (loss / accum).backward()
                 self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
                 for k, v in metrics.items():
                     window.setdefault(f"{key}/{k}" if key else k, []).append(v)
@@ -241,19 +259,13 @@ class Trainer(abc.ABC):
         return result
 
     def _checkpoint(self, datasets: dict[str, PackedDataset], window: dict[str, list[float]]) -> None:
-        """Save the resume state of the current step (every rank calls it; rank 0 writes)."""
+        """Save the resume state of the current step (every rank calls it and writes its own rows)."""
         states = dict(self.data_states)
         states.update({name: ds.state_dict() for name, ds in datasets.items()})
-        weights, opt_tensors, groups = checkpoint_tensors(self.model, self.aux, self.optimizer,
-                                                          self.dist.fsdp)
-        extra = {"data": states, "window": window}
-
-        def write() -> str:
-            return str(write_checkpoint(self.out, self.step, weights, self.aux, opt_tensors, groups,
-                                        self.generator, extra))
-
-        # on_main: a failed write stops every rank, and no rank resumes before the folder is there
-        self.dist.on_main(write)
+        extra = {"data": states, "window": window,
+                 "budget_draws": {name: draws for name, (_, draws) in self.accum.items()}}
+        write_checkpoint(self.out, self.step, self.model, self.aux, self.optimizer, self.generator, extra,
+                         self.dist)
 
     def log_extra(self, step: int) -> dict[str, float]:
         """Extra scalars for the training log (e.g. the router's temperature)."""
@@ -272,6 +284,28 @@ def to_host(window: dict[str, list]) -> dict[str, list[float]]:
         device = tensors[0].device
         stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
         out[key] = stacked.tolist()
+    return out
+
+
+def resumed_accumulation(cfg: Any, state: dict[str, Any], world_size: int) -> dict[str, tuple[int, int]]:
+    """(micro-steps per rank, budget draws) per stage for a run resumed on `world_size` processes: the
+    checkpoint's budget draws, re-split over the ranks there are now.
+
+    Raises:
+        ValueError: a stage without `global_batch` resumed on another number of processes (its global batch
+            and data order would silently change), or a draw that does not fill whole micro-steps.
+    """
+    saved_world, draws = state.get("world_size", world_size), state.get("budget_draws", {})
+    out = {}
+    for i, stage in enumerate(cfg.stages):
+        if stage.global_batch is None and saved_world != world_size:
+            raise ValueError(f"stages[{i}]: saved by {saved_world} processes, resumed by {world_size}; with "
+                             "grad_accum the global batch depends on the number of processes; set "
+                             "stages[].global_batch (sequences per step) to resume on another number")
+        try:
+            out[stage.name] = stage.accumulation(world_size, draws.get(stage.name))
+        except ValueError as e:
+            raise ValueError(f"stages[{i}].{e} (resuming on {world_size} processes)") from None
     return out
 
 

@@ -151,7 +151,8 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
     """
     if gpus < 1:
         raise ValueError(f"gpus: must be >= 1, got {gpus}")
-    world = gpus if cfg.dist == "fsdp" else 1
+    fsdp = cfg.dist.strategy == "fsdp"
+    world = min(gpus, cfg.dist.shard_size or gpus) if fsdp else 1  # ranks that share one copy of the state
     with torch.device("meta"):
         meta = HybridLM(parent)
         # the depth menu needs the parent's ranking only for its order, not for the router's size
@@ -169,10 +170,12 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
         "teacher": _sharded_bytes(params, world, teacher_bytes),
         "unsharded": 0,
     }
-    if cfg.dist == "fsdp" and gpus > 1:
+    if fsdp and world > 1:
         root = sum(p.numel() for n, p in meta.named_parameters() if not n.startswith("layers."))
         largest = sum(sorted(_block_sizes(meta))[-2:])  # elements of the two largest blocks
-        static["unsharded"] = (4 + teacher_bytes) * (root + largest)  # the student's, then the teacher's
+        # the student's and the teacher's, all-gathered in bfloat16 under the bf16 policy (train/fsdp.py)
+        gathered = 2 + 2 if cfg.bf16 else 4 + teacher_bytes
+        static["unsharded"] = gathered * (root + largest)
     stages = {}
     for stage in cfg.stages:
         stages[stage.name] = _stage_plan(cfg, parent, stage, gpus)
@@ -182,10 +185,27 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
     peak = max(row["total"] for row in stages.values())
     fits = None if gpu_memory_gib is None else peak <= gpu_memory_gib * GiB
     return {
-        "gpus": gpus, "dist": cfg.dist, "parameters": parent.num_parameters(), "static": static,
+        "gpus": gpus, "dist": cfg.dist.strategy, "shard_size": world, "parameters": parent.num_parameters(), "static": static,
         "stages": stages, "peak": peak, "gpu_memory_gib": gpu_memory_gib, "fits": fits,
         "advice": None if fits in (None, True) else _advice(cfg, static, stages, gpus),
     }
+
+
+def check_state_fits(cfg: TrainConfig, parent: ModelConfig, gpus: int, capacity: int) -> None:
+    """Refuse, before anything is allocated, a run whose training state alone (weights, gradients, AdamW
+    state, teacher: exact byte counts) exceeds `capacity` bytes per GPU; activations come on top.
+
+    Raises:
+        ValueError: naming the sizes and the setting to change (fsdp under ddp, more GPUs under fsdp).
+    """
+    plan = plan_training(cfg, parent, gpus)
+    state = sum(plan["static"].values())
+    if state > capacity:
+        fix = ("use dist: fsdp, which shards all of it over the GPUs" if cfg.dist.strategy == "ddp"
+               else "use more GPUs or a larger dist.shard_size")
+        raise ValueError(f"dist: the training state takes {state / GiB:.1f} GiB per GPU under {cfg.dist.strategy} "
+                         f"({plan['parameters'] / 1e9:.2f}B parameters: weights, gradients, AdamW state and the "
+                         f"teacher) and the GPU has {capacity / GiB:.1f} GiB; {fix}")
 
 
 def _stage_plan(cfg: TrainConfig, parent: ModelConfig, stage: StageConfig, gpus: int) -> dict[str, Any]:
@@ -208,7 +228,7 @@ def _flops(cfg: TrainConfig, parent: ModelConfig, stage: StageConfig, gpus: int)
     """FLOPs of one optimizer step over all GPUs: the teacher's forward (2N per token), the student's
     forward and backward at the budgets' expected size (6N), recomputed blocks (2N times their share) and
     causal attention (4 B T^2 H hd per layer forward, three times that with backward)."""
-    tokens = stage.micro_batch * stage.seq_len * stage.grad_accum * gpus
+    tokens = stage.micro_batch * stage.seq_len * stage.accumulation(gpus)[0] * gpus
     n = parent.num_parameters() - parent.vocab_size * parent.hidden_size  # the embedding lookup is no matmul
     weights = stage.budget_weights or [1.0] * len(cfg.budgets)
     expected = sum(w * b for w, b in zip(weights, cfg.budgets)) / sum(weights)
@@ -224,14 +244,14 @@ def _advice(cfg: TrainConfig, static: dict[str, int], stages: dict[str, dict], g
     activations = stages[worst]["activations"]
     states = sum(static.values())
     if states >= activations:
-        if cfg.dist == "ddp":
+        if cfg.dist.strategy == "ddp":
             return "dist: fsdp (shards weights, gradients, optimizer state and teacher over the GPUs)"
         return f"more GPUs (the sharded training state alone takes {states / GiB:.1f} GiB at {gpus})"
     if cfg.checkpoint_every != 1:
         return "activation_checkpointing: blocks (recompute every block in backward)"
     row = stages[worst]
     if row["micro_batch"] > 1:
-        return f"a smaller micro_batch in stage {worst!r} (with grad_accum to keep the global batch)"
+        return f"a smaller micro_batch in stage {worst!r} (more accumulation keeps the global batch)"
     return (f"a shorter seq_len in stage {worst!r}: at micro_batch 1 its activations take "
             f"{activations / GiB:.1f} GiB ({row['saved_for_backward'] / GiB:.1f} GiB of block inputs kept, "
             f"{row['recompute_peak'] / GiB:.1f} GiB while one block is recomputed)")

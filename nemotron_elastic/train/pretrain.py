@@ -77,7 +77,7 @@ class PretrainTrainer(Trainer):
             )
             self.setup_common()
 
-    def micro_loss(self, batch, step, micro, stage):
+    def micro_loss(self, batch, step, draw, stage):
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with self.autocast():
             hidden = self.model(inputs, return_hidden=True, checkpoint_every=self.cfg.checkpoint_every)

@@ -48,7 +48,10 @@ def prepare_run_dir(out: Path, cfg: TrainConfig | PretrainConfig, resume: bool, 
             shutil.rmtree(out)
         elif resume:
             previous = load_yaml(type(cfg), saved)
-            diff = [d for d in _differences(to_dict(previous), to_dict(cfg)) if d not in ("out",)]
+            # where the run's files and processes are may change on resume (checkpoints are independent of the
+            # world size and strategy); what it trains may not
+            diff = [d for d in _differences(to_dict(previous), to_dict(cfg))
+                    if d not in ("out", "check_decisions") and not d.startswith("dist.")]
             if diff:
                 raise ValueError(f"{out}: resume folder was trained with another config ({', '.join(diff[:5])} differ)")
             remove_partial_checkpoints(out)  # a run killed mid-save left them; nothing else would

@@ -1,124 +1,241 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Resumable training state, written atomically and read without unpickling.
+"""Resumable training state: sharded, atomic, independent of the world size, read without unpickling.
 
 A checkpoint is a folder `checkpoints/step-<7-digit step>/`, e.g. `checkpoints/step-0000050/`:
 
-    model.safetensors      the student's weights (native names)
-    router.safetensors     the router's weights
-    optimizer.safetensors  every optimizer state tensor, keyed `state.<param index>.<name>`
-    rng.safetensors        torch CPU RNG state and the Gumbel generator state
-    state.json             step, optimizer param_groups, data positions, config fingerprint
+    rank-00000.safetensors  the rows of every tensor that rank 0 holds: its FSDP shards (dim-0 rows) and the
+    rank-00001.safetensors  whole replicated tensors; each file's metadata maps a tensor to its first row
+    ...                     (`rows`). Tensors are named `model/<name>`, `router/<name>` and
+                            `optim/<model.|router.><name>/<AdamW state key>`.
+    rng.safetensors         torch CPU RNG state and the Gumbel generator state
+    state.json              step, world size, optimizer param groups, data positions, the metrics window,
+                            the trainer's own state (e.g. budget draws per stage), and every tensor's
+                            shape and dtype (`tensors`)
 
-It is built under a temporary name and renamed into place, so a run killed mid-write leaves the previous
-checkpoint intact; `latest_checkpoint` only ever sees finished folders. Old checkpoints beyond `keep` are
-removed after a new one is in place.
+Every rank writes its own rows (only one replica of each: replicated tensors come from rank 0, HSDP shards
+from the first replica group), so no rank gathers the model or the optimizer state. On resume every rank
+reads just the rows it holds now, from whichever files hold them: a run saved by 2 processes resumes on 1
+or on 4, under ddp or fsdp.
 
-Multi-process runs write the same files, so a checkpoint does not depend on the world size or strategy:
-rank 0 writes (replicas are identical); under FSDP every rank first takes part in gathering the full
-model and optimizer state (`torch.distributed.checkpoint.state_dict`, full and CPU-offloaded to rank 0),
-and on resume every rank reads the full files and keeps its own shards.
+The folder is built under a temporary name and renamed into place by rank 0 once every rank has written
+(a barrier), so a run killed mid-write leaves the previous checkpoint intact; `latest_checkpoint` only
+ever sees finished folders. Old checkpoints beyond `keep` are removed after a new one is in place.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 
-from ..checkpoint.native import native_state_dict
-from ..io import atomic_output_dir
-from .distributed import is_main
+from ..checkpoint.load import shard_rows
+from ..io import read_safetensors
+from .distributed import Distributed
 
 PREFIX = "step-"
+FORMAT = "nemotron-elastic-sharded-state-v2"
 
 
-def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+def named_state(model: torch.nn.Module, router: torch.nn.Module,
+                optimizer: torch.optim.Optimizer) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of the training state with its checkpoint name (model, router, AdamW state)."""
+    for prefix, module in (("model", model), ("router", router)):
+        for name, param in module.named_parameters():  # a tied lm_head is listed once
+            yield f"{prefix}/{name}", param
+    for pname, param in _named_params(model, router):
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value):
+                yield f"optim/{pname}/{key}", value
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Split an optimizer state_dict into tensors (for safetensors) and JSON-able param groups."""
-    sd = optimizer.state_dict()
-    tensors = {}
-    for idx, state in sd["state"].items():
-        for name, value in state.items():
-            tensors[f"state.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors, sd["param_groups"]
+def _named_params(model: torch.nn.Module, router: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(f"{prefix}.{n}", p) for prefix, m in (("model", model), ("router", router))
+            for n, p in m.named_parameters()]
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+def _rows(tensor: torch.Tensor, rank: int) -> tuple[torch.Tensor, int, bool]:
+    """(this rank's part, its first row, whether this rank writes it): one replica writes each row."""
+    if isinstance(tensor, DTensor):
+        start, _ = shard_rows(tensor)
+        mesh = tensor.device_mesh
+        first_replica = all(mesh.get_local_rank(d) == 0 for d, p in enumerate(tensor.placements) if p.is_replicate())
+        return tensor.to_local(), start, first_replica
+    return tensor, 0, rank == 0
 
 
-def checkpoint_tensors(
-    model: torch.nn.Module, router: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool = False
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
-    """(model weights, optimizer tensors, optimizer param groups) to write, on rank 0 (empty elsewhere).
-
-    With `sharded` (FSDP) the full state is gathered: a collective, so every rank calls it.
-    """
-    if sharded:
-        return gather_model(model), *gather_optimizer(model, router, optimizer)
-    if not is_main():
-        return {}, {}, []
-    return native_state_dict(model), *optimizer_tensors(optimizer)
-
-
-def write_checkpoint(
-    run_dir: Path,
-    step: int,
-    weights: dict[str, torch.Tensor],
-    router: torch.nn.Module,
-    opt_tensors: dict[str, torch.Tensor],
-    groups: list[dict],
-    generator: torch.Generator,
-    extra: dict[str, Any],
-    keep: int = 2,
-) -> Path:
-    """Write checkpoint `step` atomically from `checkpoint_tensors`' output (rank 0 only); its folder."""
+def write_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, router: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, generator: torch.Generator, extra: dict[str, Any],
+                     dist: Distributed, keep: int = 2) -> Path:
+    """Write checkpoint `step` of the run, every rank its own rows; returns the folder. Call on every rank."""
     folder = run_dir / "checkpoints" / f"{PREFIX}{step:07d}"
-    remove_partial_checkpoints(run_dir)
-    with atomic_output_dir(folder, overwrite=True) as tmp:
-        save_file(_contiguous(weights), str(tmp / "model.safetensors"))
-        save_file(_contiguous(router.state_dict()), str(tmp / "router.safetensors"))
-        save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
+
+    def start() -> str:
+        remove_partial_checkpoints(run_dir)
+        tmp = folder.parent / f".{folder.name}.tmp-{secrets.token_hex(4)}"
+        tmp.mkdir(parents=True)
+        return str(tmp)
+
+    tmp = Path(dist.on_main(start))  # every rank writes into the same fresh folder
+    pieces, rows, layout = {}, {}, {}
+    for name, tensor in named_state(model, router, optimizer):
+        local, first, writes = _rows(tensor, dist.rank)
+        layout[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+        if writes and (local.dim() == 0 or local.shape[0] > 0):
+            pieces[name] = local.detach().contiguous().cpu()
+            rows[name] = first
+    error: BaseException | None = None
+    try:
+        save_file(pieces, str(tmp / f"rank-{dist.rank:05d}.safetensors"), metadata={"rows": json.dumps(rows)})
+    except BaseException as e:  # noqa: BLE001 -- raised below, after every rank has reached the commit
+        error = e
+    dist.barrier()  # a rank that failed still lets the others reach the commit, which then refuses
+
+    def commit() -> str:
+        try:
+            return _commit()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise
+
+    def _commit() -> str:
+        if error is not None:
+            raise error
+        written = sorted(tmp.glob("rank-*.safetensors"))
+        if len(written) != dist.world_size:
+            raise RuntimeError(f"checkpoint {step}: {len(written)} of {dist.world_size} ranks wrote their rows")
         save_file({"torch": torch.get_rng_state(), "gumbel": generator.get_state()}, str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, **extra}, indent=2))
-    for old in sorted((run_dir / "checkpoints").glob(f"{PREFIX}*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
+        groups = optimizer.state_dict()["param_groups"]
+        state = {"format": FORMAT, "step": step, "world_size": dist.world_size, "param_groups": groups,
+                 "tensors": layout, **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        _sync_folder(tmp)
+        if folder.exists():  # a rename cannot replace a non-empty folder
+            old = folder.parent / f".{folder.name}.old-{secrets.token_hex(4)}"
+            os.rename(folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, folder)
+        for stale in sorted(folder.parent.glob(f"{PREFIX}*"))[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return str(folder)
+
+    done = Path(dist.on_main(commit))
+    if error is not None:
+        raise error
+    return done
 
 
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    router: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    extra: dict[str, Any],
-    keep: int = 2,
-    sharded: bool = False,
-) -> Path | None:
-    """Write checkpoint `step` atomically; returns its folder (None on ranks other than 0).
-    Call it on every rank when `sharded`."""
-    weights, opt_tensors, groups = checkpoint_tensors(model, router, optimizer, sharded)
-    if not is_main():
-        return None
-    return write_checkpoint(run_dir, step, weights, router, opt_tensors, groups, generator, extra, keep)
+def _sync_folder(folder: Path) -> None:
+    """fsync every file of `folder`: the rename that publishes it must not outrun its contents."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Pieces:
+    """Where every tensor's rows are in a checkpoint's rank files: {name: [(file, first row, rows)]}."""
+
+    def __init__(self, folder: Path):
+        self.index: dict[str, list[tuple[Path, int, int]]] = {}
+        for path in sorted(folder.glob("rank-*.safetensors")):
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                rows = json.loads((f.metadata() or {}).get("rows", "{}"))
+                for key in f.keys():
+                    shape = f.get_slice(key).get_shape()
+                    self.index.setdefault(key, []).append((path, rows[key], shape[0] if shape else 1))
+
+    def read(self, name: str, start: int, stop: int, scalar: bool) -> torch.Tensor:
+        """Rows [start, stop) of tensor `name` (the whole of a 0-dim one), from every file that holds part."""
+        parts, covered = [], start
+        for path, first, count in sorted(self.index.get(name, []), key=lambda p: p[1]):
+            lo, hi = max(covered, first), min(stop, first + count)
+            if hi <= lo and not scalar:
+                continue
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                parts.append(f.get_tensor(name) if scalar else f.get_slice(name)[lo - first : hi - first])
+            if scalar:
+                return parts[0]
+            covered = hi
+        if scalar or covered < stop:
+            raise ValueError(f"checkpoint: rows {covered}..{stop} of {name} are in no rank file (incomplete)")
+        return torch.cat(parts) if parts else torch.empty(0)
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, router: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
+    """Restore a checkpoint into this rank's model, router and optimizer (each reads only the rows it holds);
+    returns state.json. Works for any world size and strategy at save and load."""
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{folder}: not a checkpoint of this version ({state.get('format')!r}); "
+                         "start the run again or resume it with the version that wrote it")
+    pieces, layout = _Pieces(folder), state["tensors"]
+    expected = {n for n in layout if not n.startswith("optim/")}
+    actual = {n for n, _ in named_state(model, router, optimizer)}
+    if expected != actual:
+        raise ValueError(f"{folder}: checkpoint does not match the model (missing {sorted(actual - expected)[:5]}, "
+                         f"unexpected {sorted(expected - actual)[:5]})")
+
+    def fill(name: str, like: torch.Tensor) -> torch.Tensor:
+        """This rank's part of tensor `name`, shaped like `like` (a DTensor's local rows, or whole)."""
+        if list(like.shape) != layout[name]["shape"]:
+            raise ValueError(f"{folder}: {name} has shape {layout[name]['shape']}, the model {list(like.shape)}")
+        local = like.to_local() if isinstance(like, DTensor) else like
+        start, stop = shard_rows(like) if isinstance(like, DTensor) else (0, like.shape[0] if like.dim() else 0)
+        return pieces.read(name, start, stop, like.dim() == 0).to(local.dtype).view(local.shape)
+
+    with torch.no_grad():
+        for name, param in named_state(model, router, optimizer):
+            local = param.to_local() if isinstance(param, DTensor) else param
+            local.copy_(fill(name, param))
+    opt_state, names = {}, {id(p): n for n, p in _named_params(model, router)}
+    ordered = [p for group in optimizer.param_groups for p in group["params"]]  # the optimizer's own indices
+    for index, param in enumerate(ordered):
+        pname = names[id(param)]
+        keys = [n.rsplit("/", 1)[1] for n in layout if n.startswith(f"optim/{pname}/")]
+        entry = {}
+        for key in keys:
+            name, scalar = f"optim/{pname}/{key}", layout[f"optim/{pname}/{key}"]["shape"] == []
+            if scalar:  # AdamW's step counter (float32, kept where the optimizer keeps it: on the CPU)
+                entry[key] = pieces.read(name, 0, 0, True).to(getattr(torch, layout[name]["dtype"]))
+                continue
+            local = fill(name, param).to(param.device)
+            entry[key] = (DTensor.from_local(local, param.device_mesh, param.placements, shape=param.shape,
+                                             stride=param.stride()) if isinstance(param, DTensor) else local)
+        if entry:
+            opt_state[index] = entry
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    rng = read_safetensors(folder / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["gumbel"])
+    return state
+
+
+def read_full(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, whole (for inspection and tests; a model's whole state in memory)."""
+    state = json.loads((folder / "state.json").read_text())
+    pieces = _Pieces(folder)
+    out = {}
+    for name, info in state["tensors"].items():
+        scalar = info["shape"] == []
+        out[name] = pieces.read(name, 0, 0 if scalar else info["shape"][0], scalar).view(info["shape"])
+    return out
 
 
 def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
     """Remove what a process killed while writing a checkpoint left behind: the hidden `.step-*.tmp-*` (and
-    `.step-*.old-*`) folders of `io.atomic_output_dir`. Returns the folders removed."""
+    `.step-*.old-*`) folders. Returns the folders removed."""
     stale = sorted((run_dir / "checkpoints").glob(f".{PREFIX}*"))
     for folder in stale:
         shutil.rmtree(folder, ignore_errors=True)
@@ -131,116 +248,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def load_checkpoint(
-    folder: Path,
-    model: torch.nn.Module,
-    router: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    sharded: bool = False,
-) -> dict[str, Any]:
-    """Restore everything saved by `save_checkpoint` (every rank reads the files); returns state.json.
-
-    With `sharded` (FSDP) each rank keeps its shards of the full tensors.
-    """
-    state = json.loads((folder / "state.json").read_text())
-    weights = load_file(str(folder / "model.safetensors"))
-    if getattr(model.config, "tie_word_embeddings", False):
-        weights["lm_head.weight"] = weights["embeddings.weight"]
-    if sharded:
-        missing, unexpected = scatter_model(model, weights)
-    else:
-        with torch.no_grad():
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise ValueError(f"{folder}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
-    if not sharded:  # FSDP2 copies into the existing (already tied) parameters
-        model.tie_weights()
-    router.load_state_dict(load_file(str(folder / "router.safetensors")))
-    opt_tensors = load_file(str(folder / "optimizer.safetensors"))
-    if sharded:
-        scatter_optimizer(model, router, optimizer, opt_tensors, state["param_groups"])
-    else:
-        load_optimizer(optimizer, opt_tensors, state["param_groups"])
-    rng = load_file(str(folder / "rng.safetensors"))
-    torch.set_rng_state(rng["torch"])
-    generator.set_state(rng["gumbel"])
-    return state
-
-
-# --- FSDP: full state on rank 0 <-> shards on every rank ------------------------------------------------
-
-
-def _full_options(**kw: Any):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, **kw)
-
-
 def gather_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The FSDP model's full weights on CPU, as `native_state_dict` names them; rank 0 only (the other
     ranks get {}). A collective: every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if model.config.tie_word_embeddings:
         full.pop("lm_head.weight", None)
     return full
-
-
-def scatter_model(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """Load full `weights` (present on every rank) into the FSDP model's shards; (missing, unexpected)."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-    result = set_model_state_dict(model, weights, options=_full_options(strict=False))
-    return list(result.missing_keys), list(result.unexpected_keys)
-
-
-def _container(model: torch.nn.Module, router: torch.nn.Module) -> torch.nn.Module:
-    """One module owning every optimized parameter, so each has a name (`model.*`, `router.*`)."""
-    return torch.nn.ModuleDict({"model": model, "router": router})
-
-
-def gather_optimizer(
-    model: torch.nn.Module, router: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """`optimizer_tensors` of an optimizer over FSDP shards: the full state on rank 0 (empty elsewhere),
-    keyed by parameter index exactly as a single process writes it. A collective."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    container = _container(model, router)
-    sd = get_optimizer_state_dict(container, optimizer, options=_full_options(cpu_offload=True))
-    if not is_main():
-        return {}, []
-    # The name-keyed full state back to the index keys of `Optimizer.state_dict()` (params numbered in
-    # param-group order), so the file is the same whatever the world size or strategy.
-    index = {name: i for i, name in enumerate(n for g in sd["param_groups"] for n in g["params"])}
-    tensors = {}
-    for name, values in sd["state"].items():
-        for key, value in values.items():
-            tensors[f"state.{index[name]}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in sd["param_groups"]]
-    return tensors, groups
-
-
-def scatter_optimizer(
-    model: torch.nn.Module,
-    router: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    tensors: dict[str, torch.Tensor],
-    groups: list[dict],
-) -> None:
-    """Load an index-keyed full optimizer state (`optimizer_tensors` layout) into an optimizer over
-    FSDP shards; every rank passes the full tensors."""
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-    container = _container(model, router)
-    names = {id(p): n for n, p in container.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    state: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(order[int(idx)], {})[name] = value
-    named_groups = [{**g, "params": [order[i] for i in g["params"]]} for g in groups]
-    set_optimizer_state_dict(container, optimizer, {"state": state, "param_groups": named_groups},
-                             options=_full_options())

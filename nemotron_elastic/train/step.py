@@ -128,14 +128,16 @@ def describe(masks: ElasticMasks) -> str:
     return f"hidden {masks.hidden.size}, head dim {masks.mamba_head_dim.size}, layers {layers}"
 
 
-def sample_budget(cfg: TrainConfig, stage: StageConfig, step: int, micro: int) -> float:
-    """The budget of micro-batch `micro` of optimizer step `step`.
+def sample_budget(cfg: TrainConfig, stage: StageConfig, step: int, draw: int) -> float:
+    """The budget of budget draw `draw` of optimizer step `step`.
 
-    One budget per micro-batch, drawn from the current stage's weights with a seed that depends on (run seed,
-    global step, micro-step) only, so every data-parallel rank trains the same budget at the same micro-step
-    (as NVIDIA's `get_grad_acc_based_random_choice`) and a resumed run draws the same budgets. Budgets mix
-    inside one optimizer step through gradient accumulation (docs/METHOD.md, the curriculum).
+    One budget per draw (a micro-step, or with `global_batch` a fixed run of sequences), drawn from the
+    current stage's weights with a seed that depends on (run seed, global step, draw) only, so every
+    data-parallel rank trains the same budget at the same micro-step (as NVIDIA's
+    `get_grad_acc_based_random_choice`), a resumed run draws the same budgets, and with `global_batch` so
+    does a run on another number of processes. Budgets mix inside one optimizer step through gradient
+    accumulation (docs/METHOD.md, the curriculum).
     """
     weights = stage.budget_weights or [1.0] * len(cfg.budgets)
-    rng = random.Random(f"{cfg.seed}/{step}/{micro}")
+    rng = random.Random(f"{cfg.seed}/{step}/{draw}")
     return rng.choices(cfg.budgets, weights=weights, k=1)[0]

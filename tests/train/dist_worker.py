@@ -6,7 +6,10 @@
 
 JOBS.json is a list of {"kind": "elastic" | "pretrain" | "allocations", "config": {...}, "stop_at": k | null}, run in
 order in the same processes (torch and transformers are imported once: most of a tiny run's time). With
-`stop_at`, the run stops after step k with a checkpoint and a new trainer resumes it to the end. Rank 0
+`stop_at`, the run stops after step k with a checkpoint and a new trainer resumes it to the end; with
+"then": "stop" it only stops (another world size resumes it), with "resume": true it only resumes a run
+that another world size stopped. "die_in_save": R makes rank R exit while it writes the checkpoint of
+step `die_in_save_step`: the other ranks must fail on the collective timeout instead of hanging. Rank 0
 marks each finished job with `<out>/done` (holding the type of the trained parameters), so the tests can
 tell which job failed. A job with "report": FOLDER is expected to fail: each rank writes its error there.
 A "disagree" job checks that `check_same` fails on every rank given different values. An "allocations" job builds an elastic trainer (no training) and writes, per rank, every tensor shape
@@ -73,7 +76,7 @@ def run(job: dict) -> None:
         return
     trainer = build_and_fit(job)
     barrier()
-    if is_main():  # what the model's parameters are: DTensor shards under FSDP
+    if trainer is not None and is_main():  # what the model's parameters are: DTensor shards under FSDP
         (Path(trainer.cfg.out) / "done").write_text(type(trainer.model.lm_head.weight).__name__)
 
 
@@ -82,9 +85,22 @@ def build_and_fit(job: dict):
         trainer_cls, cfg = ElasticTrainer, from_dict(TrainConfig, job["config"])
     else:
         trainer_cls, cfg = PretrainTrainer, from_dict(PretrainConfig, job["config"])
+    if "die_in_save" in job and int(os.environ["RANK"]) == job["die_in_save"]:
+        import nemotron_elastic.train.state as state_mod
+
+        real_save = state_mod.save_file
+
+        def dying_save(tensors, path, metadata=None):
+            if f"step-{job['die_in_save_step']:07d}" in path:
+                os._exit(3)  # killed mid-save: no exception, no cleanup
+            real_save(tensors, path, metadata=metadata)
+
+        state_mod.save_file = dying_save
     stop_at = job.get("stop_at")
-    if stop_at is not None:
+    if stop_at is not None and not job.get("resume"):
         assert trainer_cls(cfg, progress=False).fit(stop_at=stop_at) is None
+        if job.get("then") == "stop":
+            return None
     trainer = trainer_cls(cfg, resume=stop_at is not None, progress=False)
     trainer.fit()
     return trainer

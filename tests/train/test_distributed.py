@@ -30,8 +30,10 @@ from nemotron_elastic.config.types import from_dict
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
 from nemotron_elastic.train.elastic import ElasticTrainer
+from nemotron_elastic.train.fsdp import float32_params
 from nemotron_elastic.train.pretrain import PretrainTrainer
 from nemotron_elastic.train.run_dir import read_metrics
+from nemotron_elastic.train.state import latest_checkpoint, read_full
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TEXT = [
@@ -96,7 +98,7 @@ def root(tmp_path_factory):
     return root
 
 
-def elastic_config(root: Path, out: str, micro_batch: int, dist: str = "ddp") -> dict:
+def elastic_config(root: Path, out: str, micro_batch: int, dist: str | dict = "ddp") -> dict:
     stage = {"seq_len": 16, "micro_batch": micro_batch, "grad_accum": 2}
     return {
         "parent": str(root / "parent"), "out": str(root / out), "budgets": [1.0, 0.5],
@@ -107,6 +109,16 @@ def elastic_config(root: Path, out: str, micro_batch: int, dist: str = "ddp") ->
         "data": {"train": str(root / "train.txt"), "heldout": str(root / "held.txt"), "eval_tokens": 64},
         "log_every": 2, "eval_every": 3, "save_every": 2, "bf16": False, "dist": dist,
     }
+
+
+def global_config(root: Path, out: str, dist: dict | str = "ddp") -> dict:
+    """A run sized by `global_batch` (4 sequences per step, 2 budget draws of 2 sequences each): the same
+    run on 1 or 2 processes, which may stop on one and resume on the other."""
+    cfg = elastic_config(root, out, 1, "ddp")
+    for stage in cfg["stages"]:
+        del stage["grad_accum"]
+        stage.update(global_batch=4, budget_draws=2)
+    return {**cfg, "dist": dist}
 
 
 def pretrain_config(root: Path, out: str, micro_batch: int, preset: str = "micro-hybrid") -> dict:
@@ -188,8 +200,29 @@ def runs(root):
         # tied embeddings (the LM head is the embedding table) under FSDP, with a resume
         "pre-fsdp": {"kind": "pretrain", "config": {**pretrain_config(root, "pre-fsdp", 2, "micro-llama"),
                                                     "dist": "fsdp"}, "stop_at": 2},
+        # bf16 mixed precision (parameters all-gathered in bfloat16, gradients reduced in float32)
+        "fsdp-bf16": {"kind": "elastic", "config": {**elastic_config(root, "fsdp-bf16", 2, "fsdp"), "bf16": True}},
+        # world-size invariance: 2 processes straight, 2 stopped (resumed by 1 below), 2 resuming 1's stop
+        "gb-two": {"kind": "elastic", "config": global_config(root, "gb-two", "fsdp")},
+        "gb-two-stop": {"kind": "elastic", "config": global_config(root, "gb-two-stop", "fsdp"), "stop_at": 4,
+                        "then": "stop"},
+        "gb-one-stop": {"kind": "elastic", "config": global_config(root, "gb-one-stop", "fsdp"), "stop_at": 4,
+                        "resume": True},
     }
+    one_stop = from_dict(TrainConfig, global_config(root, "gb-one-stop", "fsdp"))
+    assert ElasticTrainer(one_stop, progress=False).fit(stop_at=4) is None  # resumed by 2 processes
     failure = launch(root, "jobs", list(jobs.values()))
+    # HSDP: 4 processes, shards within pairs, replicas across them; micro_batch 1 x 4 ranks = the single 4
+    hsdp = {**elastic_config(root, "hsdp", 1, {"strategy": "fsdp", "shard_size": 2})}
+    failure += launch(root, "hsdp", [{"kind": "elastic", "config": hsdp}], nproc=4)
+    # rank 1 dies while it writes checkpoint 4: rank 0 fails on the collective timeout, not hanging
+    die = global_config(root, "died", {"strategy": "fsdp", "timeout_minutes": 0.25})
+    (root / "died-report").mkdir()
+    launch(root, "died", [{"kind": "elastic", "config": die, "die_in_save": 1, "die_in_save_step": 4,
+                           "report": str(root / "died-report")}])
+    ElasticTrainer(from_dict(TrainConfig, global_config(root, "gb-one")), progress=False).fit()
+    ElasticTrainer(from_dict(TrainConfig, {**elastic_config(root, "single-bf16", 4), "bf16": True}),
+                   progress=False).fit()
     ElasticTrainer(from_dict(TrainConfig, elastic_config(root, "single", 4)), progress=False).fit()
     PretrainTrainer(from_dict(PretrainConfig, pretrain_config(root, "pre-single", 4)), progress=False).fit()
     llama = pretrain_config(root, "pre-single-llama", 4, "micro-llama")
@@ -224,16 +257,18 @@ def assert_same_router(single: Path, multi: Path) -> None:
 
 
 def assert_same_checkpoint(single: Path, multi: Path) -> None:
-    """The last checkpoints hold the same files, keys, optimizer groups and data position, whatever the
-    world size and strategy (FSDP's gathered state is written as a single process writes it)."""
+    """The last checkpoints hold the same tensors (read whole from the rank files), optimizer groups, data
+    position and RNG states, whatever the world size and strategy wrote them."""
     a, b = single / "checkpoints" / "step-0000004", multi / "checkpoints" / "step-0000004"
     sa, sb = json.loads((a / "state.json").read_text()), json.loads((b / "state.json").read_text())
     assert (sa["step"], sa["param_groups"], sa["data"]) == (sb["step"], sb["param_groups"], sb["data"])
-    for name in ("model", "router", "optimizer", "rng"):
-        ta, tb = load_file(str(a / f"{name}.safetensors")), load_file(str(b / f"{name}.safetensors"))
-        assert ta.keys() == tb.keys(), name
-        for k in ta:
-            torch.testing.assert_close(tb[k], ta[k], rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
+    assert sa["tensors"] == sb["tensors"]
+    ta, tb = read_full(a), read_full(b)
+    assert ta.keys() == tb.keys() and any(k.startswith("optim/") for k in ta)
+    for k in ta:
+        torch.testing.assert_close(tb[k], ta[k], rtol=1e-5, atol=1e-6, msg=k)
+    ra, rb = load_file(str(a / "rng.safetensors")), load_file(str(b / "rng.safetensors"))
+    assert all(torch.equal(ra[k], rb[k]) for k in ra)
 
 
 def test_ddp_elastic_matches_one_process(root, runs):
@@ -266,7 +301,9 @@ def test_fsdp_never_materialises_a_whole_model(root, runs):
     shape of any parameter that sharding splits (rows >= 2), only its half; under ddp (the control) the
     same record shows the whole parameters."""
     parent = load_model(root / "parent-odd")
-    split = {tuple(p.shape) for p in parent.parameters() if p.dim() and p.shape[0] >= 2}
+    whole = float32_params(parent)  # Mamba A_log / D / dt_bias and norm weights: kept whole (train/fsdp.py)
+    split = {tuple(p.shape) for p in parent.parameters() if p.dim() and p.shape[0] >= 2 and p not in whole}
+    assert not split & {tuple(p.shape) for p in whole}
     halves = {(-(-s[0] // 2), *s[1:]) for s in split}
     assert not split & halves  # the parent is built so that the two cannot be confused
 
@@ -287,3 +324,82 @@ def test_ranks_that_disagree_on_the_sub_model_fail_instead_of_hanging(root, runs
     for rank in (0, 1):
         text = (root / "disagree" / f"rank{rank}.txt").read_text()
         assert text == f"RuntimeError: the sub-model of budget 1: the ranks disagree (rank {rank} has rank {rank})"
+
+
+def test_fsdp_bf16_mixed_precision_follows_one_process(root, runs):
+    """bf16 policy vs one process under bf16 autocast. Both run every matmul in bfloat16; FSDP also rounds the
+    weights, the residual stream and the embedding output to bfloat16 (8-bit mantissa, relative rounding
+    2^-9 = 2e-3) where autocast keeps them float32, so the losses agree to about that: rel 2e-2 leaves
+    10x room for the rounding to accumulate over 12 layers of tiny width, and A_log / D / dt_bias / norms
+    stay float32 (replicated) on both sides."""
+    out = finished(root, "fsdp-bf16", runs, "DTensor")
+    a, b = rows(root / "single-bf16", "train"), rows(out, "train")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and a
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key.endswith(("/kd", "/loss")):
+                assert rb[key] == pytest.approx(ra[key], rel=2e-2, abs=2e-3), (ra["step"], key)
+    model = load_model(out / "model")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+
+
+def test_hsdp_four_processes_match_one_process(root, runs):
+    out = finished(root, "hsdp", runs, "DTensor")
+    assert_same_run(root / "single", out, ELASTIC_KEYS)
+    assert_same_router(root / "single", out)
+
+
+def assert_same_continuation(straight: Path, resumed: Path) -> None:
+    """Same budgets (metric keys) and Gumbel decisions (cost ratios) at every logged step, and losses within
+    1e-6 (absolute, or relative for values above 1): another world size sums the same gradients in another
+    order, so the runs agree to float32 rounding, not bit for bit; the full budget's KD (~2e-4 here) then
+    moves in its 5th digit."""
+    a, b = rows(straight, "train"), rows(resumed, "train")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) == 3
+    for ra, rb in zip(a, b):
+        assert sorted(k for k in ra if "/" in k) == sorted(k for k in rb if "/" in k), ra["step"]  # budgets
+        for key in ra:
+            if key.endswith(("/kd", "/loss", "/budget_loss", "/cost_ratio", "/decision_ratio")):
+                assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-6), (ra["step"], key)
+    wa, wb = load_model(straight / "model").state_dict(), load_model(resumed / "model").state_dict()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_saved_by_two_processes_resumed_by_one(root, runs):
+    stopped = root / "gb-two-stop"
+    assert latest_checkpoint(stopped).name == "step-0000004"
+    assert len(list(latest_checkpoint(stopped).glob("rank-*.safetensors"))) == 2
+    ElasticTrainer(from_dict(TrainConfig, global_config(root, "gb-two-stop", "fsdp")), resume=True,
+                   progress=False).fit()
+    assert_same_continuation(finished(root, "gb-two", runs, "DTensor"), stopped)
+
+
+def test_saved_by_one_process_resumed_by_two(root, runs):
+    out = finished(root, "gb-one-stop", runs, "DTensor")
+    assert_same_continuation(root / "gb-one", out)
+    assert_same_continuation(root / "gb-one", root / "gb-two")  # the world size does not change the run
+
+
+def test_grad_accum_runs_refuse_to_resume_on_another_world_size(root, runs):
+    cfg = from_dict(TrainConfig, elastic_config(root, "fsdp", 2, "fsdp"))
+    run = root / "fsdp-copy"
+    import shutil
+
+    shutil.copytree(root / "fsdp", run)
+    (run / "model").rename(run / "model-done")  # not finished: a checkpoint to resume
+    with pytest.raises(ValueError, match=r"stages\[0\]: saved by 2 processes, resumed by 1"):
+        ElasticTrainer(dataclasses.replace(cfg, out=str(run)), resume=True, progress=False).fit()
+
+
+def test_a_rank_killed_mid_save_leaves_the_previous_checkpoint(root, runs):
+    """Rank 1 exits while writing checkpoint 4; rank 0 fails on the 15 s collective timeout instead of
+    hanging; checkpoint 2 is intact and one process resumes it to the uninterrupted run's end."""
+    report = (root / "died-report" / "rank0.txt").read_text()
+    assert report.split(":")[0] in ("RuntimeError", "DistBackendError"), report
+    run = root / "died"
+    assert latest_checkpoint(run).name == "step-0000002"
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # the torn write
+    ElasticTrainer(from_dict(TrainConfig, global_config(root, "died")), resume=True, progress=False).fit()
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert_same_continuation(root / "gb-one", run)
