@@ -17,6 +17,7 @@ from nemotron_elastic.config import yaml_io as configio
 from nemotron_elastic.config.model import ModelConfig
 from nemotron_elastic.config.presets import get_preset, list_presets
 from nemotron_elastic.config.run import PretrainConfig, TrainConfig
+from nemotron_elastic.config.schedule import DistConfig, StageConfig
 from nemotron_elastic.config.types import ConfigError, from_dict, to_dict
 from nemotron_elastic.config.yaml_io import load_yaml, parse_overrides, save_yaml
 
@@ -348,6 +349,15 @@ def test_smollm2_preset_matches_gguf():
         ({"log_every": 0}, "log_every: must be >= 1"),
         ({"activation_checkpointing": "every_k", "activation_checkpointing_k": 0},
          "activation_checkpointing_k: must be >= 1"),
+        ({"dist": {"strategy": "fsdp", "shard_size": 0}}, "dist.shard_size: must be >= 1"),
+        ({"dist": {"timeout_minutes": 0}}, "dist.timeout_minutes: must be > 0"),
+        ({"dist": {"shard_size": 2}}, "dist.shard_size: only with strategy: fsdp"),
+        ({"stages": [{"global_batch": 0}]}, "stages[0].global_batch: must be >= 1"),
+        ({"stages": [{"global_batch": 8, "grad_accum": 2}]}, "stages[0].grad_accum: give global_batch or grad_accum"),
+        ({"stages": [{"budget_draws": 2}]}, "stages[0].budget_draws: needs global_batch"),
+        ({"stages": [{"global_batch": 6, "micro_batch": 4}]}, "stages[0].global_batch: 6 is not a multiple of"),
+        ({"stages": [{"global_batch": 8, "micro_batch": 1, "budget_draws": 3}]},
+         "stages[0].budget_draws: 3 does not divide global_batch = 8"),
     ],
 )
 def test_numbers_out_of_range_name_their_key(over, message):
@@ -367,3 +377,28 @@ def test_checkpoint_every_from_the_config():
     assert from_dict(TrainConfig, {}).checkpoint_every == 0
     assert from_dict(TrainConfig, {"activation_checkpointing": "blocks"}).checkpoint_every == 1
     assert from_dict(PretrainConfig, {"activation_checkpointing": "every_k", "activation_checkpointing_k": 3}).checkpoint_every == 3
+
+
+def test_dist_section_and_its_shorthand():
+    assert from_dict(TrainConfig, {"dist": "fsdp"}).dist == DistConfig(strategy="fsdp")
+    assert from_dict(TrainConfig, {}).dist == DistConfig()
+    cfg = from_dict(TrainConfig, {"dist": {"strategy": "fsdp", "shard_size": 8, "timeout_minutes": 5}})
+    assert (cfg.dist.shard_size, cfg.dist.timeout_minutes) == (8, 5.0)
+    assert from_dict(TrainConfig, to_dict(cfg)).dist == cfg.dist  # saved as a section, read back the same
+    with pytest.raises(ConfigError, match="^dist: expected"):
+        from_dict(TrainConfig, {"dist": "zero3"})
+
+
+def test_accumulation_from_the_global_batch():
+    """grad_accum is per rank (the global batch grows with the world size); global_batch fixes the global
+    batch and the budget draws, and the accumulation follows the world size."""
+    legacy = StageConfig(micro_batch=2, grad_accum=3)
+    assert legacy.accumulation(1) == legacy.accumulation(4) == (3, 3)
+    assert StageConfig(micro_batch=2).accumulation(2) == (1, 1)
+    stage = StageConfig(micro_batch=2, global_batch=16)
+    assert [stage.accumulation(w) for w in (1, 2, 4, 8)] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+    assert stage.accumulation(1, draws=2) == (8, 2)  # a run that started on 4 ranks, resumed on 1
+    with pytest.raises(ValueError, match="global_batch: 16 is not divisible by micro_batch x world size = 2 x 3"):
+        stage.accumulation(3)
+    with pytest.raises(ValueError, match="budget_draws: a draw covers 2 sequences, not a multiple of"):
+        stage.accumulation(2, draws=8)

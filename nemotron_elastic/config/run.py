@@ -11,38 +11,11 @@ scale 1 -> 10, lambda 1, d_router 256, forward KL at T = 1 and no CE; stage 1 un
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-_INTERVAL = re.compile(r"^([\[(])\s*(-?inf|-?[0-9.e+-]+)\s*,\s*(inf|-?[0-9.e+-]+)\s*([\])])$")
-
-
-def check_ranges(obj: Any, **intervals: str) -> None:
-    """Raise `ValueError("field: must be ...")` for the first field of `obj` outside its interval.
-
-    Args:
-        obj: a config dataclass instance.
-        intervals: field name -> interval in the usual notation, e.g. "(0, inf)", "[0, 1)", "[1, inf)".
-            A list field is checked item by item. NaN is outside every interval.
-    """
-    for name, text in intervals.items():
-        low_bracket, low, high, high_bracket = _INTERVAL.match(text).groups()
-        low, high = float(low), float(high)
-        values = getattr(obj, name)
-        for i, value in enumerate(values if isinstance(values, list) else [values]):
-            if value is None:
-                continue
-            above = value > low if low_bracket == "(" else value >= low
-            below = value < high if high_bracket == ")" else value <= high
-            if not (above and below):  # also NaN
-                where = f"{name}[{i}]" if isinstance(values, list) else name
-                if math.isinf(high):
-                    rule = f"{'>' if low_bracket == '(' else '>='} {low:g}"
-                else:
-                    rule = f"in {text}"
-                raise ValueError(f"{where}: must be {rule}, got {value}")
+from .schedule import DistConfig, StageConfig, dist_config
+from .types import check_ranges
 
 
 @dataclass(kw_only=True)
@@ -128,67 +101,6 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
-class StageConfig:
-    """One curriculum stage: its own context, batch, length and budget weights (one per budget, in the
-    order of `TrainConfig.budgets`; normalised).
-
-    The batch is either `global_batch` (sequences per optimizer step over all processes; each rank then
-    accumulates global_batch / (micro_batch x world size) micro-batches, so a run may resume on another
-    number of processes) or `grad_accum` (micro-batches per rank and step: the global batch grows with the
-    world size). `budget_draws`: budgets (and Gumbel samples) drawn per optimizer step with `global_batch`;
-    each draw covers global_batch / budget_draws consecutive sequences. Default: one per micro-step at the
-    world size the run starts on (kept on resume).
-    """
-
-    name: str = "stage1"
-    steps: int = 100
-    seq_len: int = 256
-    micro_batch: int = 4
-    grad_accum: int | None = None  # without global_batch: default 1
-    global_batch: int | None = None
-    budget_draws: int | None = None
-    budget_weights: list[float] | None = None  # None: uniform
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self, steps="[1, inf)", seq_len="[1, inf)", micro_batch="[1, inf)", grad_accum="[1, inf)",
-            global_batch="[1, inf)", budget_draws="[1, inf)", budget_weights="[0, inf)",
-        )
-        if self.global_batch is not None and self.grad_accum is not None:
-            raise ValueError("grad_accum: give global_batch or grad_accum, not both (with global_batch the "
-                             "accumulation is derived from the world size)")
-        if self.budget_draws is not None and self.global_batch is None:
-            raise ValueError("budget_draws: needs global_batch (with grad_accum there is one draw per micro-step)")
-        if self.global_batch is not None and self.global_batch % self.micro_batch:
-            raise ValueError(f"global_batch: {self.global_batch} is not a multiple of micro_batch = {self.micro_batch}")
-        if self.global_batch is not None and self.budget_draws is not None and self.global_batch % self.budget_draws:
-            raise ValueError(f"budget_draws: {self.budget_draws} does not divide global_batch = {self.global_batch}")
-
-    def accumulation(self, world_size: int, draws: int | None = None) -> tuple[int, int]:
-        """(micro-steps per rank and optimizer step, budget draws per step) on `world_size` processes.
-
-        draws: the run's budget draws per step when resuming (overrides `budget_draws` and the default).
-
-        Raises:
-            ValueError: the global batch does not split into micro-batches over the ranks, or a draw's
-                sequences do not fill whole micro-steps.
-        """
-        if self.global_batch is None:
-            accum = self.grad_accum or 1
-            return accum, accum
-        per_step = self.micro_batch * world_size
-        if self.global_batch % per_step:
-            raise ValueError(f"global_batch: {self.global_batch} is not divisible by micro_batch x world size = "
-                             f"{self.micro_batch} x {world_size}")
-        accum = self.global_batch // per_step
-        draws = draws or self.budget_draws or accum
-        if accum % draws:
-            raise ValueError(f"budget_draws: a draw covers {self.global_batch // draws} sequences, not a multiple of "
-                             f"micro_batch x world size = {per_step}; choose budget_draws dividing {accum}")
-        return accum, draws
-
-
-@dataclass(kw_only=True)
 class DataConfig:
     train: str | None = None  # text / jsonl / parquet file or folder; None: the packaged default corpus
     heldout: str | None = None  # None: the default corpus' held-out split (or 2% of `train` documents)
@@ -202,40 +114,11 @@ class DataConfig:
         check_ranges(self, eval_tokens="[1, inf)")
 
 
-MAX_EPOCHS = 100
-
-
-def planned_tokens(cfg: Any, world_size: int = 1) -> int:
-    """Training tokens a run reads over all its stages, on `world_size` processes."""
-    return sum(s.steps * s.micro_batch * s.seq_len * s.accumulation(world_size)[0] * world_size for s in cfg.stages)
-
-
-@dataclass(kw_only=True)
-class DistConfig:
-    """Data parallelism under torchrun (WORLD_SIZE > 1; docs/DESIGN.md 3.8). `dist: fsdp` is short for
-    `dist: {strategy: fsdp}`."""
-
-    strategy: Literal["ddp", "fsdp"] = "ddp"  # whole replicas, or FSDP2 shards
-    # fsdp: shard within groups of this many ranks (a node) and replicate across groups (HSDP, a 2-D device
-    # mesh); None: shard over every rank
-    shard_size: int | None = None
-    timeout_minutes: float = 30.0  # collective timeout: a rank that waits longer fails instead of hanging
-
-    def __post_init__(self) -> None:
-        check_ranges(self, shard_size="[1, inf)", timeout_minutes="(0, inf)")
-        if self.shard_size is not None and self.strategy != "fsdp":
-            raise ValueError("shard_size: only with strategy: fsdp")
-
-
-def _dist(value: Any) -> DistConfig:
-    return DistConfig(strategy=value) if isinstance(value, str) else value
-
-
 def _check_run(cfg: Any) -> None:
     """What train and pretrain configs share: logging intervals and at least one stage."""
     check_ranges(cfg, log_every="[1, inf)", eval_every="[1, inf)", save_every="[1, inf)",
                  activation_checkpointing_k="[1, inf)")
-    cfg.dist = _dist(cfg.dist)
+    cfg.dist = dist_config(cfg.dist)
     if not cfg.stages:
         raise ValueError("stages: at least one stage")
 
@@ -254,6 +137,8 @@ class _Checkpointing:
 @dataclass(kw_only=True)
 class TrainConfig(_Checkpointing):
     """`nemotron-elastic train --config FILE [key.sub=value ...]`."""
+
+    SHORTHANDS: ClassVar[dict[str, str]] = {"dist": "strategy"}  # `dist: fsdp` = `dist: {strategy: fsdp}`
 
     parent: str = "runs/parent-scored"  # a scored parent (native checkpoint + ranking.json)
     out: str = "runs/elastic"
@@ -320,6 +205,8 @@ class TrainConfig(_Checkpointing):
 @dataclass(kw_only=True)
 class PretrainConfig(_Checkpointing):
     """`nemotron-elastic pretrain --config FILE`: a small parent from scratch (plain next-token loss)."""
+
+    SHORTHANDS: ClassVar[dict[str, str]] = {"dist": "strategy"}
 
     preset: str | None = "tiny-hybrid"  # a named ModelConfig; `model` (if given) replaces it
     model: dict | None = None  # ModelConfig fields overriding the preset, e.g. {pattern: "M-*-"}

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import math
 import re
 import types
 import typing
@@ -233,3 +234,32 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-?inf|-?[0-9.e+-]+)\s*,\s*(inf|-?[0-9.e+-]+)\s*([\])])$")
+
+
+def check_ranges(obj: Any, **intervals: str) -> None:
+    """Raise `ValueError("field: must be ...")` for the first field of `obj` outside its interval.
+
+    Args:
+        obj: a config dataclass instance.
+        intervals: field name -> interval in the usual notation, e.g. "(0, inf)", "[0, 1)", "[1, inf)".
+            A list field is checked item by item. NaN is outside every interval.
+    """
+    for name, text in intervals.items():
+        low_bracket, low, high, high_bracket = _INTERVAL.match(text).groups()
+        low, high = float(low), float(high)
+        values = getattr(obj, name)
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            if value is None:
+                continue
+            above = value > low if low_bracket == "(" else value >= low
+            below = value < high if high_bracket == ")" else value <= high
+            if not (above and below):  # also NaN
+                where = f"{name}[{i}]" if isinstance(values, list) else name
+                if math.isinf(high):
+                    rule = f"{'>' if low_bracket == '(' else '>='} {low:g}"
+                else:
+                    rule = f"in {text}"
+                raise ValueError(f"{where}: must be {rule}, got {value}")

@@ -155,6 +155,10 @@ def load_yaml(cls: type, path: str | os.PathLike, overrides: list[str] | tuple[s
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(f"{path}: top level must be a mapping of {cls.__name__} fields, got {kind}")
+    # A section written in its one-word form (`dist: fsdp`) still takes dotted overrides (`dist.shard_size=8`).
+    for key, first_field in getattr(cls, "SHORTHANDS", {}).items():
+        if isinstance(data.get(key), str) and isinstance(extra.get(key), dict):
+            data[key] = {first_field: data[key]}
     try:
         return from_dict(cls, _deep_merge(data, extra))
     except ConfigError as e:

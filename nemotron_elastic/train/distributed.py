@@ -54,7 +54,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from ..checkpoint.load import load_model, load_sharded
-from ..config.run import DistConfig
+from ..config.schedule import DistConfig
 from .fsdp import build_mesh, clip_mixed_grad_norm, float32_params, shard_model
 
 T = TypeVar("T")

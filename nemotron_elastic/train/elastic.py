@@ -37,8 +37,8 @@ from ..router.router import Router, logit_scale, temperature
 from ..subnet.cost import Sizes
 from .distributed import check_same
 from .loop import Trainer
-from .plan import check_state_fits
 from .losses import cross_entropy_chunked, kl_div_chunked
+from .plan import check_state_fits
 from .step import StepContext, elastic_loss, memory_setting, sample_budget, teacher_hidden
 
 

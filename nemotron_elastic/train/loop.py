@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from ..config.run import MAX_EPOCHS, StageConfig, TrainConfig, planned_tokens
+from ..config.run import TrainConfig
+from ..config.schedule import MAX_EPOCHS, StageConfig, accumulations, planned_tokens
 from ..data.packed import PackedDataset, PackedTokens
 from ..model.hybrid import HybridLM
 from .distributed import Distributed, all_reduce_window, setup
@@ -82,7 +83,7 @@ class Trainer(abc.ABC):
         self.device = self.dist.device
         # (micro-steps per rank, budget draws) per stage: a global batch that does not split over these
         # ranks fails here, before anything is allocated
-        self.accum = {s.name: s.accumulation(self.dist.world_size) for s in cfg.stages}
+        self.accum = accumulations(cfg, self.dist.world_size)
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -295,18 +296,16 @@ def resumed_accumulation(cfg: Any, state: dict[str, Any], world_size: int) -> di
         ValueError: a stage without `global_batch` resumed on another number of processes (its global batch
             and data order would silently change), or a draw that does not fill whole micro-steps.
     """
-    saved_world, draws = state.get("world_size", world_size), state.get("budget_draws", {})
-    out = {}
+    saved_world = state.get("world_size", world_size)
     for i, stage in enumerate(cfg.stages):
         if stage.global_batch is None and saved_world != world_size:
             raise ValueError(f"stages[{i}]: saved by {saved_world} processes, resumed by {world_size}; with "
                              "grad_accum the global batch depends on the number of processes; set "
                              "stages[].global_batch (sequences per step) to resume on another number")
-        try:
-            out[stage.name] = stage.accumulation(world_size, draws.get(stage.name))
-        except ValueError as e:
-            raise ValueError(f"stages[{i}].{e} (resuming on {world_size} processes)") from None
-    return out
+    try:
+        return accumulations(cfg, world_size, state.get("budget_draws"))
+    except ValueError as e:
+        raise ValueError(f"{e} (resuming on {world_size} processes)") from None
 
 
 def stage_at(cfg: TrainConfig, step: int) -> tuple[int, StageConfig]:

@@ -41,13 +41,15 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..config.model import ModelConfig
-from ..config.run import StageConfig, TrainConfig
+from ..config.run import TrainConfig
+from ..config.schedule import StageConfig, accumulations
 from ..config.spec import SubnetSpec
 from ..model.attention import rope_cos_sin
 from ..model.hybrid import HybridLM
 from ..model.masks import ElasticMasks
 from ..router.menus import menus_from_config
 from ..router.router import Router
+from .fsdp import float32_params
 from .losses import kl_chunk_sum
 
 GiB = 2**30
@@ -151,6 +153,7 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
     """
     if gpus < 1:
         raise ValueError(f"gpus: must be >= 1, got {gpus}")
+    accumulations(cfg, gpus)  # a global batch that does not split over the GPUs: the config's own error
     fsdp = cfg.dist.strategy == "fsdp"
     world = min(gpus, cfg.dist.shard_size or gpus) if fsdp else 1  # ranks that share one copy of the state
     with torch.device("meta"):
@@ -209,13 +212,21 @@ def check_state_fits(cfg: TrainConfig, parent: ModelConfig, gpus: int, capacity:
 
 
 def _stage_plan(cfg: TrainConfig, parent: ModelConfig, stage: StageConfig, gpus: int) -> dict[str, Any]:
+    # FSDP's bf16 policy runs the blocks on bfloat16 copies of the weights (train/fsdp.py), so the residual
+    # stream is bfloat16; under plain autocast it stays float32, as the weights are
+    gathered_bf16 = cfg.bf16 and cfg.dist.strategy == "fsdp" and gpus > 1
     with FakeTensorMode():
         model = HybridLM(parent)  # fake tensors: shapes only, nothing allocated
-        act = activation_bytes(model, stage.micro_batch, stage.seq_len, None, cfg.checkpoint_every, cfg.bf16)
         kd = kd_chunk_bytes(model, stage.micro_batch * stage.seq_len, cfg.distill.chunk_size)
+        if gathered_bf16:
+            keep = float32_params(model)
+            for p in model.parameters():
+                if p not in keep:
+                    p.data = p.data.to(torch.bfloat16)
+        act = activation_bytes(model, stage.micro_batch, stage.seq_len, None, cfg.checkpoint_every, cfg.bf16)
     tokens = stage.micro_batch * stage.seq_len
-    # the residual stream is float32 under autocast: the teacher's last hidden state has its weights' dtype
-    hidden_bytes = 2 if cfg.distill.teacher_dtype == "bfloat16" else 4
+    # the teacher's last hidden state has its weights' dtype (or the policy's bfloat16)
+    hidden_bytes = 2 if cfg.distill.teacher_dtype == "bfloat16" or gathered_bf16 else 4
     return {
         "micro_batch": stage.micro_batch, "seq_len": stage.seq_len, "activations": act["total"],
         "saved_for_backward": act["saved"], "recompute_peak": act["recompute"],
@@ -243,6 +254,10 @@ def _advice(cfg: TrainConfig, static: dict[str, int], stages: dict[str, dict], g
     worst = max(stages, key=lambda name: stages[name]["total"])
     activations = stages[worst]["activations"]
     states = sum(static.values())
+    shard = min(gpus, cfg.dist.shard_size or gpus)
+    if cfg.dist.strategy == "fsdp" and shard < gpus:  # HSDP: sharding wider is the cheapest memory
+        return (f"a larger dist.shard_size (null: shard over all {gpus} GPUs); shards of {shard} keep "
+                f"{states / GiB:.1f} GiB of training state per GPU")
     if states >= activations:
         if cfg.dist.strategy == "ddp":
             return "dist: fsdp (shards weights, gradients, optimizer state and teacher over the GPUs)"
@@ -259,7 +274,8 @@ def _advice(cfg: TrainConfig, static: dict[str, int], stages: dict[str, dict], g
 
 def format_plan(plan: dict) -> str:
     """The plan as a terminal table (GiB)."""
-    lines = [f"{plan['parameters'] / 1e9:.2f}B parameters, {plan['gpus']} GPU(s), dist {plan['dist']}; per GPU:"]
+    hsdp = f" (HSDP: shards of {plan['shard_size']})" if 1 < plan["shard_size"] < plan["gpus"] else ""
+    lines = [f"{plan['parameters'] / 1e9:.2f}B parameters, {plan['gpus']} GPU(s), dist {plan['dist']}{hsdp}; per GPU:"]
     for name, value in plan["static"].items():
         lines.append(f"  {name:<22} {value / GiB:10.2f} GiB")
     for name, row in plan["stages"].items():

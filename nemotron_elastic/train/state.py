@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
@@ -149,11 +149,14 @@ class _Pieces:
     def __init__(self, folder: Path):
         self.index: dict[str, list[tuple[Path, int, int]]] = {}
         for path in sorted(folder.glob("rank-*.safetensors")):
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                rows = json.loads((f.metadata() or {}).get("rows", "{}"))
-                for key in f.keys():
-                    shape = f.get_slice(key).get_shape()
-                    self.index.setdefault(key, []).append((path, rows[key], shape[0] if shape else 1))
+            try:
+                with safe_open(str(path), framework="pt", device="cpu") as f:
+                    rows = json.loads((f.metadata() or {}).get("rows", "{}"))
+                    for key in f.keys():  # noqa: SIM118 -- a safetensors handle, not a dict
+                        shape = f.get_slice(key).get_shape()
+                        self.index.setdefault(key, []).append((path, int(rows[key]), shape[0] if shape else 1))
+            except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: not a readable checkpoint shard ({' '.join(str(e).split())})") from None
 
     def read(self, name: str, start: int, stop: int, scalar: bool) -> torch.Tensor:
         """Rows [start, stop) of tensor `name` (the whole of a 0-dim one), from every file that holds part."""

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config.run import StageConfig, TrainConfig
+from ..config.run import TrainConfig
+from ..config.schedule import StageConfig
 from ..model.hybrid import HybridLM
 from ..model.masks import ElasticMasks
 from ..router import budget_loss

@@ -17,7 +17,7 @@ from nemotron_elastic.model import HybridLM
 from nemotron_elastic.model.masks import ElasticMasks
 from nemotron_elastic.router.menus import menus_from_config
 from nemotron_elastic.router.router import Router
-from nemotron_elastic.train.plan import activation_bytes, plan_training
+from nemotron_elastic.train.plan import activation_bytes, check_state_fits, plan_training
 
 
 def _real_saved_bytes(model, ids, masks, every, bf16) -> int:
@@ -113,6 +113,28 @@ def test_fsdp_shards_the_training_state():
     assert ddp["static"]["student"] == one["static"]["student"]
     assert one["static"]["student"] / 8 <= eight["static"]["student"] < one["static"]["student"] / 7
     assert eight["static"]["unsharded"] > 0 == one["static"]["unsharded"]
+
+
+def test_hsdp_shards_within_a_group_and_bf16_gathers_half():
+    parent = get_preset("tiny-hybrid")
+    eight = plan_training(from_dict(TrainConfig, {"dist": "fsdp", "bf16": False}), parent, gpus=8)
+    hsdp = plan_training(from_dict(TrainConfig, {"dist": {"strategy": "fsdp", "shard_size": 8}, "bf16": False}),
+                         parent, gpus=64)
+    assert hsdp["static"] == eight["static"] and hsdp["shard_size"] == 8  # 8 replicas of 8-way shards
+    bf16 = plan_training(from_dict(TrainConfig, {"dist": "fsdp", "bf16": True}), parent, gpus=8)
+    assert bf16["static"]["unsharded"] == eight["static"]["unsharded"] // 2  # student + fp32 teacher: 8 -> 4 B
+
+
+def test_a_training_state_that_cannot_fit_is_refused():
+    """Under ddp every GPU holds weights, gradients, AdamW state and the teacher: 16 + 4 bytes per
+    parameter, exact; the refusal names the sizes and suggests fsdp (which the same GPUs can hold)."""
+    parent = get_preset("tiny-hybrid")
+    cfg = from_dict(TrainConfig, {"dist": "ddp"})
+    state = sum(plan_training(cfg, parent, 8)["static"].values())
+    check_state_fits(cfg, parent, 8, state)  # exactly enough
+    with pytest.raises(ValueError, match=r"^dist: the training state takes .* GiB per GPU under ddp .* use dist: fsdp"):
+        check_state_fits(cfg, parent, 8, state - 1)
+    check_state_fits(from_dict(TrainConfig, {"dist": "fsdp"}), parent, 8, state // 4)
 
 
 def test_plan_command(tmp_path, capsys):
