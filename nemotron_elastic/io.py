@@ -106,20 +106,25 @@ def atomic_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> It
     tmp.mkdir()
     try:
         yield tmp
-        if out.exists():
-            # Move the old folder aside first: a rename cannot replace a non-empty folder.
-            old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for parent in reversed(created):
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Rename the finished folder `tmp` to `out`, replacing an existing `out` (moved aside first: a rename
+    cannot replace a non-empty folder), so `out` is at every moment either the old or the new folder."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:

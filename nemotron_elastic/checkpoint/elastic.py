@@ -66,13 +66,20 @@ def save_elastic(
     """Write the elastic checkpoint folder `out` atomically (replacing an older one)."""
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         write_native(tmp, model, tokenizer)
-        save_file({k: v.detach().contiguous().cpu() for k, v in router.state_dict().items()}, str(tmp / ROUTER_WEIGHTS))
-        (tmp / ROUTER_JSON).write_text(json.dumps(router_description(router), indent=2) + "\n")
-        (tmp / BUDGETS_JSON).write_text(json.dumps(budgets, indent=2) + "\n")
-        save_yaml(train_config, tmp / "train_config.yaml")
-        if ranking is not None and ranking.is_file():
-            shutil.copy(ranking, tmp / "ranking.json")
+        write_elastic_files(tmp, router, budgets, train_config, ranking)
     return out
+
+
+def write_elastic_files(folder: Path, router: Router, budgets: dict[str, Any], train_config: Any,
+                        ranking: Path | None) -> None:
+    """What an elastic checkpoint holds besides the native model: the router (weights and description),
+    the budgets' specs and costs, the training config and the parent's ranking."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in router.state_dict().items()}, str(folder / ROUTER_WEIGHTS))
+    (folder / ROUTER_JSON).write_text(json.dumps(router_description(router), indent=2) + "\n")
+    (folder / BUDGETS_JSON).write_text(json.dumps(budgets, indent=2) + "\n")
+    save_yaml(train_config, folder / "train_config.yaml")
+    if ranking is not None and ranking.is_file():
+        shutil.copy(ranking, folder / "ranking.json")
 
 
 def is_elastic(path: str | Path) -> bool:

@@ -37,8 +37,13 @@ def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def write_native(folder: Path, model: torch.nn.Module, tokenizer: Any = None) -> None:
     """Write the files of a native checkpoint into an existing (temporary) `folder`."""
-    save_yaml(model.config, folder / CONFIG_NAME)
     save_file(native_state_dict(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_native_files(folder, model.config, tokenizer)
+
+
+def write_native_files(folder: Path, config: Any, tokenizer: Any = None) -> None:
+    """The files of a native checkpoint besides its weights: config.yaml and the tokenizer."""
+    save_yaml(config, folder / CONFIG_NAME)
     save_tokenizer(tokenizer, folder)
 
 

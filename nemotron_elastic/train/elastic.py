@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint.elastic import save_elastic
-from ..checkpoint.native import peek_config
+from ..checkpoint.elastic import write_elastic_files
+from ..checkpoint.native import peek_config, write_native_files
 from ..config.run import TrainConfig
 from ..config.spec import resolve_spec
 from ..data.corpus import prepare_tokens
@@ -209,11 +209,9 @@ class ElasticTrainer(Trainer):
                 "fixed_specs": self.fixed is not None, "decision": self.cfg.router.decision,
                 "dead_zone": self.cfg.router.dead_zone,
                 "final_eval": self._evaluate(), "before_training_eval": self._evaluate(before=True)}
-        model = self.export_model()
+        def write_files(folder: Path) -> None:
+            write_native_files(folder, self.model.config, self.tokenizer)
+            write_elastic_files(folder, self.router, info, self.cfg, self.ranking if self.ranking.is_file() else None)
 
-        def write() -> None:
-            save_elastic(self.out / "model", model, self.tokenizer, self.router, info, self.cfg,
-                         self.ranking if self.ranking.is_file() else None)
-
-        self.dist.on_main(write)
+        self.publish(self.out / "model", write_files)
         return info

@@ -26,21 +26,23 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..checkpoint.stream import write_gathered
 from ..config.run import TrainConfig
 from ..config.schedule import MAX_EPOCHS, StageConfig, accumulations, planned_tokens
 from ..data.packed import PackedDataset, PackedTokens
-from ..model.hybrid import HybridLM
+from ..io import WEIGHTS_NAME, replace_dir
 from .distributed import Distributed, all_reduce_window, setup
 from .run_dir import MetricsWriter, prepare_run_dir
-from .state import gather_model, load_checkpoint, write_checkpoint
+from .state import load_checkpoint, write_checkpoint
 
 
 class _NoMetrics:
@@ -153,19 +155,38 @@ class Trainer(abc.ABC):
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
-    def export_model(self) -> torch.nn.Module | None:
-        """The trained model with full, plain weights on rank 0 (None elsewhere), for the final output.
-        Under FSDP a collective that gathers the shards into a new, unsharded copy."""
-        if not self.dist.fsdp:
-            return self.model if self.dist.is_main else None
-        weights = gather_model(self.model)
-        if not self.dist.is_main:
-            return None
-        with torch.device("meta"):  # no throwaway init: every tensor is assigned below
-            plain = HybridLM(self.model.config)
-        plain.load_state_dict(weights, strict=not self.model.config.tie_word_embeddings, assign=True)
-        plain.tie_weights()
-        return plain
+    def publish(self, out: Path, write_files: Callable[[Path], None]) -> None:
+        """Write the trained model as the folder `out` (replaced atomically): its weights, then
+        `write_files(folder)` on rank 0 for the rest (config, tokenizer, router, ...). Every rank calls it.
+
+        The weights stream into `model.safetensors` one tensor at a time; under FSDP each is gathered just
+        before it is written (`checkpoint/stream.py`), so no rank ever holds the whole model."""
+
+        def start() -> str:
+            tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+            tmp.mkdir(parents=True)
+            return str(tmp)
+
+        tmp = Path(self.dist.on_main(start))
+        tied = self.model.config.tie_word_embeddings
+        error: Exception | None = None
+        try:
+            write_gathered(self.model, tmp / WEIGHTS_NAME if self.dist.is_main else None,
+                           skip=lambda name: tied and name == "lm_head.weight")
+        except Exception as e:  # noqa: BLE001 -- raised on every rank by the commit below
+            error = e
+
+        def commit() -> None:
+            try:
+                if error is not None:
+                    raise error
+                write_files(tmp)
+                replace_dir(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+        self.dist.on_main(commit)
 
     def _evaluate(self, **kwargs: Any) -> dict[str, Any]:
         """`evaluate()` on every rank (FSDP forwards are collectives); then free the roots it unsharded."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint.native import save_native
+from ..checkpoint.native import write_native_files
 from ..config.model import ModelConfig
 from ..config.presets import get_preset
 from ..config.run import PretrainConfig
@@ -102,10 +102,5 @@ class PretrainTrainer(Trainer):
     def finish(self) -> dict[str, Any]:
         """Write `<out>/model` (rank 0) and return the final held-out metrics (every rank)."""
         result = self._evaluate()
-        model = self.export_model()
-
-        def write() -> None:
-            save_native(model, self.out / "model", tokenizer=self.tokenizer, overwrite=True)
-
-        self.dist.on_main(write)
+        self.publish(self.out / "model", lambda folder: write_native_files(folder, self.model.config, self.tokenizer))
         return result

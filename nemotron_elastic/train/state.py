@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from ..checkpoint.load import shard_rows
-from ..io import read_safetensors
+from ..io import read_safetensors, replace_dir
 from .distributed import Distributed
 
 PREFIX = "step-"
@@ -118,11 +118,7 @@ def write_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, router: t
                  "tensors": layout, **extra}
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         _sync_folder(tmp)
-        if folder.exists():  # a rename cannot replace a non-empty folder
-            old = folder.parent / f".{folder.name}.old-{secrets.token_hex(4)}"
-            os.rename(folder, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, folder)
+        replace_dir(tmp, folder)
         for stale in sorted(folder.parent.glob(f"{PREFIX}*"))[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
         return str(folder)
@@ -249,14 +245,3 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest finished checkpoint folder of a run, or None."""
     folders = sorted(p for p in (run_dir / "checkpoints").glob(f"{PREFIX}*") if (p / "state.json").is_file())
     return folders[-1] if folders else None
-
-
-def gather_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The FSDP model's full weights on CPU, as `native_state_dict` names them; rank 0 only (the other
-    ranks get {}). A collective: every rank calls it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if model.config.tie_word_embeddings:
-        full.pop("lm_head.weight", None)
-    return full

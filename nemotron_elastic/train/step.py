@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """One elastic micro-step: router decision -> masks -> student forward -> KD (+ CE) + budget loss.
 
-    teacher hidden (no grad, once per micro-batch)
-    probs  = router.probs(budget, tau, scale)            Gumbel-softmax per axis
-    choice = within_budget(scores) | argmax              the sampled sub-model (router.decision)
+    scores = router.scores(budget, tau, scale)           Gumbel-perturbed logits per axis; copied to the host
+    teacher hidden (no grad, once per micro-batch)       queued on the device behind that copy
+    probs  = softmax(scores)
+    choice = within_budget(scores) | argmax              the sampled sub-model (router.decision), searched
+                                                         on the host while the device runs the teacher
     masks  = to_masks(probs, hard|soft, choice)          the sub-model inside the student
     loss   = kd_weight * KL(teacher || student_masks) + ce_weight * CE + lambda * budget_loss(probs)
 
@@ -83,14 +85,19 @@ def elastic_loss(
     cfg = ctx.cfg
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     metrics: dict[str, torch.Tensor | float] = {}
+    deciding = fixed is None and ctx.costs is not None and cfg.router.mask == "hard"
+    if fixed is None:
+        scores = ctx.router.scores(budget, tau, scale, gumbel=True, generator=generator)
+        # The within-budget decision is a search on the host: its scores start their copy there now, the
+        # teacher's forward is queued behind it, and the search runs while the GPU runs the teacher.
+        host_scores = host_copy(scores) if deciding else None
     if t_hidden is None:
         t_hidden = teacher_hidden(ctx.teacher, inputs)
     if fixed is None:
-        scores = ctx.router.scores(budget, tau, scale, gumbel=True, generator=generator)
         probs = {axis: F.softmax(s, dim=-1) for axis, s in scores.items()}
         choice = None
-        if ctx.costs is not None and cfg.router.mask == "hard":
-            choice = decide(scores, budget, ctx.costs, cfg.router.dead_zone)
+        if deciding:
+            choice = decide(host_scores(), budget, ctx.costs, cfg.router.dead_zone)
             metrics["decision_ratio"] = ctx.costs.ratio(choice)
         masks = to_masks(ctx.student.config, ctx.menus, probs, cfg.router.mask, cfg.router.straight_through, choice)
     else:
@@ -121,6 +128,24 @@ def elastic_loss(
         metrics["cost_ratio"] = ratio.detach()
     metrics["loss"] = loss.detach()
     return loss, metrics
+
+
+def host_copy(tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, torch.Tensor]]:
+    """Start copying detached device tensors to the host without waiting; the returned function waits for
+    the copy (only) and returns the host tensors. On the CPU it returns the detached tensors at once."""
+    if all(t.device.type == "cpu" for t in tensors.values()):
+        return lambda: {k: t.detach() for k, t in tensors.items()}
+    host = {k: torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for k, t in tensors.items()}
+    for k, t in tensors.items():
+        host[k].copy_(t.detach(), non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait() -> dict[str, torch.Tensor]:
+        done.synchronize()
+        return host
+
+    return wait
 
 
 def describe(masks: ElasticMasks) -> str:
