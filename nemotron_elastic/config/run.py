@@ -165,6 +165,7 @@ class TrainConfig(_Checkpointing):
     log_every: int = 10
     eval_every: int = 50
     save_every: int = 50
+    save_async: bool = True  # checkpoint files written by a thread while the next step trains
     deterministic: bool = False  # torch.use_deterministic_algorithms for exact resume checks
     # data parallelism under torchrun (WORLD_SIZE > 1): `ddp`, `fsdp` or {strategy, shard_size, timeout_minutes}
     dist: DistConfig | Literal["ddp", "fsdp"] = field(default_factory=DistConfig)
@@ -222,6 +223,7 @@ class PretrainConfig(_Checkpointing):
     log_every: int = 20
     eval_every: int = 200
     save_every: int = 200
+    save_async: bool = True  # checkpoint files written by a thread while the next step trains
     deterministic: bool = False
     # data parallelism under torchrun (WORLD_SIZE > 1): `ddp`, `fsdp` or {strategy, shard_size, timeout_minutes}
     dist: DistConfig | Literal["ddp", "fsdp"] = field(default_factory=DistConfig)

@@ -42,7 +42,7 @@ from ..data.packed import PackedDataset, PackedTokens
 from ..io import WEIGHTS_NAME, replace_dir
 from .distributed import Distributed, all_reduce_window, setup
 from .run_dir import MetricsWriter, prepare_run_dir
-from .state import load_checkpoint, write_checkpoint
+from .state import CheckpointWriter, load_checkpoint
 
 
 class _NoMetrics:
@@ -124,6 +124,7 @@ class Trainer(abc.ABC):
         # training device: torch.rand refuses a CPU generator for CUDA tensors.
         self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
         self.metrics = MetricsWriter(self.out) if self.dist.is_main else _NoMetrics()
+        self.checkpoints = CheckpointWriter(self.out, self.dist, background=self.cfg.save_async)
         self.step = 0
         self.data_states: dict[str, Any] = {}
 
@@ -253,6 +254,7 @@ class Trainer(abc.ABC):
             grad_norm = self.dist.clip_grad_norm(params, cfg.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            self.checkpoints.finish()  # publish the checkpoint written in the background during this step
             self.step += 1
             rate = tokens_seen / max(1e-9, time.perf_counter() - t0)
             bar.update(1)
@@ -272,10 +274,12 @@ class Trainer(abc.ABC):
                 window = all_reduce_window(to_host(window))
                 self._checkpoint(datasets, window)
             if stopping and self.step < total:
+                self.checkpoints.finish()
                 bar.close()
                 self.metrics.close()
                 return None
         bar.close()
+        self.checkpoints.finish()
         result = self.finish()
         self.metrics.close()
         return result
@@ -286,8 +290,7 @@ class Trainer(abc.ABC):
         states.update({name: ds.state_dict() for name, ds in datasets.items()})
         extra = {"data": states, "window": window,
                  "budget_draws": {name: draws for name, (_, draws) in self.accum.items()}}
-        write_checkpoint(self.out, self.step, self.model, self.aux, self.optimizer, self.generator, extra,
-                         self.dist)
+        self.checkpoints.save(self.step, self.model, self.aux, self.optimizer, self.generator, extra)
 
     def log_extra(self, step: int) -> dict[str, float]:
         """Extra scalars for the training log (e.g. the router's temperature)."""

@@ -19,7 +19,8 @@ or on 4, under ddp or fsdp.
 
 The folder is built under a temporary name and renamed into place by rank 0 once every rank has written
 (a barrier), so a run killed mid-write leaves the previous checkpoint intact; `latest_checkpoint` only
-ever sees finished folders. Old checkpoints beyond `keep` are removed after a new one is in place.
+ever sees finished folders. Old checkpoints beyond `keep` are removed after a new one is in place. The
+files may be written in the background while training goes on (`CheckpointWriter`, `save_async`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,61 +74,98 @@ def _rows(tensor: torch.Tensor, rank: int) -> tuple[torch.Tensor, int, bool]:
     return tensor, 0, rank == 0
 
 
-def write_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, router: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, generator: torch.Generator, extra: dict[str, Any],
-                     dist: Distributed, keep: int = 2) -> Path:
-    """Write checkpoint `step` of the run, every rank its own rows; returns the folder. Call on every rank."""
-    folder = run_dir / "checkpoints" / f"{PREFIX}{step:07d}"
+class CheckpointWriter:
+    """Writes the run's checkpoints, every rank its own rows (call every method on every rank).
 
-    def start() -> str:
-        remove_partial_checkpoints(run_dir)
-        tmp = folder.parent / f".{folder.name}.tmp-{secrets.token_hex(4)}"
-        tmp.mkdir(parents=True)
-        return str(tmp)
+    With `background`, `save` copies this rank's rows to host memory and a thread writes its file while
+    training goes on; the checkpoint is published (every rank done, then rank 0 writes state.json and
+    renames the folder into place) by the next `finish()`, which the loop calls after the next optimizer step
+    and before the run ends or stops. Until then the previous checkpoint is the latest one, so a kill at any
+    moment leaves a usable checkpoint.
+    """
 
-    tmp = Path(dist.on_main(start))  # every rank writes into the same fresh folder
-    pieces, rows, layout = {}, {}, {}
-    for name, tensor in named_state(model, router, optimizer):
-        local, first, writes = _rows(tensor, dist.rank)
-        layout[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
-        if writes and (local.dim() == 0 or local.shape[0] > 0):
-            pieces[name] = local.detach().contiguous().cpu()
-            rows[name] = first
-    error: BaseException | None = None
-    try:
-        save_file(pieces, str(tmp / f"rank-{dist.rank:05d}.safetensors"), metadata={"rows": json.dumps(rows)})
-    except BaseException as e:  # noqa: BLE001 -- raised below, after every rank has reached the commit
-        error = e
-    dist.barrier()  # a rank that failed still lets the others reach the commit, which then refuses
+    def __init__(self, run_dir: Path, dist: Distributed, background: bool, keep: int = 2):
+        self.run_dir, self.dist, self.background, self.keep = run_dir, dist, background, keep
+        self._pending: tuple[threading.Thread | None, dict[str, Any]] | None = None
 
-    def commit() -> str:
-        try:
-            return _commit()
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
-            raise
+    def save(self, step: int, model: torch.nn.Module, router: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator, extra: dict[str, Any]) -> None:
+        """Start checkpoint `step` (written and published at once unless `background`)."""
+        self.finish()
+        folder = self.run_dir / "checkpoints" / f"{PREFIX}{step:07d}"
 
-    def _commit() -> str:
-        if error is not None:
-            raise error
-        written = sorted(tmp.glob("rank-*.safetensors"))
-        if len(written) != dist.world_size:
-            raise RuntimeError(f"checkpoint {step}: {len(written)} of {dist.world_size} ranks wrote their rows")
-        save_file({"torch": torch.get_rng_state(), "gumbel": generator.get_state()}, str(tmp / "rng.safetensors"))
-        groups = optimizer.state_dict()["param_groups"]
-        state = {"format": FORMAT, "step": step, "world_size": dist.world_size, "param_groups": groups,
-                 "tensors": layout, **extra}
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))
-        _sync_folder(tmp)
-        replace_dir(tmp, folder)
-        for stale in sorted(folder.parent.glob(f"{PREFIX}*"))[:-keep]:
-            shutil.rmtree(stale, ignore_errors=True)
-        return str(folder)
+        def start() -> str:
+            remove_partial_checkpoints(self.run_dir)
+            tmp = folder.parent / f".{folder.name}.tmp-{secrets.token_hex(4)}"
+            tmp.mkdir(parents=True)
+            return str(tmp)
 
-    done = Path(dist.on_main(commit))
-    if error is not None:
-        raise error
-    return done
+        tmp = Path(self.dist.on_main(start))  # every rank writes into the same fresh folder
+        pieces, rows, layout = {}, {}, {}
+        for name, tensor in named_state(model, router, optimizer):
+            local, first, writes = _rows(tensor, self.dist.rank)
+            layout[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+            if writes and (local.dim() == 0 or local.shape[0] > 0):
+                pieces[name] = local.detach().to("cpu", copy=True).contiguous()  # training changes the original
+                rows[name] = first
+        # what state.json and rng.safetensors record is taken now, not when the files are published
+        job = {"step": step, "folder": folder, "tmp": tmp, "error": None, "layout": layout,
+               "extra": json.loads(json.dumps(extra)),  # a copy: the loop goes on appending to the window
+               "groups": json.loads(json.dumps(optimizer.state_dict()["param_groups"])),
+               "rng": {"torch": torch.get_rng_state(), "gumbel": generator.get_state()}}
+
+        def write() -> None:
+            try:
+                save_file(pieces, str(tmp / f"rank-{self.dist.rank:05d}.safetensors"),
+                          metadata={"rows": json.dumps(rows)})
+            except BaseException as e:  # noqa: BLE001 -- raised by finish(), after every rank reached the commit
+                job["error"] = e
+
+        thread = threading.Thread(target=write, name=f"checkpoint-{step}", daemon=True) if self.background else None
+        if thread is None:
+            write()
+        else:
+            thread.start()
+        self._pending = (thread, job)
+        if thread is None:
+            self.finish()
+
+    def finish(self) -> Path | None:
+        """Publish the checkpoint being written, if any (waits for this rank's file); returns its folder."""
+        if self._pending is None:
+            return None
+        thread, job = self._pending
+        self._pending = None
+        if thread is not None:
+            thread.join()
+        self.dist.barrier()  # a rank that failed still lets the others reach the commit, which then refuses
+        tmp, folder = job["tmp"], job["folder"]
+
+        def commit() -> str:
+            try:
+                if job["error"] is not None:
+                    raise job["error"]
+                written = sorted(tmp.glob("rank-*.safetensors"))
+                if len(written) != self.dist.world_size:
+                    raise RuntimeError(f"checkpoint {job['step']}: {len(written)} of {self.dist.world_size} "
+                                       "ranks wrote their rows")
+                save_file(job["rng"], str(tmp / "rng.safetensors"))
+                state = {"format": FORMAT, "step": job["step"], "world_size": self.dist.world_size,
+                         "param_groups": job["groups"], "tensors": job["layout"], **job["extra"]}
+                (tmp / "state.json").write_text(json.dumps(state, indent=2))
+                _sync_folder(tmp)
+                replace_dir(tmp, folder)
+                for stale in sorted(folder.parent.glob(f"{PREFIX}*"))[:-self.keep]:
+                    shutil.rmtree(stale, ignore_errors=True)
+                return str(folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+                raise
+
+        done = Path(self.dist.on_main(commit))
+        if job["error"] is not None:
+            raise job["error"]
+        return done
 
 
 def _sync_folder(folder: Path) -> None:
