@@ -236,10 +236,11 @@ class Trainer(abc.ABC):
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * mult
             accum, draws = self.accum[stage.name]
+            per_draw = accum // draws
             for micro in range(accum):
-                draw, within = divmod(micro, accum // draws)
+                draw, within = divmod(micro, per_draw)
                 if within == 0:  # a draw's first micro-step: its Gumbel samples start here
-                    draw_rng = self.generator.get_state()
+                    draw_rng, draw_metrics = self.generator.get_state(), {}
                 else:  # the draw's other micro-steps see the same samples (world-size invariance)
                     self.generator.set_state(draw_rng)
                 batch = next(datasets[stage.name]).to(self.device)
@@ -247,8 +248,15 @@ class Trainer(abc.ABC):
                 loss, key, metrics = self.micro_loss(batch, self.step, draw, stage)
                 (loss / accum).backward()
                 self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
+                # The window holds one mean per draw (over its micro-steps here, over the ranks when logged):
+                # a draw is the same sequences on any number of processes, so a window saved on one world
+                # size and continued on another weighs every draw alike.
                 for k, v in metrics.items():
-                    window.setdefault(f"{key}/{k}" if key else k, []).append(v)
+                    name = f"{key}/{k}" if key else k
+                    draw_metrics[name] = v if within == 0 else draw_metrics[name] + v
+                if within == per_draw - 1:
+                    for name, v in draw_metrics.items():
+                        window.setdefault(name, []).append(v if per_draw == 1 else v / per_draw)
                 tokens_seen += batch[:, :-1].numel() * self.dist.world_size  # every rank reads as many
             self.dist.sync_grads(params)
             grad_norm = self.dist.clip_grad_norm(params, cfg.optim.grad_clip)
