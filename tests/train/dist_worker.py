@@ -54,7 +54,51 @@ class Allocations(TorchDispatchMode):
         return out
 
 
+def rss_anon() -> int:
+    """This process' anonymous resident memory in bytes (Linux: RssAnon in /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def load_peak_rss(job: dict) -> None:
+    """Load the parent under fsdp as the elastic trainer does (or, with job["whole"], build it whole and then
+    shard it), polling RssAnon every 2 ms; write base / peak / after and the bytes of this rank's parameters."""
+    import threading
+
+    from nemotron_elastic.config.schedule import DistConfig
+    from nemotron_elastic.train.distributed import setup
+
+    dist = setup(DistConfig(strategy="fsdp"))
+    base = rss_anon()
+    samples, stop = [base], threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            samples.append(rss_anon())
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    if job["whole"]:  # the control: built whole on the CPU, then sharded (the pretrain path)
+        from nemotron_elastic.checkpoint.native import peek_config
+        from nemotron_elastic.model import HybridLM
+
+        model = dist.wrap_trained(HybridLM(peek_config(job["parent"])))
+    else:
+        model = dist.load_model(Path(job["parent"]), torch.float32)
+    stop.set()
+    thread.join()
+    local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() * 4 for p in model.parameters())
+    result = {"base": base, "peak": max(samples), "after": rss_anon(), "local_bytes": local}
+    Path(job["out"], f"rank{os.environ['RANK']}.json").write_text(json.dumps(result))
+
+
 def run(job: dict) -> None:
+    if job["kind"] == "rss":
+        load_peak_rss(job)
+        return
     if job["kind"] == "disagree":  # each rank holds another value: check_same must fail on every rank
         try:
             check_same("the sub-model of budget 1", f"rank {os.environ['RANK']}")
