@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""How a run's batches are laid out: the curriculum stages (context, batch, budget weights), how each
-stage's global batch splits into micro-steps on a number of processes, and the process layout (`dist`).
+"""How a run's steps are laid out: the curriculum stages (context, batch, budget weights), how each
+stage's global batch splits into micro-steps and budget draws on a number of processes (also when a run
+resumes on another number), the process layout (`dist`), and the LR schedule over the steps.
 Part of the run configs (`config/run.py`, docs/DESIGN.md 3.8)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,3 +116,41 @@ class DistConfig:
 def dist_config(value: Any) -> DistConfig:
     """`dist` as a section (its one-word form `fsdp` is `{strategy: fsdp}`)."""
     return DistConfig(strategy=value) if isinstance(value, str) else value
+
+
+def resumed_accumulation(cfg: Any, saved_world: int, saved_draws: dict[str, int] | None,
+                         world_size: int) -> dict[str, tuple[int, int]]:
+    """(micro-steps per rank, budget draws) per stage for a run saved on `saved_world` processes with budget
+    draws `saved_draws` (per stage name) and resumed on `world_size`: the draws re-split over the ranks.
+
+    Raises:
+        ValueError: a stage without `global_batch` resumed on another number of processes (its global batch
+            and data order would silently change), or a draw that does not fill whole micro-steps.
+    """
+    for i, stage in enumerate(cfg.stages):
+        if stage.global_batch is None and saved_world != world_size:
+            raise ValueError(f"stages[{i}]: saved by {saved_world} processes, resumed by {world_size}; with "
+                             "grad_accum the global batch depends on the number of processes; set "
+                             "stages[].global_batch (sequences per step) to resume on another number")
+    try:
+        return accumulations(cfg, world_size, saved_draws)
+    except ValueError as e:
+        raise ValueError(f"{e} (resuming on {world_size} processes)") from None
+
+
+def stage_at(cfg: Any, step: int) -> tuple[int, StageConfig]:
+    """(index, stage) that global optimizer step `step` belongs to."""
+    end = 0
+    for i, stage in enumerate(cfg.stages):
+        end += stage.steps
+        if step < end:
+            return i, stage
+    return len(cfg.stages) - 1, cfg.stages[-1]
+
+
+def lr_multiplier(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine down to `min_ratio` at `total` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import math
 import secrets
 import shutil
 import time
@@ -36,8 +35,14 @@ from typing import Any
 import torch
 
 from ..checkpoint.stream import write_gathered
-from ..config.run import TrainConfig
-from ..config.schedule import MAX_EPOCHS, StageConfig, accumulations, planned_tokens
+from ..config.schedule import (
+    MAX_EPOCHS,
+    accumulations,
+    lr_multiplier,
+    planned_tokens,
+    resumed_accumulation,
+    stage_at,
+)
 from ..data.packed import PackedDataset, PackedTokens
 from ..io import WEIGHTS_NAME, replace_dir
 from .distributed import Distributed, all_reduce_window, setup
@@ -217,7 +222,8 @@ class Trainer(abc.ABC):
         if self.resume_from is not None:
             state = load_checkpoint(self.resume_from, self.model, self.aux, self.optimizer, self.generator)
             self.step, self.data_states, window = state["step"], state["data"], state.get("window", {})
-            self.accum = resumed_accumulation(cfg, state, self.dist.world_size)
+            self.accum = resumed_accumulation(cfg, state.get("world_size", self.dist.world_size),
+                                              state.get("budget_draws"), self.dist.world_size)
             self.metrics.resume_at(self.step)  # the interrupted run may have logged steps after its checkpoint
         from tqdm.auto import tqdm
 
@@ -318,41 +324,3 @@ def to_host(window: dict[str, list]) -> dict[str, list[float]]:
         stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
         out[key] = stacked.tolist()
     return out
-
-
-def resumed_accumulation(cfg: Any, state: dict[str, Any], world_size: int) -> dict[str, tuple[int, int]]:
-    """(micro-steps per rank, budget draws) per stage for a run resumed on `world_size` processes: the
-    checkpoint's budget draws, re-split over the ranks there are now.
-
-    Raises:
-        ValueError: a stage without `global_batch` resumed on another number of processes (its global batch
-            and data order would silently change), or a draw that does not fill whole micro-steps.
-    """
-    saved_world = state.get("world_size", world_size)
-    for i, stage in enumerate(cfg.stages):
-        if stage.global_batch is None and saved_world != world_size:
-            raise ValueError(f"stages[{i}]: saved by {saved_world} processes, resumed by {world_size}; with "
-                             "grad_accum the global batch depends on the number of processes; set "
-                             "stages[].global_batch (sequences per step) to resume on another number")
-    try:
-        return accumulations(cfg, world_size, state.get("budget_draws"))
-    except ValueError as e:
-        raise ValueError(f"{e} (resuming on {world_size} processes)") from None
-
-
-def stage_at(cfg: TrainConfig, step: int) -> tuple[int, StageConfig]:
-    """(index, stage) that global optimizer step `step` belongs to."""
-    end = 0
-    for i, stage in enumerate(cfg.stages):
-        end += stage.steps
-        if step < end:
-            return i, stage
-    return len(cfg.stages) - 1, cfg.stages[-1]
-
-
-def lr_multiplier(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine down to `min_ratio` at `total` steps."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
