@@ -214,8 +214,13 @@ def runs(root):
     assert ElasticTrainer(one_stop, progress=False).fit(stop_at=4) is None  # resumed by 2 processes
     failure = launch(root, "jobs", list(jobs.values()))
     # HSDP: 4 processes, shards within pairs, replicas across them; micro_batch 1 x 4 ranks = the single 4
-    hsdp = {**elastic_config(root, "hsdp", 1, {"strategy": "fsdp", "shard_size": 2})}
-    failure += launch(root, "hsdp", [{"kind": "elastic", "config": hsdp}], nproc=4)
+    hsdp = elastic_config(root, "hsdp", 1, {"strategy": "fsdp", "shard_size": 2})
+    hsdp_bf16 = {**elastic_config(root, "hsdp-bf16", 1, {"strategy": "fsdp", "shard_size": 2}), "bf16": True}
+    (root / "shard-3").mkdir()
+    bad_shards = {**elastic_config(root, "bad-shards", 1, {"strategy": "fsdp", "shard_size": 3})}
+    failure += launch(root, "hsdp", [{"kind": "elastic", "config": hsdp}, {"kind": "elastic", "config": hsdp_bf16},
+                                     {"kind": "elastic", "config": bad_shards, "report": str(root / "shard-3")}],
+                      nproc=4)
     # rank 1 dies while it writes checkpoint 4: rank 0 fails on the collective timeout, not hanging
     die = global_config(root, "died", {"strategy": "fsdp", "timeout_minutes": 0.25})
     (root / "died-report").mkdir()
@@ -327,27 +332,40 @@ def test_ranks_that_disagree_on_the_sub_model_fail_instead_of_hanging(root, runs
         assert text == f"RuntimeError: the sub-model of budget 1: the ranks disagree (rank {rank} has rank {rank})"
 
 
+def assert_close_bf16(single: Path, multi: Path) -> None:
+    a, b = rows(single, "train"), rows(multi, "train")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and a
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key.endswith(("/kd", "/loss")):
+                assert rb[key] == pytest.approx(ra[key], rel=2e-2, abs=2e-3), (ra["step"], key)
+    model = load_model(multi / "model")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+
+
 def test_fsdp_bf16_mixed_precision_follows_one_process(root, runs):
     """bf16 policy vs one process under bf16 autocast. Both run every matmul in bfloat16; FSDP also rounds the
     weights, the residual stream and the embedding output to bfloat16 (8-bit mantissa, relative rounding
     2^-9 = 2e-3) where autocast keeps them float32, so the losses agree to about that: rel 2e-2 leaves
     10x room for the rounding to accumulate over 12 layers of tiny width, and A_log / D / dt_bias / norms
     stay float32 (replicated) on both sides."""
-    out = finished(root, "fsdp-bf16", runs, "DTensor")
-    a, b = rows(root / "single-bf16", "train"), rows(out, "train")
-    assert [r["step"] for r in a] == [r["step"] for r in b] and a
-    for ra, rb in zip(a, b):
-        for key in ra:
-            if key.endswith(("/kd", "/loss")):
-                assert rb[key] == pytest.approx(ra[key], rel=2e-2, abs=2e-3), (ra["step"], key)
-    model = load_model(out / "model")
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert_close_bf16(root / "single-bf16", finished(root, "fsdp-bf16", runs, "DTensor"))
 
 
 def test_hsdp_four_processes_match_one_process(root, runs):
+    """Shards within pairs of ranks, replicas across the pairs: fp32 within 1e-5 of one process, bf16 as
+    close as the 2-process bf16 run."""
     out = finished(root, "hsdp", runs, "DTensor")
     assert_same_run(root / "single", out, ELASTIC_KEYS)
     assert_same_router(root / "single", out)
+    assert_close_bf16(root / "single-bf16", finished(root, "hsdp-bf16", runs, "DTensor"))
+
+
+def test_a_shard_size_that_does_not_divide_the_world_fails_on_every_rank(root, runs):
+    for rank in range(4):
+        text = (root / "shard-3" / f"rank{rank}.txt").read_text()
+        assert text == "ValueError: dist.shard_size: 3 does not divide the world size 4\n"
+    assert not (root / "bad-shards").exists()  # refused before anything was written
 
 
 def assert_same_continuation(straight: Path, resumed: Path) -> None:
