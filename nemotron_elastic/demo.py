@@ -10,7 +10,8 @@
     6. report     <out>/report.md with a table and plots (loss per budget, perplexity vs parameters)
 
 Every step writes its own folder and is skipped when that folder is complete, so a second run reuses
-finished work. `--quick` runs the same pipeline on a micro model in about a minute (the test suite runs it).
+finished work. Steps 2, 4 (its check) and 5 run on `device` in `dtype`; the trainers of steps 1 and 3 pick
+their own device (CUDA when available). `--quick` runs the same pipeline on a micro model in about a minute (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .data.corpus import default_corpus
 from .eval.runner import EvalSettings, evaluate_model
 from .export import export_subnet
 from .importance.pipeline import score_model
-from .io import write_json, write_text
+from .io import import_extra, write_json, write_text
 from .train.elastic import ElasticTrainer
 from .train.pretrain import PretrainTrainer
 from .train.run_dir import read_metrics
@@ -92,9 +93,16 @@ def _step(name: str, done: bool, timings: dict[str, Any], fn) -> None:
     timings[name] = round(time.perf_counter() - start, 1)
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline; returns the report's numbers and writes <out>/report.md."""
+def run_demo(
+    out: str | Path = "runs/demo", quick: bool = False, progress: bool = True, device: Any = "cpu", dtype: Any = None
+) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the report's numbers and writes <out>/report.md.
+
+    `device` / `dtype` (a torch.device or string, a torch.dtype or None for as stored) are those of the
+    score, export-check and evaluation steps.
+    """
     out, plan = Path(out), (QUICK if quick else FULL)
+    import_extra("matplotlib", "the demo's report")  # checked first: not after half an hour of training
     _check_out(out)
     train_file, held_file = _data_files(out, plan)
     data = {"train": train_file, "heldout": held_file, "eval_tokens": plan.eval_tokens, "workdir": str(out / "data" / "tokens")}
@@ -116,7 +124,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
         calib = train_file or str(default_calibration_file(out / "data" / "calibration.jsonl"))
         score_model(parent, calib, scored, samples=plan.score_samples, seq_len=plan.score_seq,
                     depth_samples=4, depth_seq_len=plan.score_seq // 2, max_depth_drops=3, progress=progress,
-                    overwrite=True)
+                    overwrite=True, device=device, dtype=dtype)
 
     def train() -> None:
         cfg = from_dict(TrainConfig, {
@@ -138,7 +146,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     _step("pretrain", (parent / "config.yaml").is_file(), timings, pretrain)
     _step("score", (scored / "ranking.json").is_file(), timings, score)
     _step("train", (elastic / "budgets.json").is_file(), timings, train)
-    return evaluate_and_report(out, plan, parent, scored, elastic, held_file, timings, progress)
+    return evaluate_and_report(out, plan, parent, scored, elastic, held_file, timings, progress, device, dtype)
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -149,8 +157,7 @@ BUDGETS = (1.0, 0.75, 0.5)
 
 
 def _plot_losses(metrics: Path, path: Path) -> None:
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "the demo's report")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -172,8 +179,7 @@ def _plot_losses(metrics: Path, path: Path) -> None:
 
 
 def _plot_quality(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "the demo's report")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -192,16 +198,18 @@ def _plot_quality(rows: list[dict], path: Path) -> None:
 
 
 def evaluate_and_report(out: Path, plan: Any, parent: Path, scored: Path, elastic: Path, held_file: str | None,
-                        timings: dict[str, Any], progress: bool) -> dict[str, Any]:
+                        timings: dict[str, Any], progress: bool, device: Any = "cpu", dtype: Any = None) -> dict[str, Any]:
     start = time.perf_counter()
     for b in BUDGETS:
         dest = out / "exports" / f"budget-{b:g}"
         if not (dest / "config.json").is_file():
-            export_subnet(elastic, dest, budget=b, fmt="hf", overwrite=True)
+            export_subnet(elastic, dest, budget=b, fmt="hf", overwrite=True, device=device, dtype=dtype)
     timings["export"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    settings = EvalSettings(seq_len=plan.seq_len, max_tokens=plan.eval_tokens, batch_size=8)
+    dtype_name = None if dtype is None else str(dtype).removeprefix("torch.")
+    settings = EvalSettings(seq_len=plan.seq_len, max_tokens=plan.eval_tokens, batch_size=8, dtype=dtype_name,
+                            device=str(device))
     result = evaluate_model(elastic, budgets=list(BUDGETS), data=held_file, settings=settings, progress=progress)
     rows = []
     for row in result["rows"]:

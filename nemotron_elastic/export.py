@@ -14,13 +14,13 @@ last: its budgets.json / router give the spec). The written model is `slice_mode
 
 Never a checkpoint that computes a different function: before the output folder is renamed into place, the
 written files are loaded back (by transformers for HF) and their logits on a probe batch are compared with
-the sliced native model in float32 (`verify=True`). Bad input fails with one ValueError line naming the field,
+the sliced native model (`verify=True`), on `device` in `dtype` (default float32), within a tolerance that
+grows with the dtype's precision (`probe_tolerance`). Bad input fails with one ValueError line naming the field,
 before anything is written; the output folder only appears when complete (see `atomic_output_dir`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass
@@ -40,6 +40,10 @@ from .subnet.slicing import slice_model
 SPEC_FILE = "subnet.json"  # written next to the weights: which sub-model of which parent this is
 PROBE_SHAPE = (2, 12)  # tokens of the verification batch (small: the check must be cheap next to the save)
 PROBE_RTOL = 1e-3  # max abs logit diff allowed, relative to max(1, max |logit|); a wrong tensor is O(1) off
+# In a low-precision dtype the two implementations round differently at every op: the allowed difference is
+# this many units of the dtype's precision (eps) when that is above PROBE_RTOL. bfloat16 (eps 2**-7): 6.3e-2;
+# float16 (eps 2**-10): 7.8e-3; float32 and float64 stay at PROBE_RTOL.
+PROBE_EPS_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,27 @@ def _check_request(
     check_output_dir(out_dir, overwrite)
 
 
+def probe_tolerance(dtype: torch.dtype) -> float:
+    """The verification's allowed max abs logit difference, relative to max(1, max |logit|), in `dtype`."""
+    return max(PROBE_RTOL, PROBE_EPS_FACTOR * torch.finfo(dtype).eps)
+
+
 @torch.no_grad()
-def _verify(folder: Path, kind: str, reference: torch.nn.Module) -> None:
-    """Load what was written and compare its logits with `reference` (the sliced model) in float32.
+def _verify(
+    folder: Path, kind: str, reference: torch.nn.Module, device: torch.device | str, dtype: torch.dtype
+) -> None:
+    """Load what was written and compare its logits with `reference` (the sliced model), both on `device`
+    in `dtype`. `reference` is moved and cast in place: its files are written, nothing needs it after this.
 
     Raises:
         RuntimeError: the written checkpoint computes a different function (a bug, never bad input).
     """
-    ref = reference if reference.lm_head.weight.dtype == torch.float32 else copy.deepcopy(reference).float()
+    ref = reference.to(device=device, dtype=dtype)  # in place: a copy would double a large model on the host
     ids = torch.randint(0, ref.config.vocab_size, PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
-    ids = ids.to(ref.lm_head.weight.device)
+    ids = ids.to(device)
     expected = ref.eval()(ids)
     if kind == "native":
-        loaded = load_model(folder, dtype=torch.float32, device=ids.device)
+        loaded = load_model(folder, dtype=dtype, device=device)
         got = loaded(ids)
     else:
         if kind == "hf":
@@ -101,14 +113,15 @@ def _verify(folder: Path, kind: str, reference: torch.nn.Module) -> None:
             from .checkpoint.remote_code.modeling_elastic_hybrid import (
                 ElasticHybridForCausalLM as cls,  # deferred: imports transformers
             )
-        loaded = cls.from_pretrained(str(folder), dtype=torch.float32).to(ids.device).eval()
+        loaded = cls.from_pretrained(str(folder), dtype=dtype).to(device).eval()
         got = loaded(ids, use_cache=False).logits
     diff = (got.double() - expected.double()).abs().max().item()
-    limit = PROBE_RTOL * max(1.0, expected.abs().max().item())
+    limit = probe_tolerance(dtype) * max(1.0, expected.abs().max().item())
     if not diff <= limit:  # also catches NaN
+        name = str(dtype).removeprefix("torch.")
         raise RuntimeError(
             f"export check failed: the written {kind} checkpoint's logits differ from the sliced model by {diff:.3e} "
-            f"(> {limit:.3e}); nothing was written"
+            f"(> {limit:.3e}, {name} on {device}); nothing was written"
         )
 
 
@@ -120,6 +133,8 @@ def export_subnet(
     fmt: Literal["hf", "native"] = "hf",
     overwrite: bool = False,
     verify: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> ExportResult:
     """Cut one sub-model out of a parent and write it as a standalone checkpoint.
 
@@ -133,6 +148,8 @@ def export_subnet(
         fmt: "hf" (stock classes when the config allows, else own modeling code) or "native".
         overwrite: replace an existing non-empty `out_dir` (only once the new folder is complete).
         verify: reload the written files and check their logits against the sliced model before the rename.
+        device, dtype: where and in which dtype the check runs (None: float32). The model is sliced and
+            written on the CPU in its stored dtype either way.
 
     Returns:
         An ExportResult (folder, spec, kind written, parameter count).
@@ -168,5 +185,5 @@ def export_subnet(
             write_hf(sub, tmp, tokenizer, hf_kind)
         (tmp / SPEC_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if verify:
-            _verify(tmp, kind, sub)
+            _verify(tmp, kind, sub, device, dtype or torch.float32)
     return ExportResult(out, subnet, kind, info["num_parameters"])

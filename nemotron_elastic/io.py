@@ -10,6 +10,8 @@
 - `resolve_checkpoint`: which kind of model a path is (native folder, HF folder, GGUF file).
 - `save_tokenizer` / `load_tokenizer`: the tokenizer stored with a model, or in a tokenizer folder; never
   downloaded.
+- `import_extra`: a module of an optional dependency (a pyproject extra), or one line naming the extra to
+  install when its package is missing.
 
 This module imports nothing of the package: every layer can use it.
 """
@@ -17,12 +19,14 @@ This module imports nothing of the package: every layer can use it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from safetensors import SafetensorError, safe_open
@@ -34,8 +38,39 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 CheckpointKind = Literal["native", "hf", "gguf"]
 
 
+# The optional dependencies (pyproject extras): top-level module -> (the package to install, its extra).
+EXTRAS = {"lm_eval": ("lm-eval", "eval"), "matplotlib": ("matplotlib", "plots"), "datasets": ("datasets", "data")}
+
+
 class MissingPathError(FileNotFoundError, ValueError):
     """An input path that does not exist: a missing file to the OS, bad input to the command line."""
+
+
+class MissingExtraError(ImportError, ValueError):
+    """An optional dependency that is not installed: an ImportError to Python, one line to the command line."""
+
+
+def import_extra(module: str, purpose: str) -> ModuleType:
+    """`importlib.import_module(module)` for a module of an optional dependency listed in `EXTRAS`.
+
+    Args:
+        module: e.g. "lm_eval.tasks" or "matplotlib".
+        purpose: what needs it, the start of the error line (e.g. "eval --tasks").
+
+    Raises:
+        MissingExtraError: its package is not installed ("eval --tasks needs lm-eval: pip install
+            'nemotron-elastic[eval]'"). An installed package that fails to import raises its own error.
+    """
+    top = module.split(".")[0]
+    package, extra = EXTRAS[top]
+    try:
+        importlib.import_module(top)
+    except ModuleNotFoundError as err:
+        if err.name != top:  # the package is there but one of its own dependencies is not: its own error
+            raise
+        message = f"{purpose} needs {package}: pip install 'nemotron-elastic[{extra}]'"
+        raise MissingExtraError(message, name=top) from None
+    return importlib.import_module(module)
 
 
 @contextlib.contextmanager

@@ -1,15 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers shared by the command modules: argument types, output-folder checks, tokenizer helpers,
-atomic JSON, autocast, one-line model descriptions."""
+"""Helpers shared by the command modules: argument types, the `--device` / `--dtype` pair, tokenizer
+helpers, autocast, one-line model descriptions.
+
+Nothing here imports torch at module level: the command modules import this one, and `--help` must stay
+instant. The helpers that need torch import it when called.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
-from ..config.types import positive_int
+from ..config.types import DTYPES, positive_int
 from ..io import load_tokenizer
+
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when a CUDA device is available, else cpu)"
+DTYPE_HELP = "parameter dtype (default: bfloat16 on CUDA; on CPU as stored)"
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
@@ -45,11 +53,61 @@ def encode(tokenizer: Any, text: str) -> Any:
     return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
 
 
-def autocast(enabled: bool) -> Any:
+def autocast(enabled: bool, device: Any = "cpu") -> Any:
+    """bf16 autocast on `device`'s type (a no-op context when not enabled)."""
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
+
+# --- device and dtype ------------------------------------------------------------------------------------
+
+
+def add_device_args(p: argparse.ArgumentParser, dtype_help: str = DTYPE_HELP) -> None:
+    """`--device` and `--dtype`; both default to None, resolved by `resolve_device` when the command runs."""
+    p.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP)
+    p.add_argument("--dtype", choices=DTYPES, help=dtype_help)
+
+
+def check_device(text: str | None) -> Any:
+    """'cpu' / 'cuda' / 'cuda:N' / None (the default) -> a torch.device that exists on this machine.
+
+    Raises:
+        ValueError: any other string, CUDA asked for where there is none, or an index past the last device.
+    """
+    import torch
+
+    if text is None:
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
+    if match is None or (match[1] == "cpu" and match[2] is not None):
+        raise ValueError(f"--device {text}: expected cpu, cuda or cuda:N")
+    if match[1] == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {text}: no CUDA device is available on this machine (torch.cuda.is_available() is False)"
+        )
+    count = torch.cuda.device_count()
+    index = int(match[2]) if match[2] is not None else torch.cuda.current_device()
+    if index >= count:
+        raise ValueError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def resolve_device(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(torch.device, torch.dtype | None) of a command's `--device` / `--dtype`.
+
+    Called first in every command that has them, so that a device this machine lacks is refused before
+    anything is read. The dtype defaults to bfloat16 on CUDA; on the CPU to None (the command's own default:
+    as stored, or float32 where it always computed in float32), which keeps the CPU behaviour unchanged.
+    """
+    import torch
+
+    device = check_device(args.device)
+    if args.dtype is not None:
+        return device, getattr(torch, args.dtype)
+    return device, (torch.bfloat16 if device.type == "cuda" else None)
 
 
 def add_window_args(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,15 @@ from typing import Any
 from ..config.types import positive_int
 from ..data import heldout_text
 from ..io import CONFIG_NAME, load_tokenizer, write_json
-from .common import add_window_args, autocast, describe, encode, require_tokenizer
+from .common import (
+    add_device_args,
+    add_window_args,
+    autocast,
+    describe,
+    encode,
+    require_tokenizer,
+    resolve_device,
+)
 
 DEMO_PROMPT = "Once upon a time, in a small village by the sea,"
 # bf16 autocast for the demo's perplexity: faster on CPUs with bf16 units, within a small fraction of a percent
@@ -34,7 +42,7 @@ examples:
   nemotron-elastic demo --smollm2            # import the packaged SmolLM2-135M: perplexity and a sample"""}
 
 
-def _smollm2_demo(args: argparse.Namespace) -> int:
+def _smollm2_demo(args: argparse.Namespace, device: Any, dtype: Any) -> int:
     """Import the packaged SmolLM2-135M (once), measure its held-out perplexity, generate a sample.
 
     Until the elastic pipeline lands this is the parent-only part of it; the folder layout (DIR/parent,
@@ -57,17 +65,18 @@ def _smollm2_demo(args: argparse.Namespace) -> int:
         gguf = packaged_smollm2_gguf()
         print(f"importing {gguf.name} (dequantising to float32, about a minute) ...", file=sys.stderr)
         model, tokenizer = load_model(gguf), load_tokenizer(gguf)
-        save_native(model, parent, tokenizer=tokenizer, overwrite=True)
+        save_native(model, parent, tokenizer=tokenizer, overwrite=True)  # saved as imported (float32)
+    model = model.to(device=device, dtype=dtype)  # dtype None: only moved
     t_import = time.perf_counter()
 
     ids = encode(tokenizer, heldout_text())[: args.max_tokens]
-    with autocast(args.bf16):
+    with autocast(args.bf16, device):
         ppl = perplexity(model, ids, args.seq_len, args.batch_size, progress=True)
     t_ppl = time.perf_counter()
 
-    prompt_ids = encode(tokenizer, DEMO_PROMPT)
+    prompt_ids = encode(tokenizer, DEMO_PROMPT).to(device)
     sample_ids = model.generate(prompt_ids[None], args.new_tokens, eos_token_id=tokenizer.eos_token_id)
-    sample = tokenizer.decode(sample_ids[0, prompt_ids.numel() :], skip_special_tokens=True)
+    sample = tokenizer.decode(sample_ids[0, prompt_ids.numel() :].tolist(), skip_special_tokens=True)
     t_gen = time.perf_counter()
 
     num_params = sum(p.numel() for p in model.parameters())
@@ -85,7 +94,8 @@ def _smollm2_demo(args: argparse.Namespace) -> int:
             "value": ppl,
             "num_tokens": ids.numel(),
             "seq_len": args.seq_len,
-            "precision": "bf16 autocast" if args.bf16 else "float32",
+            "precision": "bf16 autocast" if args.bf16 else str(next(model.parameters()).dtype).removeprefix("torch."),
+            "device": str(device),
             "tokens_per_s": ids.numel() / (t_ppl - t_import),
         },
         "sample": {"prompt": DEMO_PROMPT, "new_tokens": args.new_tokens, "greedy_completion": sample},
@@ -110,11 +120,12 @@ def _smollm2_demo(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on the embedded default (or, with --smollm2, the packaged SmolLM2-135M check)."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     if args.smollm2:
-        return _smollm2_demo(args)
+        return _smollm2_demo(args, device, dtype)
     from ..demo import run_demo
 
-    report = run_demo(args.out, quick=args.quick, progress=True)
+    report = run_demo(args.out, quick=args.quick, progress=True, device=device, dtype=dtype)
     print(f"report: {Path(args.out) / 'report.md'}")
     for row in report["rows"]:
         print(f"  {row['kind']:<24} budget {row['budget']:<5g} params {row['params']:>10,}  ppl {row['perplexity']:.2f}")
@@ -142,3 +153,7 @@ def register(add: Any) -> None:
         default=DEMO_BF16,
         help=f"bf16 autocast for the perplexity passes (default {'on' if DEMO_BF16 else 'off'})",
     )
+    # the trainers pick their own device (distributed.setup: CUDA when available); the other steps take these
+    add_device_args(p, "parameter dtype of the score, export-check and evaluation steps, and of --smollm2 "
+                       "(default: bfloat16 on CUDA; on CPU as stored); pretraining and elastic training pick "
+                       "their own device and precision")

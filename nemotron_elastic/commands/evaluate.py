@@ -8,13 +8,14 @@ What a command runs is imported inside its `cmd_` function, so that `--help` nev
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..config.types import DTYPES, positive_int
+from ..config.types import positive_int
 from ..eval.lm_eval_tasks import parse_tasks
-from ..eval.report import format_table, model_name, write_report
-from .common import add_window_args
+from ..eval.report import PLOT_NAME, format_table, model_name, write_report
+from .common import add_device_args, add_window_args, resolve_device
 
 EPILOGS = {
     "eval": """examples:
@@ -38,6 +39,7 @@ def default_out(model: str) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate every requested budget; print the table; write eval.json and eval.png."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     from ..eval.runner import EvalSettings, evaluate_model
     from ..eval.targets import parse_budgets
 
@@ -46,8 +48,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         stride=args.stride,
         max_tokens=args.max_tokens,
-        dtype=args.dtype,
+        dtype=None if dtype is None else str(dtype).removeprefix("torch."),
         bf16=args.bf16,
+        device=str(device),
         tasks=parse_tasks(args.tasks) if args.tasks else [],
         task_limit=args.limit,
         bootstrap_iters=args.bootstrap_iters,
@@ -71,7 +74,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     paths = write_report(result, out)
     print(format_table(result))
-    print(f"wrote {paths['json']} and {paths['plot']}")
+    if paths["plot"] is None:
+        print(f"note: no {out / PLOT_NAME}: {paths['skipped']}", file=sys.stderr)
+        print(f"wrote {paths['json']}")
+    else:
+        print(f"wrote {paths['json']} and {paths['plot']}")
     return 0
 
 
@@ -114,7 +121,7 @@ def register(add: Any) -> None:
         metavar="S",
         help="sliding windows every S tokens (default: non-overlapping)",
     )
-    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
+    add_device_args(p)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
     p.add_argument("--tasks", metavar="T,T,...", help="lm-eval tasks per budget, e.g. nemotron_heldout")
     p.add_argument(

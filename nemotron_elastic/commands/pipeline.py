@@ -14,7 +14,7 @@ from typing import Any
 from ..config.run import PretrainConfig, TrainConfig
 from ..config.yaml_io import load_yaml
 from ..io import write_json
-from .common import positive_int
+from .common import add_device_args, positive_int, resolve_device
 
 EPILOGS = {
     "score": """Writes OUT: the parent with its weights sorted by importance (every sub-model is then a prefix on
@@ -91,13 +91,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Importance scores on calibration data, then the function-preserving reordering."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     from ..importance.pipeline import score_model
 
     out = score_model(
         args.model, args.data, args.out, samples=args.samples, seq_len=args.seq_len,
         depth_samples=args.depth_samples, max_depth_drops=args.max_depth_drops, seed=args.seed,
         mlp_point=args.mlp_point, attention_point=args.attention_point, mamba_point=args.mamba_point,
-        bf16=args.bf16, progress=not args.quiet, overwrite=args.overwrite,
+        bf16=args.bf16, progress=not args.quiet, overwrite=args.overwrite, device=device, dtype=dtype,
     )  # fmt: skip
     print(f"scored {args.model} -> {out} (reordered parent + ranking.json)")
     return 0
@@ -129,6 +130,8 @@ def register(add: Any) -> None:
                    help="Mamba head / channel score: out_proj's input (default) or in_proj's x branch (the paper)")
     p.add_argument("--seed", type=int, default=0, help="calibration draw seed")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the scoring forwards")
+    add_device_args(p, "parameter dtype of the scoring forwards; the saved parent keeps its stored dtype "
+                       "(default: bfloat16 on CUDA; on CPU as stored)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _run_arguments(add("pretrain", cmd_pretrain, "Pretrain a small hybrid parent from scratch (plain LM loss)."))

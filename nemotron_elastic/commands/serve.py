@@ -3,7 +3,8 @@
 argument registration and the entry point (also `python -m nemotron_elastic.serve`).
 
     nemotron-elastic serve --model runs/elastic/model [--host 127.0.0.1 --port 8000]
-                           [--max-concurrency K --max-queue N --threads T --max-context L --dtype D]
+                           [--max-concurrency K --max-queue N --threads T --max-context L]
+                           [--device cpu|cuda|cuda:N --dtype D]
 
 Nothing heavy is imported at module level, so `--help` and the CLI parser stay instant; `serve_main` loads
 the engine, prints one `listening on URL` line (stdout, flushed: scripts may wait for it), serves until
@@ -20,7 +21,8 @@ import sys
 import threading
 from typing import Any
 
-from ..config.types import DTYPES, positive_int
+from ..config.types import positive_int
+from .common import add_device_args, resolve_device
 
 SERVE_EPILOG = """examples:
   nemotron-elastic serve --model runs/elastic/model --port 8000
@@ -87,7 +89,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="prompt + completion token limit (default: the model's max_position_embeddings)",
     )
     parser.add_argument("--name", help="served model name prefix (default: the checkpoint folder's name)")
-    parser.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default: as stored)")
+    add_device_args(parser)
     parser.add_argument(
         "--grace",
         type=float,
@@ -108,6 +110,7 @@ def _cpu_count() -> int:
 
 def serve_main(args: argparse.Namespace) -> int:
     """Run the server until SIGINT / SIGTERM. Returns the exit status (0 after a clean shutdown)."""
+    device, dtype = resolve_device(args)  # first: a missing device is refused before anything is read
     import torch
 
     from ..serve.engine import ManyInOneEngine
@@ -115,7 +118,7 @@ def serve_main(args: argparse.Namespace) -> int:
 
     threads = args.threads or max(1, _cpu_count() // args.max_concurrency)
     torch.set_num_threads(threads)  # K requests x T threads ~ the cores: no oversubscription
-    engine = ManyInOneEngine(args.model, dtype=args.dtype, name=args.name, max_context=args.max_context)
+    engine = ManyInOneEngine(args.model, dtype=dtype, name=args.name, device=device, max_context=args.max_context)
     try:
         server = ElasticServer(engine, args.host, args.port, args.max_concurrency, args.max_queue, args.quiet)
     except OSError as err:  # port in use, address not local: one line naming what was asked
@@ -127,7 +130,7 @@ def serve_main(args: argparse.Namespace) -> int:
     memory = engine.memory_report()
     print(
         f"serving {', '.join(engine.models)} from one copy of the weights "
-        f"({memory['weight_bytes'] / 2**20:.1f} MiB {memory['dtype']}; separate copies would take "
+        f"({memory['weight_bytes'] / 2**20:.1f} MiB {memory['dtype']} on {device}; separate copies would take "
         f"{memory['separate_weight_bytes'] / 2**20:.1f} MiB); {args.max_concurrency} workers x {threads} "
         f"threads, queue {args.max_queue}, context {engine.max_context}",
         file=sys.stderr,

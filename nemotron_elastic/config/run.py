@@ -117,7 +117,7 @@ class DataConfig:
 def _check_run(cfg: Any) -> None:
     """What train and pretrain configs share: logging intervals and at least one stage."""
     check_ranges(cfg, log_every="[1, inf)", eval_every="[1, inf)", save_every="[1, inf)",
-                 activation_checkpointing_k="[1, inf)")
+                 activation_checkpointing_k="[1, inf)", peak_tflops="(0, inf)")
     cfg.dist = dist_config(cfg.dist)
     if not cfg.stages:
         raise ValueError("stages: at least one stage")
@@ -173,6 +173,15 @@ class TrainConfig(_Checkpointing):
     # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
     activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
     activation_checkpointing_k: int = 2
+    # Fused Mamba kernels on CUDA (model/kernels.py): auto = when they load and match the reference (else one
+    # loud warning), required = refuse to start without them, torch = the pure-PyTorch path
+    kernels: Literal["auto", "required", "torch"] = "auto"
+    # torch.compile every block's mixer, one compile per size it sees (each budget is its own size; past torch's
+    # recompile limit a mixer runs eager); measured, not assumed: benchmarks/gpu_check.py
+    compile: bool = False
+    # The device's peak FLOP/s in TFLOP/s (bf16, dense) for the MFU metric; None: the datasheet value of a
+    # known GPU (train/runtime.py), else MFU is not logged
+    peak_tflops: float | None = None
     # Debug: at every micro-step the ranks compare a hash of the sub-model each runs (two small collectives)
     # and fail at once if they differ, instead of hanging in a collective.
     check_decisions: bool = False
@@ -231,6 +240,15 @@ class PretrainConfig(_Checkpointing):
     # block, "every_k" blocks 0, k, 2k, ... (k = activation_checkpointing_k). Same losses and gradients.
     activation_checkpointing: Literal["none", "blocks", "every_k"] = "none"
     activation_checkpointing_k: int = 2
+    # Fused Mamba kernels on CUDA (model/kernels.py): auto = when they load and match the reference (else one
+    # loud warning), required = refuse to start without them, torch = the pure-PyTorch path
+    kernels: Literal["auto", "required", "torch"] = "auto"
+    # torch.compile every block's mixer, one compile per size it sees (each budget is its own size; past torch's
+    # recompile limit a mixer runs eager); measured, not assumed: benchmarks/gpu_check.py
+    compile: bool = False
+    # The device's peak FLOP/s in TFLOP/s (bf16, dense) for the MFU metric; None: the datasheet value of a
+    # known GPU (train/runtime.py), else MFU is not logged
+    peak_tflops: float | None = None
 
     def __post_init__(self) -> None:
         _check_run(self)

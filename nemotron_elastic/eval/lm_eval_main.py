@@ -18,6 +18,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..io import MissingExtraError, import_extra
+
+PURPOSE = "nemotron-elastic-lm-eval"  # what the missing-extra error says needs lm-eval
+
 
 def requested_tasks(argv: list[str]) -> list[str] | None:
     """The task names of an lm-eval command line (`--tasks a,b` or `--tasks=a,b`), None without one."""
@@ -35,11 +39,11 @@ def _with_shipped_tasks(shipped_only: bool) -> None:
     With `shipped_only` (every requested task is one of ours) lm-eval's own index of 14,000 task files
     is not scanned, which saves 10-25 s per run; any other task name brings it back.
     """
-    import lm_eval.tasks
+    tasks = import_extra("lm_eval.tasks", PURPOSE)
 
     from .lm_eval_tasks import TASKS_DIR  # deferred: lm-eval is an optional extra
 
-    base = lm_eval.tasks.TaskManager
+    base = tasks.TaskManager
     if getattr(base, "_nemotron_elastic", False):
         base = base.__mro__[1]  # called twice in one process: wrap lm-eval's class, not our wrapper
 
@@ -53,12 +57,17 @@ def _with_shipped_tasks(shipped_only: bool) -> None:
                 kwargs["include_defaults"] = False
             super().__init__(*args, include_path=paths, **kwargs)
 
-    lm_eval.tasks.TaskManager = TaskManager
+    tasks.TaskManager = TaskManager
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run lm-eval's CLI on `argv` (default: sys.argv[1:]) with our model and tasks registered."""
-    from lm_eval.__main__ import cli_evaluate
+    """Run lm-eval's CLI on `argv` (default: sys.argv[1:]) with our model and tasks registered; without
+    lm-eval installed, one `error:` line naming the extra and exit status 2."""
+    try:
+        cli_evaluate = import_extra("lm_eval.__main__", PURPOSE).cli_evaluate
+    except MissingExtraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
     from . import lm_eval_model  # noqa: F401  (registers the model)
     from .lm_eval_tasks import SHIPPED_TAGS, SHIPPED_TASKS  # deferred with the model above

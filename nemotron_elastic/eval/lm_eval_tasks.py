@@ -9,7 +9,8 @@
 
 Any other lm-eval task name (hellaswag, arc_easy, ...) also works where its data is in the local
 Hugging Face cache; only then is lm-eval's own task index (14,000 YAML files, about 10-25 s to scan)
-read. Unknown names fail before any model work, with one line.
+read. Unknown names fail before any model work, with one line, and so does a missing lm-eval (the `eval`
+extra; nothing here imports it before a task is asked for).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..io import import_extra
+
 TASKS_DIR = Path(__file__).with_name("tasks")
 SHIPPED_TASKS = ("nemotron_heldout_ppl", "nemotron_heldout_cloze")
 SHIPPED_TAGS = ("nemotron_heldout",)
 OWN_PREFIX = "nemotron_"
 QUIET_LOGGERS = ("lm_eval", "lm-eval", "datasets")  # their INFO / WARNING lines would bury the table
+PURPOSE = "eval --tasks"  # what the missing-extra error says needs lm-eval
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -44,8 +48,9 @@ def task_manager(tasks: list[str], metadata: dict[str, Any] | None = None) -> An
 
     Raises:
         ValueError: a task name that neither the shipped folder nor lm-eval knows (one line).
+        MissingExtraError: lm-eval is not installed (one line naming the `eval` extra).
     """
-    from lm_eval.tasks import TaskManager
+    TaskManager = import_extra("lm_eval.tasks", PURPOSE).TaskManager
 
     own = set(SHIPPED_TASKS) | set(SHIPPED_TAGS)
     include_defaults = any(t not in own and not t.startswith(OWN_PREFIX) for t in tasks)
@@ -92,8 +97,7 @@ def run_tasks(
         {task: {metric: value}}, with lm-eval's metric names stripped of their filter suffix
         (`acc,none` -> `acc`, `acc_stderr,none` -> `acc_stderr`).
     """
-    import lm_eval
-
+    lm_eval = import_extra("lm_eval", PURPOSE)
     metadata = {} if data is None else {"eval_data": str(data)}
     manager = manager or task_manager(tasks, metadata)
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}

@@ -3,7 +3,8 @@
 
     OUT/eval.json     `evaluate_model`'s result (model, data, settings, one row per budget, versions)
     OUT/eval.png      held-out perplexity against parameters, one point per budget (and the accuracy of
-                      each lm-eval task that reports one, in a second panel)
+                      each lm-eval task that reports one, in a second panel); needs matplotlib (the
+                      `plots` extra): without it the plot is skipped and the numbers are written all the same
 
 Both files are written under a temporary name in OUT and renamed into place, so a reader never sees half
 a file and an interrupted run leaves the previous report intact.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_path, write_json
+from ..io import MissingExtraError, atomic_path, import_extra, write_json
 
 JSON_NAME, PLOT_NAME = "eval.json", "eval.png"
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")  # higher is better, in [0, 1]: plotted
@@ -93,6 +94,7 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     dtype = settings["dtype"] + (", bf16 autocast" if settings.get("bf16") else "")
+    dtype += f" on {settings['device']}" if settings.get("device", "cpu") != "cpu" else ""
     title = (
         f"{result['model']} ({result['kind']}, {dtype}): {data['tokens']} tokens of "
         f"{data['source']}, windows of {context}"
@@ -116,9 +118,12 @@ def write_result(result: dict[str, Any], path: Path) -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Perplexity (and task accuracies) against parameters, one labelled point per row."""
-    import matplotlib
+    """Perplexity (and task accuracies) against parameters, one labelled point per row.
 
+    Raises:
+        MissingExtraError: matplotlib is not installed.
+    """
+    matplotlib = import_extra("matplotlib", "the eval plot")
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
 
@@ -154,12 +159,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-def write_report(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write eval.json and eval.png into `out_dir` (created if needed); returns their paths."""
+def write_report(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write eval.json and eval.png into `out_dir` (created if needed).
+
+    Returns:
+        {"json": path, "plot": path, or None when matplotlib is missing, "skipped": why there is no plot}.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    paths = {"json": out / JSON_NAME, "plot": out / PLOT_NAME}
+    paths: dict[str, Any] = {"json": out / JSON_NAME, "plot": out / PLOT_NAME, "skipped": None}
     write_result(result, paths["json"])
-    plot(result, paths["plot"])
+    try:
+        plot(result, paths["plot"])
+    except MissingExtraError as err:  # the numbers do not need the plot: say so and go on
+        paths["plot"], paths["skipped"] = None, str(err)
     return paths

@@ -51,7 +51,8 @@ class EvalSettings:
     stride: int | None = None
     max_tokens: int = 16384
     dtype: str | None = None  # None: as stored
-    bf16: bool = False  # bf16 autocast on CPU
+    bf16: bool = False  # bf16 autocast, on the device's type
+    device: str = "cpu"  # where the model runs ("cpu", "cuda", "cuda:1"); the numbers come back to the host
     tasks: list[str] = field(default_factory=list)
     task_limit: int | None = None  # lm-eval documents per task
     bootstrap_iters: int = 0
@@ -85,7 +86,7 @@ def score_target(
     """Perplexity, bits per byte, size, memory and speed of one sub-model on `text` (see module docstring)."""
     masks = None if target.spec.is_full() else ElasticMasks.from_spec(target.spec)
     timed = _TimedModel(model)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+    with torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16, enabled=settings.bf16):
         nll = token_nll(
             timed, text.token_ids, settings.seq_len, settings.batch_size, settings.stride, progress, masks
         )
@@ -133,7 +134,7 @@ def evaluate_model(
         path: an elastic checkpoint, or any native / HF folder or GGUF file.
         budgets / spec / interpolate: which sub-models (`resolve_targets`).
         data: documents to evaluate on (default: the default corpus' held-out split).
-        settings: windows, batch, token cap, dtype, lm-eval tasks.
+        settings: windows, batch, token cap, dtype, device, lm-eval tasks.
         progress: progress bars on stderr.
 
     Returns:
@@ -156,7 +157,7 @@ def evaluate_model(
     tokenizer = load_tokenizer(path)
     if tokenizer is None:
         raise ValueError(f"{path}: the checkpoint has no tokenizer; evaluation needs one to read text")
-    model = load_model(path, dtype=settings.dtype).requires_grad_(False)
+    model = load_model(path, dtype=settings.dtype, device=settings.device).requires_grad_(False)
     if targets is None:  # HF / GGUF: the config comes with the model
         targets = resolve_targets(path, model.config, budgets, spec, interpolate)
     text = token_stream(

@@ -73,7 +73,8 @@ def _full_states(model: HybridLM, chunks: list[torch.Tensor]) -> tuple[list[list
 def _block_importance(states: list[list[torch.Tensor]], cdt: torch.dtype) -> list[float]:
     """Mean over tokens of 1 - cos(input, output) of every layer, from `_full_states`."""
     num_layers = len(states[0]) - 1
-    total, tokens = torch.zeros(num_layers, dtype=torch.float64), 0
+    # on the states' device: a CPU total cannot take in-place adds of CUDA scalars; `.tolist()` brings it back
+    total, tokens = torch.zeros(num_layers, dtype=torch.float64, device=states[0][0].device), 0
     for s in states:
         for j in range(num_layers):
             cos = torch.nn.functional.cosine_similarity(s[j].to(cdt), s[j + 1].to(cdt), dim=-1)  # (B, T)

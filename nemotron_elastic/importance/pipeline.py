@@ -8,6 +8,9 @@
       -> reorder the parent by the width rankings (reorder.py: function-preserving)
       -> out_dir/ = native checkpoint (config.yaml, model.safetensors, tokenizer) + ranking.json
 
+The scoring forwards run on `device` in `dtype` (e.g. bfloat16 on a GPU); the weights that are reordered
+and saved are the parent's as stored, so scoring in a lower precision never lowers the saved parent's.
+
 Everything is validated before the slow work (output folder, data, tokenizer, token count), and out_dir is
 written under a temporary name and renamed when complete, so a failure leaves nothing behind.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint.load import load_model
+from ..checkpoint.load import build_model, read_checkpoint
 from ..checkpoint.native import save_native
 from ..config.model import ModelConfig
 from ..config.yaml_io import load_yaml
@@ -54,6 +57,8 @@ def score_model(
     bf16: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Score every axis of a parent, sort its weights by importance and save it with `ranking.json`.
 
@@ -73,6 +78,8 @@ def score_model(
         mamba_point: "out_proj_input" (after the scan and gate, default) or "x" (in_proj's x branch, the paper).
         aggregation: reduction over sequence and batch (default: mean over the sequence, L2 over the batch).
         bf16: run the forwards under bf16 autocast (weights and the saved checkpoint keep their dtype).
+        device, dtype: where and in which parameter dtype the scoring forwards run (None: as stored). The
+            saved checkpoint keeps the stored dtype whatever this is.
         progress: tqdm bars on stderr.
         overwrite: replace a non-empty out_dir.
 
@@ -96,9 +103,12 @@ def score_model(
     depth_seq_len = depth_seq_len or seq_len
     width_ids = sample_windows(stream, samples, seq_len, seed)
     depth_ids = sample_windows(stream, depth_samples, depth_seq_len, seed)
-    model = load_model(model_dir)
+    config, stored = read_checkpoint(model_dir)
+    # build_model consumes its dict: a shallow copy keeps `stored`. On the CPU in the stored dtype both
+    # models share every tensor (`.to` is then a no-op), so this costs no memory there.
+    model = build_model(config, dict(stored), dtype, device)
 
-    device = next(model.parameters()).device
+    device = torch.device(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with autocast:
         ranking = width_ranking(
@@ -121,8 +131,12 @@ def score_model(
         "attention_point": attention_point,
         "mamba_point": mamba_point,
         "bf16": bf16,
+        "device": device.type,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "reordered": True,  # the saved weights are sorted: every order below is applied
     }
+    del model  # the scoring copy; the stored weights are the ones sorted and saved
+    model = build_model(config, stored)
     reorder_model(model, ranking)
     with atomic_output_dir(out, overwrite) as tmp:
         save_native(model, tmp, tokenizer)  # tmp is empty: save_native fills it in place

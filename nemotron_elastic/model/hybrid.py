@@ -30,6 +30,7 @@ from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
 from .attention import Attention, rope_cos_sin
 from .decode import AttentionState, InferenceCache, MambaState, generate
+from .kernels import Kernels
 from .layout import scale
 from .mamba2 import Mamba2Mixer
 from .masks import ElasticMasks, LayerMasks
@@ -125,6 +126,12 @@ class HybridLM(nn.Module):
         """
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embeddings.weight
+
+    def set_kernels(self, kernels: Kernels) -> None:
+        """Run every Mamba2 mixer's SSD scan and causal conv through `kernels` (model/kernels.py)."""
+        for block in self.layers:
+            if isinstance(block.mixer, Mamba2Mixer):
+                block.mixer.kernels = kernels
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:

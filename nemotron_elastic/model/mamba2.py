@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode import MambaState
+from .kernels import TORCH, Kernels
 from .layout import MambaIndex, mamba_indices, scale, sub_linear, take
 from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
-from .ssd import ssd_scan, ssd_step
+from .ssd import ssd_step
 
 
 class MambaLayout(NamedTuple):
@@ -73,6 +74,7 @@ class Mamba2Mixer(nn.Module):
         assert num_heads % num_groups == 0, (num_heads, num_groups)
         self.num_heads, self.head_dim, self.num_groups, self.state_size = num_heads, head_dim, num_groups, state_size
         self.conv_kernel, self.chunk_size, self.dt_min = conv_kernel, chunk_size, dt_min
+        self.kernels: Kernels = TORCH  # the SSD scan and causal conv (model/kernels.py; set by HybridLM.set_kernels)
         inner = num_heads * head_dim
         self.conv_dim = inner + 2 * num_groups * state_size
         self.in_proj = nn.Linear(hidden_size, inner + self.conv_dim + num_heads, bias=proj_bias)
@@ -132,17 +134,15 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = sub_linear(x, self.in_proj, sel.in_proj, d).split([inner, conv_dim, h], dim=-1)
 
         # depthwise causal conv over [x|B|C]; the cached K-1 inputs play the role of the left zero padding
-        xbc = xbc.transpose(1, 2)  # (B, C, T)
         weight, bias = take(self.conv1d.weight, sel.conv), self.conv1d.bias
         bias = None if bias is None else take(bias, sel.conv)
         if state is None:
-            xbc = F.conv1d(xbc, weight, bias, padding=self.conv_kernel - 1, groups=conv_dim)[..., :t]
+            xbc = self.kernels.conv(xbc, weight[:, 0], bias)  # (B, T, C), SiLU applied
             new_conv = None
         else:
-            full = torch.cat([state.conv, xbc], dim=-1)  # (B, C, K-1+T)
+            full = torch.cat([state.conv, xbc.transpose(1, 2)], dim=-1)  # (B, C, K-1+T)
             new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
-            xbc = F.conv1d(full, weight, bias, groups=conv_dim)  # (B, C, T)
-        xbc = F.silu(xbc).transpose(1, 2)  # (B, T, C)
+            xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(x.dtype)
@@ -153,13 +153,13 @@ class Mamba2Mixer(nn.Module):
         b_mat, c_mat = b_mat.reshape(bsz, t, g, n), c_mat.reshape(bsz, t, g, n)
 
         if state is None:
-            y = ssd_scan(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip)
+            y = self.kernels.ssd(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip)
             new_state = None
         elif t == 1:  # recurrent step: O(1) per token
             y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip)
             y, new_state = y[:, None], MambaState(new_conv, ssm)
         else:  # a chunk of tokens continuing from the cached state (prefill)
-            y, ssm = ssd_scan(
+            y, ssm = self.kernels.ssd(
                 xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
             )
             new_state = MambaState(new_conv, ssm)

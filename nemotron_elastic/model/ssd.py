@@ -8,8 +8,8 @@ The selective state space recurrence of a Mamba2 mixer, per head with a scalar d
 
 `ssd_chunked` evaluates it with the chunked SSD algorithm (quadratic "attention-like" form inside a
 chunk of `chunk_size` tokens, linear recurrence between chunks); `ssd_step` is one decoding step;
-`ssd_naive` is the token-by-token recurrence, kept here as the test reference; `ssd_scan` is what the
-mixer calls (mamba_ssm's Triton kernel on CUDA when installed, `ssd_chunked` otherwise).
+`ssd_naive` is the token-by-token recurrence, kept here as the test reference; `ssd_scan` is the pure-PyTorch
+scan (fused kernels are chosen in `kernels.py`).
 
 References:
     Dao & Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured
@@ -231,28 +231,8 @@ def ssd_scan(
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The mixer's entry point: mamba_ssm's fused kernel on CUDA when installed, else `ssd_chunked`.
-
-    Same arguments and returns as `ssd_chunked`. `dt` is already processed, so the kernel is called
-    without dt_bias and without softplus.
-    """
-    if x.is_cuda:
-        try:
-            from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-        except ImportError:
-            mamba_chunk_scan_combined = None
-        if mamba_chunk_scan_combined is not None:
-            return mamba_chunk_scan_combined(
-                x,
-                dt,
-                A,
-                B,
-                C,
-                chunk_size,
-                D=D,
-                initial_states=initial_state,
-                return_final_states=return_final_state,
-            )
+    """The pure-PyTorch scan a mixer runs without fused kernels: `ssd_chunked` (same arguments and returns).
+    Fused kernels on CUDA are chosen explicitly, in `model/kernels.py`."""
     return ssd_chunked(
         x, dt, A, B, C, chunk_size, D=D, initial_state=initial_state, return_final_state=return_final_state
     )

@@ -106,7 +106,7 @@ class ManyInOneEngine:
         path: str | Path,
         dtype: torch.dtype | str | None = None,
         name: str | None = None,
-        device: str = "cpu",
+        device: torch.device | str = "cpu",
         max_context: int | None = None,
     ) -> None:
         self.path = Path(path)

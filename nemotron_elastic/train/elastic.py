@@ -39,6 +39,7 @@ from .distributed import check_same
 from .loop import Trainer
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .plan import check_state_fits
+from .runtime import prepare_models
 from .step import StepContext, elastic_loss, memory_setting, sample_budget, teacher_hidden
 
 
@@ -85,6 +86,7 @@ class ElasticTrainer(Trainer):
             self.dist.wrap_trained(self.model)
             self.dist.replicate(self.router)  # tiny: a whole copy per rank, gradients all-reduced
             self.frozen = (self.dist.wrap_frozen(self.teacher),)
+            prepare_models(cfg, self.device, self.model, self.teacher)  # kernels (and compile) for both
             o = cfg.optim
             self.optimizer = torch.optim.AdamW(
                 [

@@ -27,7 +27,6 @@ import abc
 import contextlib
 import secrets
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from ..data.packed import PackedDataset, PackedTokens
 from ..io import WEIGHTS_NAME, replace_dir
 from .distributed import Distributed, all_reduce_window, setup
 from .run_dir import MetricsWriter, prepare_run_dir
+from .runtime import Throughput, peak_tflops
 from .state import CheckpointWriter, load_checkpoint
 
 
@@ -230,11 +230,12 @@ class Trainer(abc.ABC):
         quiet = not (self.progress and self.dist.is_main)
         bar = tqdm(total=total, initial=self.step, desc=self.name, disable=quiet, unit="step")
         datasets: dict[str, PackedDataset] = {}
-        tokens_seen, t0 = 0, time.perf_counter()
+        throughput = Throughput(self.device, peak_tflops(self.device, cfg.peak_tflops))
         params = [p for p in list(self.model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
         if self.step == 0:  # the starting point every later evaluation is read against
             self.metrics.write(0, "eval", self._evaluate())
         while self.step < total:
+            throughput.resume()
             index, stage = stage_at(cfg, self.step)
             if stage.name not in datasets:
                 datasets[stage.name] = self._dataset(index)
@@ -253,6 +254,7 @@ class Trainer(abc.ABC):
                 self.dist.all_reduce_on(self.model, last=micro == accum - 1)
                 loss, key, metrics = self.micro_loss(batch, self.step, draw, stage)
                 (loss / accum).backward()
+                throughput.add(batch[:, :-1].numel() * self.dist.world_size, metrics.pop("model_flops", 0.0))
                 self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
                 # The window holds one mean per draw (over its micro-steps here, over the ranks when logged):
                 # a draw is the same sequences on any number of processes, so a window saved on one world
@@ -263,21 +265,23 @@ class Trainer(abc.ABC):
                 if within == per_draw - 1:
                     for name, v in draw_metrics.items():
                         window.setdefault(name, []).append(v if per_draw == 1 else v / per_draw)
-                tokens_seen += batch[:, :-1].numel() * self.dist.world_size  # every rank reads as many
             self.dist.sync_grads(params)
             grad_norm = self.dist.clip_grad_norm(params, cfg.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.checkpoints.finish()  # publish the checkpoint written in the background during this step
             self.step += 1
-            rate = tokens_seen / max(1e-9, time.perf_counter() - t0)
+            throughput.pause()
             bar.update(1)
-            bar.set_postfix(stage=stage.name, tok_s=f"{rate:.0f}")
+            bar.set_postfix(stage=stage.name, tok_s=f"{throughput.tokens_per_s():.0f}")
             if self.step % cfg.log_every == 0 or self.step == total:
                 window = all_reduce_window(to_host(window))  # each rank saw its own rows: the mean over ranks
                 row = {k: sum(v) / len(v) for k, v in window.items()}
+                speed = throughput.row()  # tokens/s, model TFLOP/s, MFU (a known peak), peak memory
                 row.update(self.log_extra(self.step), lr=self.optimizer.param_groups[0]["lr"],
-                           grad_norm=float(grad_norm), tokens_per_s=rate, stage=stage.name)
+                           grad_norm=float(grad_norm), stage=stage.name, **speed)
+                if "mfu" in speed:
+                    bar.set_postfix(stage=stage.name, tok_s=f"{speed['tokens_per_s']:.0f}", mfu=f"{speed['mfu']:.1%}")
                 self.metrics.write(self.step, "train", row)
                 window = {}
             if self.step % cfg.eval_every == 0 or self.step == total:

@@ -27,6 +27,7 @@ from ..io import load_tokenizer
 from ..model.hybrid import HybridLM
 from .loop import Trainer
 from .losses import cross_entropy_chunked
+from .runtime import elastic_step_flops, prepare_models
 
 
 def resolve_model_config(cfg: PretrainConfig, vocab_size: int | None = None) -> ModelConfig:
@@ -62,6 +63,7 @@ class PretrainTrainer(Trainer):
             self.model = HybridLM(model_cfg).to(self.dist.init_device)
             self.model.init_weights()
             self.dist.wrap_trained(self.model)  # before the optimizer: FSDP2 replaces the parameters
+            prepare_models(cfg, self.device, self.model)
             self.aux = torch.nn.Module()
             o = cfg.optim
             decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
@@ -82,7 +84,9 @@ class PretrainTrainer(Trainer):
         with self.autocast():
             hidden = self.model(inputs, return_hidden=True, checkpoint_every=self.cfg.checkpoint_every)
         loss = cross_entropy_chunked(hidden, self.model.head_weight(), targets)
-        return loss, "", {"loss": loss.detach()}  # read on the host at the log interval only
+        share = 0.0 if self.cfg.checkpoint_every == 0 else 1.0 / self.cfg.checkpoint_every
+        flops = elastic_step_flops(self.model.config, None, inputs.numel(), inputs.shape[1], share)
+        return loss, "", {"loss": loss.detach(), "model_flops": flops}  # loss read on the host at log time only
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ..router.decision import CostTable, decide
 from ..router.menus import AxisMenu
 from ..router.router import Router
 from .losses import cross_entropy_chunked, kl_div_chunked
+from .runtime import elastic_step_flops
 
 
 @dataclass
@@ -127,6 +128,9 @@ def elastic_loss(
         metrics["budget_loss"] = bl.detach()
         metrics["cost_ratio"] = ratio.detach()
     metrics["loss"] = loss.detach()
+    share = 0.0 if cfg.checkpoint_every == 0 else 1.0 / cfg.checkpoint_every
+    # a host float (the sizes are known on the host); the loop sums it for MFU and keeps it out of the log
+    metrics["model_flops"] = elastic_step_flops(ctx.teacher.config, masks, inputs.numel(), inputs.shape[1], share)
     return loss, metrics
 
 

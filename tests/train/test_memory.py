@@ -12,13 +12,11 @@ import dataclasses
 import json
 
 import pytest
-import torch
+from test_distributed import launch
 
 from nemotron_elastic.checkpoint import save_native
 from nemotron_elastic.config.presets import get_preset
 from nemotron_elastic.model import HybridLM
-
-from test_distributed import launch
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,11 @@ from typing import Any
 # absolute imports: lm-eval loads this file by its path, outside the package
 from nemotron_elastic.eval import lm_eval_model  # noqa: F401  (registers the model, see above)
 from nemotron_elastic.eval.texts import cloze_items, eval_documents, passages
+from nemotron_elastic.io import import_extra
 
 
 def _dataset(texts: list[str], task: str) -> dict[str, Any]:
-    import datasets
-
+    datasets = import_extra("datasets", f"the lm-eval task {task}")  # lm-eval brings it; said clearly if not
     if not texts:
         raise ValueError(f"{task}: the documents give no items")
     return {"test": datasets.Dataset.from_list([{"text": t} for t in texts])}
