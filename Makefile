@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench reproduce clean
+.PHONY: install test test-slow demo bench reproduce gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ reproduce: $(STAMP)
 	test -f runs/parent/model/config.yaml || $(PY) -m nemotron_elastic pretrain --config configs/pretrain-tiny.yaml \
 		$$(test -f runs/parent/train_config.yaml && echo --resume)
 	$(PY) benchmarks/reproduce/run.py --parent runs/parent/model --out runs/reproduce
+
+# The prepared GPU check (benchmarks/gpu_check.py): about 5 minutes on one H200; results in benchmarks/results/.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_speed.py

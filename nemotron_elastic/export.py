@@ -90,19 +90,24 @@ def probe_tolerance(dtype: torch.dtype) -> float:
 
 
 @torch.no_grad()
-def _verify(
-    folder: Path, kind: str, reference: torch.nn.Module, device: torch.device | str, dtype: torch.dtype
-) -> None:
-    """Load what was written and compare its logits with `reference` (the sliced model), both on `device`
-    in `dtype`. `reference` is moved and cast in place: its files are written, nothing needs it after this.
+def _expected_logits(reference: torch.nn.Module, device: torch.device | str, dtype: torch.dtype):
+    """(probe ids, the reference's logits) on `device` in `dtype`. `reference` is moved and cast in place: its
+    files are written, nothing needs it after this (a copy would double a large model on the host)."""
+    ref = reference.to(device=device, dtype=dtype)
+    ids = torch.randint(0, ref.config.vocab_size, PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
+    ids = ids.to(device)
+    return ids, ref.eval()(ids)
+
+
+@torch.no_grad()
+def _verify(folder: Path, kind: str, ids: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    """Load what was written and compare its logits on `ids` with the sliced model's `expected` ones, on the
+    same device in `dtype`. The sliced model is gone by now: the two are never in memory together.
 
     Raises:
         RuntimeError: the written checkpoint computes a different function (a bug, never bad input).
     """
-    ref = reference.to(device=device, dtype=dtype)  # in place: a copy would double a large model on the host
-    ids = torch.randint(0, ref.config.vocab_size, PROBE_SHAPE, generator=torch.Generator().manual_seed(0))
-    ids = ids.to(device)
-    expected = ref.eval()(ids)
+    device = ids.device
     if kind == "native":
         loaded = load_model(folder, dtype=dtype, device=device)
         got = loaded(ids)
@@ -185,5 +190,7 @@ def export_subnet(
             write_hf(sub, tmp, tokenizer, hf_kind)
         (tmp / SPEC_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if verify:
-            _verify(tmp, kind, sub, device, dtype or torch.float32)
+            ids, expected = _expected_logits(sub, device, dtype or torch.float32)
+            del sub  # before the written model is loaded: a large model is never in memory twice
+            _verify(tmp, kind, ids, expected, dtype or torch.float32)
     return ExportResult(out, subnet, kind, info["num_parameters"])

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import save_file
 
 from ..config.model import ModelConfig
 from ..io import atomic_output_dir, read_safetensors, save_tokenizer
@@ -42,6 +41,7 @@ from .keymap import (
 )
 from .remote_code.writer import MODEL_TYPE as REMOTE_MODEL_TYPE
 from .remote_code.writer import native_config_from_remote, remote_to_native_state_dict, write_remote_code
+from .stream import write_tensors
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -182,7 +182,7 @@ def native_to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under HF keys, ready for safetensors (CPU, contiguous, no shared storage)."""
     config: ModelConfig = model.config
     state = model.state_dict()
-    tensors = {
+    tensors = {  # CPU tensors stay themselves (no copy): a large model is written without a second copy
         to_hf_key(k, config.family): state[k].detach().to("cpu").contiguous() for k in native_shapes(config)
     }
     if config.tie_word_embeddings and config.family == "nemotron_h":
@@ -234,7 +234,7 @@ def write_hf(
         tensors = native_to_hf_state_dict(model)
         hf_config.dtype = tensors[to_hf_key("embeddings.weight", model.config.family)].dtype
         hf_config.save_pretrained(str(folder))
-        save_file(tensors, str(folder / SAFE_WEIGHTS), metadata={"format": "pt"})
+        write_tensors(folder / SAFE_WEIGHTS, tensors, {"format": "pt"})  # streamed: no second copy in memory
         ids = (hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id)
         if any(i is not None for i in ids):
             GenerationConfig.from_model_config(hf_config).save_pretrained(str(folder))

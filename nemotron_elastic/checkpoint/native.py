@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from ..config.model import ModelConfig
 from ..config.yaml_io import load_yaml, save_yaml
 from ..io import CONFIG_NAME, WEIGHTS_NAME, atomic_output_dir, read_safetensors, save_tokenizer
 from .keymap import check_state_dict
+from .stream import write_tensors
 
 
 def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -37,7 +37,7 @@ def native_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def write_native(folder: Path, model: torch.nn.Module, tokenizer: Any = None) -> None:
     """Write the files of a native checkpoint into an existing (temporary) `folder`."""
-    save_file(native_state_dict(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_tensors(folder / WEIGHTS_NAME, native_state_dict(model), {"format": "pt"})  # one tensor at a time
     write_native_files(folder, model.config, tokenizer)
 
 

@@ -94,3 +94,14 @@ def write_gathered(model: torch.nn.Module, path: Path | None, skip: Callable[[st
             stream._file.close()
             raise error
         stream.close()
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, streamed: save_file first serialises every tensor into one bytes buffer
+    (a second copy of the whole model in memory); this writes one tensor's bytes at a time."""
+    stream = SafetensorsStream(path, [(k, tuple(v.shape), v.dtype) for k, v in tensors.items()], metadata)
+    try:
+        for name, value in tensors.items():
+            stream.write(name, value)
+    finally:
+        stream.close()

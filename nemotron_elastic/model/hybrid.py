@@ -30,7 +30,7 @@ from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
 from .attention import Attention, rope_cos_sin
 from .decode import AttentionState, InferenceCache, MambaState, generate
-from .kernels import Kernels
+from .kernels import Kernels, select_kernels
 from .layout import scale
 from .mamba2 import Mamba2Mixer
 from .masks import ElasticMasks, LayerMasks
@@ -118,6 +118,7 @@ class HybridLM(nn.Module):
         self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tie_weights()
+        self.kernels_chosen = False  # set_kernels() not called yet (a first CUDA forward chooses: forward)
 
     def tie_weights(self) -> None:
         """Share the LM head with the embedding table when the config says so.
@@ -128,7 +129,9 @@ class HybridLM(nn.Module):
             self.lm_head.weight = self.embeddings.weight
 
     def set_kernels(self, kernels: Kernels) -> None:
-        """Run every Mamba2 mixer's SSD scan and causal conv through `kernels` (model/kernels.py)."""
+        """Run every Mamba2 mixer's SSD scan and causal conv through `kernels` (model/kernels.py). Until this
+        is called, the pure-PyTorch ones run, and a first forward on CUDA calls it with the `auto` choice."""
+        self.kernels_chosen = True
         for block in self.layers:
             if isinstance(block.mixer, Mamba2Mixer):
                 block.mixer.kernels = kernels
@@ -222,6 +225,10 @@ class HybridLM(nn.Module):
         gradients; less activation memory for one more forward of those blocks. Ignored without grad or
         with a cache.
         """
+        if input_ids.is_cuda and not self.kernels_chosen:
+            # A model on CUDA that no one configured (generate, eval, serve, score) takes the fused kernels
+            # when they load and match the reference, else warns once: model/kernels.py, `auto`.
+            self.set_kernels(select_kernels("auto", input_ids.device))
         masks = self._masks(subnet)
         recompute = checkpoint_every > 0 and cache is None and torch.is_grad_enabled()
         bsz, t = input_ids.shape

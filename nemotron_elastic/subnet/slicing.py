@@ -19,9 +19,14 @@ from ..model.layout import Select, attention_indices, mamba_indices, take
 
 
 def _cut(t: torch.Tensor, rows: Select | None = None, cols: Select | None = None) -> torch.Tensor:
-    """Rows / columns of t: an int keeps a prefix, a tensor explicit indices, None everything."""
-    t = t if rows is None else take(t, rows, 0)
-    return t if cols is None else take(t, cols, 1)
+    """Rows / columns of t: an int keeps a prefix, a tensor explicit indices, None everything.
+
+    Prefixes (views) are taken before gathers, so a gather copies only what is kept and its result is the
+    final, contiguous tensor (gathering first would copy whole rows that a prefix then cuts)."""
+    cuts = [(dim, sel) for dim, sel in ((0, rows), (1, cols)) if sel is not None]
+    for dim, sel in sorted(cuts, key=lambda c: isinstance(c[1], torch.Tensor)):
+        t = take(t, sel, dim)
+    return t
 
 
 def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tensor]:
@@ -64,7 +69,12 @@ def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tens
             out[pre + f"mixer.{name}.weight"] = _cut(module.weight, rows, cols)
             if module.bias is not None:
                 out[pre + f"mixer.{name}.bias"] = _cut(module.bias, rows)
-    return {k: v.detach().clone() for k, v in out.items()}
+    # Gathered tensors (index_select) are new already; views of the parent (prefixes, whole tensors) are
+    # copied: one copy of the kept weights in all, not two (a large export holds no second copy).
+    parent_storages = {t.untyped_storage().data_ptr() for t in parent.state_dict().values()}
+    return {k: v.detach().clone(memory_format=torch.contiguous_format)
+            if v.untyped_storage().data_ptr() in parent_storages or not v.is_contiguous() else v.detach()
+            for k, v in out.items()}
 
 
 def slice_model(parent: HybridLM, spec: SubnetSpec) -> HybridLM:

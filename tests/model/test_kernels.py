@@ -124,3 +124,15 @@ def test_sdpa_sharing_kv_heads_equals_repeating_them(causal, with_mask, dtype):
     ref = F.scaled_dot_product_attention(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), attn_mask=mask,
                                          is_causal=causal)
     assert torch.equal(attend(q, k, v, mask, causal), ref)
+
+
+def test_a_model_runs_the_torch_kernels_until_told_otherwise():
+    """CPU models never choose (nothing to fuse); `set_kernels` marks the choice made, so a CUDA forward
+    does not replace a trainer's explicit choice with `auto`."""
+    model = HybridLM(get_preset("micro-hybrid"))
+    mixers = [b.mixer for b in model.layers if hasattr(b.mixer, "kernels")]
+    assert mixers and all(m.kernels is TORCH for m in mixers) and not model.kernels_chosen
+    model(torch.zeros(1, 4, dtype=torch.long))
+    assert not model.kernels_chosen  # a CPU forward leaves the choice open
+    model.set_kernels(GLA)
+    assert model.kernels_chosen and all(m.kernels is GLA for m in mixers)

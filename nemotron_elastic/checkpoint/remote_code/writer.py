@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from ...config.model import ModelConfig
 from ..keymap import check_state_dict, native_shapes
+from ..stream import write_tensors
 
 MODEL_TYPE = "nemotron_elastic_hybrid"
 TEMPLATE_DIR = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ def write_remote_code(model: torch.nn.Module, folder: Path) -> None:
     tensors = remote_state_dict(model)
     config.dtype = tensors[PREFIX + "embeddings.weight"].dtype
     config.save_pretrained(str(folder))
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    write_tensors(folder / "model.safetensors", tensors, {"format": "pt"})  # streamed, one tensor at a time
     if any(getattr(model.config, name) is not None for name in _TOKEN_IDS):
         GenerationConfig.from_model_config(config).save_pretrained(str(folder))
     for name in TEMPLATE_FILES:
