@@ -7,6 +7,8 @@ benchmarks/results/gpu_check.md is rewritten. Stages:
 
     suite      the CPU test suite's core (tests/model, subnet, router, config) on this machine's torch
     parity     CUDA vs CPU logits (fp32) of a tiny hybrid and a tiny Llama; bf16 vs fp32 loss
+    scoring    importance scores and the depth search on the GPU against the CPU: fp32 within rounding,
+               bf16 rankings with Spearman >= 0.99
     kernels    fused (fla-core) vs pure-PyTorch SSD: forward/backward parity, speed, peak memory, 4K-16K
     train      elastic training of a ~1B random-init hybrid at 4K context, bf16, block checkpointing, with
                and without compile: tokens/s, MFU, peak memory against `plan`, step time per budget
@@ -247,6 +249,43 @@ def stage_pipeline(device: torch.device, root: Path, sizes: dict) -> dict:
     return {"score_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2}
 
 
+def _scores(ranking: dict) -> dict[str, list[float]]:
+    """Every importance score of a ranking.json, by axis (and layer)."""
+    out = {"hidden": ranking["hidden"]["scores"], "depth": ranking["depth"]["one_shot"]}
+    for axis in ("mlp", "attention_heads", "mamba_heads"):
+        out.update({f"{axis}.{layer}": r["scores"] for layer, r in ranking[axis].items()})
+    return out
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = (torch.tensor(x).argsort().argsort().double() for x in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm() + 1e-12))
+
+
+def stage_scoring(device: torch.device, root: Path, sizes: dict) -> dict:
+    """Importance scores and the depth search on the device: fp32 as on the CPU (within fp32 rounding),
+    bf16 ranking the same (Spearman >= 0.99 per axis)."""
+    from nemotron_elastic.cli import main as cli
+
+    parent, _ = make_parent(root, "tiny-hybrid", sizes.get("scoring_model", {}), sizes["vocab"])
+    text = root / "calib.txt"
+    text.write_text("\n\n".join(default_corpus("heldout")[:40]))
+    runs = {"cpu": ["--device", "cpu", "--dtype", "float32"], "fp32": ["--device", str(device), "--dtype", "float32"],
+            "bf16": ["--device", str(device), "--dtype", "bfloat16"]}
+    scores = {}
+    for name, flags in runs.items():
+        assert cli(["score", "--model", str(parent), "--data", str(text), "--out", str(root / name), "--samples", "8",
+                    "--seq-len", "128", "--depth-samples", "2", "--max-depth-drops", "2", *flags]) == 0
+        scores[name] = _scores(json.loads((root / name / "ranking.json").read_text()))
+    rel = {k: max(abs(a - b) for a, b in zip(scores["fp32"][k], v)) / (max(map(abs, v)) + 1e-12)
+           for k, v in scores["cpu"].items()}
+    rho = {k: _spearman(scores["bf16"][k], v) for k, v in scores["cpu"].items() if len(v) > 1}
+    return {"fp32_max_rel_diff": max(rel.values()), "bf16_min_spearman": min(rho.values()),
+            "fp32_same_order": all(torch.tensor(scores["fp32"][k]).argsort().tolist() == torch.tensor(v).argsort().tolist()
+                                   for k, v in scores["cpu"].items())}
+
+
 def stage_serve(device: torch.device, sizes: dict) -> dict:
     from nemotron_elastic.model.decode import generate
 
@@ -289,6 +328,7 @@ def main() -> None:
     stages = {"suite": stage_suite, "parity": lambda: stage_parity(device),
               "kernels": lambda: stage_kernels(device, sizes["contexts"], 8 if args.dry_run else 64,
                                                16 if args.dry_run else 64, 16 if args.dry_run else 128),
+              "scoring": lambda: stage_scoring(device, root / "scoring", sizes),
               "train": lambda: stage_train(device, root / "train", sizes),
               "pipeline": lambda: stage_pipeline(device, root / "pipeline", sizes),
               "serve": lambda: stage_serve(device, sizes)}

@@ -15,9 +15,11 @@ def test_gpu_check_dry_run_passes_every_stage(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert result["dry_run"] and set(result["stages"]) == {"parity", "kernels", "train", "pipeline", "serve"}
+    assert result["dry_run"] and set(result["stages"]) == {"parity", "kernels", "scoring", "train", "pipeline", "serve"}
     assert all(stage["ok"] for stage in result["stages"].values())
     train = result["stages"]["train"]
     assert train["compile=False"]["tokens_per_s"] > 0 and train["compile=False"]["peak_memory_gib"] > 0
     assert set(result["stages"]["serve"]["decode_tokens_per_s"]) == {"1.0", "0.75", "0.5"}
+    scoring = result["stages"]["scoring"]  # the dry run's "device" is the CPU: the same scores
+    assert scoring["fp32_max_rel_diff"] == 0.0 and scoring["fp32_same_order"] and scoring["bf16_min_spearman"] > 0.5
     assert "## train: ok" in (tmp_path / "gpu_check.md").read_text()

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fused kernels on CUDA, chosen explicitly: `kernels: auto | required | torch` (docs/DESIGN.md 3.12).
+"""Fused kernels on CUDA, chosen explicitly: `kernels: auto | required | torch` (docs/DESIGN.md 3.13).
 
     torch     the pure-PyTorch paths everywhere (`ssd.ssd_chunked`, `F.conv1d`); never imports a kernel
               library. The only choice on the CPU.
