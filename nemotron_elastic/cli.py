@@ -2,6 +2,7 @@
 """The `nemotron-elastic` command line (`python -m nemotron_elastic` is the same).
 
     nemotron-elastic import     --hf PATH --out DIR          HF NemotronH / Llama folder or GGUF -> native
+    nemotron-elastic prepare    --config FILE --tokenizer DIR --out DIR   documents -> token shards, once
     nemotron-elastic score      --model DIR --data PATH --out DIR   importance rankings + reordered parent
     nemotron-elastic pretrain   --config FILE                a small hybrid parent from scratch
     nemotron-elastic train      --config FILE                elastic training: router + multi-budget KD

@@ -28,7 +28,8 @@ from nemotron_elastic.data import heldout_text
 from nemotron_elastic.eval.perplexity import perplexity
 from nemotron_elastic.io import load_tokenizer
 
-COMMANDS = ("import", "export", "generate", "perplexity", "score", "pretrain", "train", "plan", "eval", "serve", "demo")
+COMMANDS = ("import", "prepare", "export", "generate", "perplexity", "score", "pretrain", "train", "plan", "eval", "serve",
+            "demo")
 REPO = Path(__file__).resolve().parents[1]
 
 

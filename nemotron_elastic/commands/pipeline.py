@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Pipeline commands: score (importance + reordering), pretrain (a small parent from scratch), train
-(elastic: router + multi-budget KD) and plan (per-GPU memory of a training config, before launching).
+"""Pipeline commands: prepare (documents -> token shards), score (importance + reordering), pretrain (a small
+parent from scratch), train (elastic: router + multi-budget KD) and plan (per-GPU memory of a training config,
+before launching).
 
 What a command runs is imported inside its `cmd_` function, so that `--help` never imports torch.
 """
@@ -17,6 +18,19 @@ from ..io import write_json
 from .common import add_device_args, positive_int, resolve_device
 
 EPILOGS = {
+    "prepare": """Writes OUT/<source>/{train,heldout}-NNNNN.bin/.idx token shards (documents + EOS, uint16 or uint32)
+and OUT/manifest.json (documents and tokens per source, the tokenizer's fingerprint, the config). A killed
+prepare resumes where it stopped and writes the same bytes.
+
+config (YAML):
+  sources:
+    - {name: chat, path: data/chat.jsonl, format: messages}   # rendered with the tokenizer's chat template
+    - {name: web, path: data/web.parquet, format: text, field: text, min_chars: 200}
+  heldout_fraction: 0.01
+  num_proc: 2
+
+examples:
+  nemotron-elastic prepare --config data.yaml --tokenizer runs/parent-scored --out data/prepared""",
     "score": """Writes OUT: the parent with its weights sorted by importance (every sub-model is then a prefix on
 every axis; the function is unchanged) and OUT/ranking.json (per axis the order and scores; depth: the drop
 order and the per-step normalized-MSE scores).
@@ -104,6 +118,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ..config.prepare import PrepareConfig
+    from ..data.prepare import prepare  # deferred: --help stays free of torch
+
+    cfg = load_yaml(PrepareConfig, args.config, args.overrides)
+    manifest = prepare(cfg, args.tokenizer, args.out, progress=not args.quiet)
+    for name, s in manifest["sources"].items():
+        print(f"{name}: {s['train']['documents']:,} documents / {s['train']['tokens']:,} tokens for training, "
+              f"{s['heldout']['documents']:,} held out, {s['skipped']:,} skipped")
+    print(f"prepared -> {args.out}/manifest.json")
+    return 0
+
+
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML run config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=1e-4")
@@ -114,6 +141,12 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(add: Any) -> None:
+    p = add("prepare", cmd_prepare, "Tokenize data sources into token shards once, before training.")
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML: sources, heldout_fraction, num_proc, seed")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. num_proc=4")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="a model folder with the tokenizer (the parent)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the shards go (a rerun resumes there)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = add("score", cmd_score, "Importance of every width axis and of depth; reorder the parent by it.")
     p.add_argument("--model", required=True, metavar="DIR", help="the parent (native, HF folder or .gguf)")
     p.add_argument("--data", required=True, metavar="PATH", help="calibration text: .txt / .jsonl / .parquet or a folder")

@@ -80,7 +80,8 @@ def _read_columnar(path: Path, field: str) -> Iterator[str]:
         ) from None
 
 
-def _files(root: Path) -> list[Path]:
+def source_files(root: Path) -> list[Path]:
+    """The data files of a file or a folder (recursive, sorted, hidden entries skipped)."""
     if root.is_file():
         if root.suffix.lower() not in SUPPORTED:
             raise ValueError(f"{root}: unsupported file type (expected {', '.join(SUPPORTED)} or a folder)")
@@ -106,7 +107,7 @@ def iter_documents(path: str | Path, text_field: str = "text") -> Iterator[str]:
     """
     root = Path(path)
     count = 0
-    for file in _files(root):
+    for file in source_files(root):
         suffix = file.suffix.lower()
         if suffix in TEXT_SUFFIXES:
             docs = _read_text(file)
