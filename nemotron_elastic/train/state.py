@@ -36,10 +36,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from ..checkpoint.load import shard_rows
+from ..checkpoint.stream import write_tensors
 from ..io import read_safetensors, replace_dir
 from .distributed import Distributed
 
@@ -116,8 +116,8 @@ class CheckpointWriter:
 
         def write() -> None:
             try:
-                save_file(pieces, str(tmp / f"rank-{self.dist.rank:05d}.safetensors"),
-                          metadata={"rows": json.dumps(rows)})
+                # streamed: safetensors' save_file would first copy this rank's whole state into one buffer
+                write_tensors(tmp / f"rank-{self.dist.rank:05d}.safetensors", pieces, {"rows": json.dumps(rows)})
             except BaseException as e:  # noqa: BLE001 -- raised by finish(), after every rank reached the commit
                 job["error"] = e
 
@@ -149,7 +149,7 @@ class CheckpointWriter:
                 if len(written) != self.dist.world_size:
                     raise RuntimeError(f"checkpoint {job['step']}: {len(written)} of {self.dist.world_size} "
                                        "ranks wrote their rows")
-                save_file(job["rng"], str(tmp / "rng.safetensors"))
+                write_tensors(tmp / "rng.safetensors", job["rng"])
                 state = {"format": FORMAT, "step": job["step"], "world_size": self.dist.world_size,
                          "param_groups": job["groups"], "tensors": job["layout"], **job["extra"]}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2))

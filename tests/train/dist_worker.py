@@ -132,14 +132,14 @@ def build_and_fit(job: dict):
     if "die_in_save" in job and int(os.environ["RANK"]) == job["die_in_save"]:
         import nemotron_elastic.train.state as state_mod
 
-        real_save = state_mod.save_file
+        real_save = state_mod.write_tensors
 
-        def dying_save(tensors, path, metadata=None):
-            if f"step-{job['die_in_save_step']:07d}" in path:
+        def dying_save(path, tensors, metadata=None):
+            if f"step-{job['die_in_save_step']:07d}" in str(path):
                 os._exit(3)  # killed mid-save: no exception, no cleanup
-            real_save(tensors, path, metadata=metadata)
+            real_save(path, tensors, metadata)
 
-        state_mod.save_file = dying_save
+        state_mod.write_tensors = dying_save
     stop_at = job.get("stop_at")
     if stop_at is not None and not job.get("resume"):
         assert trainer_cls(cfg, progress=False).fit(stop_at=stop_at) is None

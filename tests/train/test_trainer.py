@@ -132,7 +132,7 @@ def test_checkpoint_killed_mid_write_keeps_the_previous_one(parent_dir, monkeypa
     def boom(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(state_mod, "save_file", boom)
+    monkeypatch.setattr(state_mod, "write_tensors", boom)
     with pytest.raises(KeyboardInterrupt):
         ElasticTrainer(config(parent_dir, "killed"), resume=True, progress=False).fit(stop_at=4)
     assert state_mod.latest_checkpoint(parent_dir / "killed") == first
