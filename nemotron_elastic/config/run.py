@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from .data import DataConfig, blend_of
 from .schedule import DistConfig, StageConfig, dist_config
 from .types import check_ranges
 
@@ -100,20 +101,6 @@ class OptimConfig:
         )
 
 
-@dataclass(kw_only=True)
-class DataConfig:
-    train: str | None = None  # text / jsonl / parquet file or folder; None: the packaged default corpus
-    heldout: str | None = None  # None: the default corpus' held-out split (or 2% of `train` documents)
-    eval_tokens: int = 16384  # held-out tokens per budget at every evaluation
-    workdir: str | None = None  # where packed token files are cached (default: <out>/data)
-    # A run that would read its training tokens more than MAX_EPOCHS times is refused unless this is true
-    # (a recipe sized for 110B tokens must not quietly loop over a small default corpus).
-    allow_repeat: bool = False
-
-    def __post_init__(self) -> None:
-        check_ranges(self, eval_tokens="[1, inf)")
-
-
 def _check_run(cfg: Any) -> None:
     """What train and pretrain configs share: logging intervals and at least one stage."""
     check_ranges(cfg, log_every="[1, inf)", eval_every="[1, inf)", save_every="[1, inf)",
@@ -121,6 +108,12 @@ def _check_run(cfg: Any) -> None:
     cfg.dist = dist_config(cfg.dist)
     if not cfg.stages:
         raise ValueError("stages: at least one stage")
+    names = [s.name for s in cfg.stages]
+    if len(set(names)) != len(names):  # the data position is saved per stage name
+        raise ValueError(f"stages: duplicate names in {names}")
+    for i, stage in enumerate(cfg.stages):
+        if stage.data is not None:
+            blend_of(stage.data, f"stages[{i}].data")
 
 
 class _Checkpointing:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .data import Blend
 from .types import check_ranges
 
 
@@ -34,6 +35,9 @@ class StageConfig:
     global_batch: int | None = None
     budget_draws: int | None = None
     budget_weights: list[float] | None = None  # None: uniform
+    # This stage's training data (a prepared source, raw data or a weighted blend: config/data.py) instead of
+    # `data.train`, e.g. long reasoning traces at stage 2's longer context
+    data: Blend | None = None
 
     def __post_init__(self) -> None:
         check_ranges(

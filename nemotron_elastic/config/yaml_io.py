@@ -69,7 +69,7 @@ for _cls in (_StrictLoader, _StrictDumper):
 
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 
@@ -110,11 +110,24 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     return result
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def _deep_merge(base: dict, update: dict, where: str = "") -> dict:
+    """`update` merged into `base`; a list takes overrides by index (`stages.1.seq_len=4096`)."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+        here = f"{where}.{key}" if where else str(key)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _deep_merge(current, value, here)
+        elif isinstance(value, dict) and isinstance(current, list) and value and all(
+                isinstance(k, str) and k.isdigit() for k in value):
+            items = list(current)
+            for index, item in value.items():
+                i = int(index)
+                if i >= len(items):
+                    raise ConfigError(f"{here}.{index}: the list has {len(items)} items")
+                both = isinstance(item, dict) and isinstance(items[i], dict)
+                items[i] = _deep_merge(items[i], item, f"{here}.{index}") if both else item
+            merged[key] = items
         else:
             merged[key] = value
     return merged
@@ -126,7 +139,8 @@ def load_yaml(cls: type, path: str | os.PathLike, overrides: list[str] | tuple[s
     Args:
         cls: the dataclass type the file describes.
         path: the YAML file.
-        overrides: `dotted.key=value` strings (see `parse_overrides`); they must name existing keys.
+        overrides: `dotted.key=value` strings (see `parse_overrides`); they must name existing keys. A number
+            indexes a list of the file (`stages.1.seq_len=4096`, `data.train.0.path=prepared/chat`).
 
     Returns:
         An instance of `cls`.

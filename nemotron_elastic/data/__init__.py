@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Data: corpora, tokenizers and packed token files (the submodules), and the packaged held-out text.
+"""Data: corpora, tokenizers, `prepare`'s token shards and the training blends (the submodules), and the packaged held-out text.
 
 Sources and licences of the files shipped in this folder are in its README.md.
 """

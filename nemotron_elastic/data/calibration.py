@@ -1,10 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Calibration samples for importance estimation: N windows of L tokens drawn from the user's text.
 
-Input: a file or a folder (searched recursively, files in sorted path order) of
-- plain text (`.txt`, `.md`, `.text`): one document per file;
-- JSON lines (`.jsonl`): one document per line, its `text` field;
-- Parquet (`.parquet`, read with pyarrow): one document per row of the `text` column.
+Input: a file or a folder of the user's documents, read by `documents.py` (text, jsonl, parquet and arrow
+files; a folder is searched recursively, files in sorted path order).
 
 The documents are tokenized with the parent's tokenizer (no special tokens), concatenated into one stream with
 an EOS token between documents, and `num_samples` windows of `seq_len` tokens are drawn from the stream with a
@@ -28,84 +26,18 @@ import torch
 
 from ..io import write_text
 from .corpus import default_corpus
-
-TEXT_SUFFIXES = (".txt", ".md", ".text")
-SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".parquet")
-
-
-def data_files(path: str | os.PathLike) -> list[Path]:
-    """The data files at `path`: the file itself, or every supported file under a folder (sorted).
-
-    Raises:
-        ValueError: the path does not exist, or a folder holds no supported file.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"{p}: no such data file or folder")
-    if p.is_file():
-        return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
-    if not files:
-        raise ValueError(f"{p}: folder holds no {', '.join(SUFFIXES)} file")
-    return files
-
-
-def _read_jsonl(path: Path) -> list[str]:
-    docs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{number}: expected a JSON object with a string 'text' field")  # noqa: TRY004
-            docs.append(text)
-    return docs
-
-
-def _read_parquet(path: Path) -> list[str]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError(f"{path}: reading Parquet files needs pyarrow (pip install pyarrow)") from None
-    try:
-        table = pq.read_table(path, columns=["text"])
-    except KeyError:  # pyarrow reports a missing column as a KeyError on some versions
-        raise ValueError(f"{path}: Parquet file has no 'text' column") from None
-    except (pa.ArrowException, OSError, ValueError) as err:  # corrupt or non-Parquet file
-        raise ValueError(f"{path}: not a readable Parquet file with a 'text' column ({err})") from None
-    return [t for t in table.column("text").to_pylist() if isinstance(t, str)]
+from .documents import load_documents
 
 
 def read_documents(path: str | os.PathLike) -> list[str]:
-    """Every non-blank document under `path` (see the module docstring for the formats).
+    """Every non-blank document under `path` (`documents.load_documents`, its `text` field / column).
 
     Raises:
         ValueError: missing path, undecodable or malformed file, or no non-blank document at all.
     """
-    docs: list[str] = []
-    for file in data_files(path):
-        suffix = file.suffix.lower()
-        try:
-            if suffix == ".jsonl":
-                docs += _read_jsonl(file)
-            elif suffix == ".parquet":
-                docs += _read_parquet(file)
-            else:
-                docs.append(file.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError(f"{file}: not UTF-8 text") from None
-        except OSError as err:
-            raise ValueError(f"{file}: cannot read ({err.strerror or err})") from None
-    docs = [d for d in docs if d.strip()]
-    if not docs:
-        raise ValueError(f"{path}: no usable text (every document is empty)")
-    return docs
+    if not Path(path).exists():  # named as calibration data: the score command has several paths
+        raise ValueError(f"{path}: no such data file or folder")
+    return load_documents(path)
 
 
 def tokenize_documents(docs: list[str], tokenizer: Any, eos_token_id: int | None = None) -> torch.Tensor:

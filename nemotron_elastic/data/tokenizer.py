@@ -6,8 +6,8 @@ token) trained with HF `tokenizers` (https://huggingface.co/docs/tokenizers). It
 transformers folder (`tokenizer.json` + `tokenizer_config.json`), so
 `transformers.AutoTokenizer.from_pretrained(folder)` loads it and it can be saved with a model.
 
-Special tokens: `<|endoftext|>` (id 0) is both EOS and BOS, as in GPT-2: packed token files put it
-between documents (packed.py); `<|pad|>` (id 1) pads batches and is never trained on. Encoding adds
+Special tokens: `<|endoftext|>` (id 0) is both EOS and BOS, as in GPT-2: token shards put it
+between documents (shards.py); `<|pad|>` (id 1) pads batches and is never trained on. Encoding adds
 no special tokens, so `decode(encode(text)) == text` for any text.
 
 Training is deterministic: the same corpus gives the same `tokenizer_hash`.

@@ -6,7 +6,7 @@ Wikipedia leads, never trained on); `--data PATH` reads the user's documents ins
 text, jsonl, parquet, arrow files or folders).
 
 - `token_stream`: documents tokenized without special tokens, each followed by EOS, exactly as training
-  packs them (`data/packed.py`), cut at `max_tokens`. The default split's two sources get equal shares of
+  reads them (`data/shards.py`), cut at `max_tokens`. The default split's two sources get equal shares of
   the tokens: its two plays alone are longer than any usual cap, and a stream of one play would measure
   early-modern verse only.
 - `passages`: documents cut at paragraph breaks into pieces of bounded length, sources interleaved, so

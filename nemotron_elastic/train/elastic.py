@@ -15,7 +15,6 @@ torchrun the student is replicated or FSDP2-sharded and the frozen teacher shard
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from ..checkpoint.elastic import write_elastic_files
 from ..checkpoint.native import peek_config, write_native_files
 from ..config.run import TrainConfig
 from ..config.spec import resolve_spec
-from ..data.corpus import prepare_tokens
-from ..data.packed import eval_batches
 from ..io import load_tokenizer
 from ..model.masks import ElasticMasks
 from ..router.budget_loss import cost_of
@@ -36,6 +33,7 @@ from ..router.menus import menus_from_config
 from ..router.router import Router, logit_scale, temperature
 from ..subnet.cost import Sizes
 from .distributed import check_same
+from .heldout import HeldoutSums, counted_targets, heldout_batches
 from .loop import Trainer
 from .losses import cross_entropy_chunked, kl_div_chunked
 from .plan import check_state_fits
@@ -95,10 +93,7 @@ class ElasticTrainer(Trainer):
                 ],
                 betas=(o.beta1, o.beta2),
             )
-            workdir = Path(cfg.data.workdir or self.out / "data")
-            self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
-                lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
-            )
+            self.open_data(self.tokenizer, parent_dir, "the parent")
             within = cfg.router.decision == "within_budget"
             self.ctx = StepContext(cfg, self.model, self.teacher, self.router, self.menus, self.costs if within else None,
                                    check_same if cfg.check_decisions else None)
@@ -139,12 +134,12 @@ class ElasticTrainer(Trainer):
         tau, scale = self.schedules(step)
         return {"tau": tau, "logit_scale": scale}
 
-    def micro_loss(self, batch, step, draw, stage):
+    def micro_loss(self, batch, step, draw, stage, mask=None):
         budget = sample_budget(self.cfg, stage, step, draw)
         tau, scale = self.schedules(step)
         with self.autocast():
             fixed = None if self.fixed_masks is None else self.fixed_masks[budget]
-            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator, fixed=fixed)
+            loss, metrics = elastic_loss(self.ctx, batch, budget, tau, scale, self.generator, fixed=fixed, mask=mask)
         return loss, f"{budget:g}", metrics
 
     def budget_specs(self) -> dict[float, Any]:
@@ -173,25 +168,23 @@ class ElasticTrainer(Trainer):
         forwards, while the FSDP roots are still unsharded."""
         model = self.teacher if before else self.model
         self.model.eval()
-        seq = self.cfg.stages[0].seq_len
-        windows = max(1, self.cfg.data.eval_tokens // seq)
         full = self.model.config.num_parameters()
         results = {}
         for budget, spec in self.budget_specs().items():
-            kd_sum = ce_sum = n = 0.0
-            for batch in eval_batches(self.heldout_tokens, seq, 8, max_windows=windows):
-                inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+            sums = HeldoutSums()
+            for source, batch in heldout_batches(self.run_data, self.cfg.stages[0].seq_len, self.cfg.data.eval_tokens,
+                                                 self.device):
+                inputs = batch.tokens[:, :-1]
+                targets, count = counted_targets(batch)
                 with self.autocast():
                     t_h = teacher_hidden(self.teacher, inputs)
                     s_h = model(inputs, subnet=spec, return_hidden=True)
                 head = model.head_weight(spec).float()  # a bfloat16 teacher's too: the losses run in float32
-                count = targets.numel()
                 t_head = self.teacher.lm_head.weight.float()
-                kd_sum += float(kl_div_chunked(s_h.float(), head, t_h.float(), t_head)) * count
-                ce_sum += float(cross_entropy_chunked(s_h.float(), head, targets)) * count
-                n += count
-            results[f"{budget:g}"] = {"kd": kd_sum / n, "ce": ce_sum / n, "ppl": math.exp(ce_sum / n),
-                                      "params": spec.param_count(), "param_ratio": spec.param_count() / full}
+                kd = float(kl_div_chunked(s_h.float(), head, t_h.float(), t_head, mask=batch.loss_mask))
+                sums.add(source, {"kd": kd, "ce": float(cross_entropy_chunked(s_h.float(), head, targets))}, count)
+            results[f"{budget:g}"] = {**sums.result(), "params": spec.param_count(),
+                                      "param_ratio": spec.param_count() / full}
         self.model.train()
         return results
 

@@ -34,15 +34,16 @@ from typing import Any
 import torch
 
 from ..checkpoint.stream import write_gathered
+from ..config.data import require_paths
 from ..config.schedule import (
     MAX_EPOCHS,
     accumulations,
     lr_multiplier,
-    planned_tokens,
     resumed_accumulation,
     stage_at,
 )
-from ..data.packed import PackedDataset, PackedTokens
+from ..data.blend import Batch, BlendDataset
+from ..data.run_data import RunData, check_blend_sizes, resolve_data
 from ..io import WEIGHTS_NAME, replace_dir
 from .distributed import Distributed, all_reduce_window, setup
 from .run_dir import MetricsWriter, prepare_run_dir
@@ -67,8 +68,8 @@ class Trainer(abc.ABC):
     """Subclasses set, in __init__: cfg (with stages, optim, seed, bf16, log/eval/save_every, dist), out,
     dist and device (`distributed.setup`), model (trained; `dist.wrap_trained` before the optimizer is
     built), aux (a second trained module, e.g. the router, or an empty Module), frozen (FSDP-sharded
-    frozen models, e.g. the teacher), optimizer, train_tokens, resume_from; and implement micro_loss,
-    evaluate, finish."""
+    frozen models, e.g. the teacher), optimizer, run_data (`open_data`), resume_from; and implement
+    micro_loss, evaluate, finish."""
 
     cfg: Any
     out: Path
@@ -77,7 +78,7 @@ class Trainer(abc.ABC):
     model: torch.nn.Module
     aux: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    train_tokens: PackedTokens
+    run_data: RunData
     resume_from: Path | None
     frozen: tuple[torch.nn.Module, ...] = ()
     progress: bool = True
@@ -86,6 +87,7 @@ class Trainer(abc.ABC):
     def start_run(self, cfg: Any, progress: bool) -> None:
         """What every run does first: its config, output folder, processes and device, seeds."""
         self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
+        require_paths(cfg.data, cfg.stages)  # a recipe's unset data path fails before any process group or model
         self.dist = setup(cfg.dist, cfg.bf16)
         self.device = self.dist.device
         # (micro-steps per rank, budget draws) per stage: a global batch that does not split over these
@@ -133,21 +135,33 @@ class Trainer(abc.ABC):
         self.step = 0
         self.data_states: dict[str, Any] = {}
 
+    def open_data(self, tokenizer: Any, tokenizer_dir: Path, who: str) -> None:
+        """`self.run_data`: every stage's blend and the held-out streams (`data/run_data.py`); raw paths are
+        prepared into `data.workdir` by rank 0 first, while the other ranks wait outside any collective."""
+        token = self.dist.on_main(lambda: secrets.token_hex(8))  # this launch, for the preparation's status file
+        workdir = Path(self.cfg.data.workdir or self.out / "data")
+        self.run_data = resolve_data(self.cfg.data, self.cfg.stages, tokenizer, Path(tokenizer_dir), workdir,
+                                     is_main=self.dist.is_main, token=token,
+                                     progress=self.progress and self.dist.is_main, who=who)
+
     def check_data_size(self) -> None:
-        """Refuse a run that reads its training tokens more than MAX_EPOCHS times (`data.allow_repeat`)."""
-        planned, available = planned_tokens(self.cfg, self.dist.world_size), self.train_tokens.meta.num_tokens
-        if planned > MAX_EPOCHS * available and not self.cfg.data.allow_repeat:
-            raise ValueError(
-                f"data.train: the stages read {planned:,} tokens, {planned / available:,.0f}x the {available:,} "
-                f"training tokens there are; give more data (data.train), fewer steps, or data.allow_repeat: true"
-            )
+        """Refuse a run that reads a source's training tokens more than MAX_EPOCHS times (`data.allow_repeat`)."""
+        world = self.dist.world_size
+
+        def tokens(i: int) -> int:
+            stage = self.cfg.stages[i]
+            return stage.steps * stage.micro_batch * stage.seq_len * self.accum[stage.name][0] * world
+
+        check_blend_sizes(self.run_data, self.cfg.stages, tokens, MAX_EPOCHS, self.cfg.data.allow_repeat)
 
     # --- hooks -------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def micro_loss(self, batch: torch.Tensor, step: int, draw: int, stage) -> tuple[torch.Tensor, str, dict]:
+    def micro_loss(self, batch: torch.Tensor, step: int, draw: int, stage,
+                   mask: torch.Tensor | None = None) -> tuple[torch.Tensor, str, dict]:
         """(loss, metrics group name, metrics) for one micro-batch (B, T+1) of budget draw `draw` of optimizer
-        step `step` (draws are per step, not per micro-step: `loop` docstring). Metric values are floats or
-        detached 0-dim tensors, left on the device (`to_host` reads them at the log interval)."""
+        step `step` (draws are per step, not per micro-step: `loop` docstring); mask (B, T) bool: the targets
+        the loss counts (`data.loss_on: assistant`; None: all). Metric values are floats or detached 0-dim
+        tensors, left on the device (`to_host` reads them at the log interval)."""
 
     @abc.abstractmethod
     def evaluate(self) -> dict[str, Any]:
@@ -200,12 +214,12 @@ class Trainer(abc.ABC):
         self.dist.reshard(self.model, *self.frozen)
         return result
 
-    def _dataset(self, stage_index: int) -> PackedDataset:
+    def _dataset(self, stage_index: int) -> BlendDataset:
         stage = self.cfg.stages[stage_index]
         # Rank r reads the r-th micro_batch of each global batch of micro_batch * world_size windows.
-        seed = self.cfg.seed + stage_index
-        ds = PackedDataset(self.train_tokens, stage.seq_len, stage.micro_batch, seed=seed, rank=self.dist.rank,
-                           world_size=self.dist.world_size)
+        streams, weights = self.run_data.stages[stage_index]
+        ds = BlendDataset(streams, weights, stage.seq_len, stage.micro_batch, seed=self.cfg.seed + stage_index,
+                          rank=self.dist.rank, world_size=self.dist.world_size, masked=self.run_data.masked)
         state = self.data_states.get(stage.name)
         if state is not None:
             ds.load_state_dict(state)
@@ -229,7 +243,7 @@ class Trainer(abc.ABC):
 
         quiet = not (self.progress and self.dist.is_main)
         bar = tqdm(total=total, initial=self.step, desc=self.name, disable=quiet, unit="step")
-        datasets: dict[str, PackedDataset] = {}
+        datasets: dict[str, BlendDataset] = {}
         throughput = Throughput(self.device, peak_tflops(self.device, cfg.peak_tflops))
         params = [p for p in list(self.model.parameters()) + list(self.aux.parameters()) if p.requires_grad]
         if self.step == 0:  # the starting point every later evaluation is read against
@@ -250,11 +264,11 @@ class Trainer(abc.ABC):
                     draw_rng, draw_metrics = self.generator.get_state(), {}
                 else:  # the draw's other micro-steps see the same samples (world-size invariance)
                     self.generator.set_state(draw_rng)
-                batch = next(datasets[stage.name]).to(self.device)
+                batch: Batch = next(datasets[stage.name]).to(self.device)
                 self.dist.all_reduce_on(self.model, last=micro == accum - 1)
-                loss, key, metrics = self.micro_loss(batch, self.step, draw, stage)
+                loss, key, metrics = self.micro_loss(batch.tokens, self.step, draw, stage, mask=batch.loss_mask)
                 (loss / accum).backward()
-                throughput.add(batch[:, :-1].numel() * self.dist.world_size, metrics.pop("model_flops", 0.0))
+                throughput.add(batch.tokens[:, :-1].numel() * self.dist.world_size, metrics.pop("model_flops", 0.0))
                 self.dist.reshard(*self.frozen)  # the KD loss needed the teacher's head until now
                 # The window holds one mean per draw (over its micro-steps here, over the ranks when logged):
                 # a draw is the same sequences on any number of processes, so a window saved on one world
@@ -302,7 +316,7 @@ class Trainer(abc.ABC):
         self.metrics.close()
         return result
 
-    def _checkpoint(self, datasets: dict[str, PackedDataset], window: dict[str, list[float]]) -> None:
+    def _checkpoint(self, datasets: dict[str, BlendDataset], window: dict[str, list[float]]) -> None:
         """Save the resume state of the current step (every rank calls it and writes its own rows)."""
         states = dict(self.data_states)
         states.update({name: ds.state_dict() for name, ds in datasets.items()})

@@ -8,23 +8,25 @@ replicated or FSDP2-sharded (`distributed.py`).
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checkpoint.native import write_native_files
+from ..config.data import blend_of
 from ..config.model import ModelConfig
 from ..config.presets import get_preset
 from ..config.run import PretrainConfig
 from ..config.types import from_dict, to_dict
-from ..data.corpus import default_corpus, prepare_tokens
+from ..data.corpus import default_corpus
 from ..data.documents import load_documents
-from ..data.packed import eval_batches
+from ..data.run_data import is_prepared
 from ..data.tokenizer import ensure_bpe
 from ..io import load_tokenizer
 from ..model.hybrid import HybridLM
+from .heldout import HeldoutSums, counted_targets, heldout_batches
 from .loop import Trainer
 from .losses import cross_entropy_chunked
 from .runtime import elastic_step_flops, prepare_models
@@ -39,6 +41,19 @@ def resolve_model_config(cfg: PretrainConfig, vocab_size: int | None = None) -> 
     return from_dict(ModelConfig, base, "model")
 
 
+def _bpe_documents(cfg: PretrainConfig) -> tuple[Callable[[], list[str]], str]:
+    """(documents to train the run's BPE on, a note on them): the default corpus, or raw `data.train` paths.
+    Prepared sources hold token ids of some other tokenizer: a run on them names that tokenizer."""
+    if cfg.data.train is None:
+        return (lambda: default_corpus("train")), "default"
+    paths = [part.path for part in blend_of(cfg.data.train, "data.train")]
+    prepared = [p for p in paths if is_prepared(p)]
+    if prepared:
+        raise ValueError(f"tokenizer: data.train holds prepared sources ({prepared[0]}); give the tokenizer they "
+                         "were prepared with (tokenizer: FOLDER)")
+    return (lambda: [doc for p in paths for doc in load_documents(p)]), ", ".join(paths)
+
+
 class PretrainTrainer(Trainer):
     name = "pretrain"
 
@@ -49,13 +64,13 @@ class PretrainTrainer(Trainer):
             self.resume_from = self.prepare_run(resume, overwrite)
             if cfg.tokenizer is not None:
                 self.tokenizer = load_tokenizer(cfg.tokenizer, required=True)
+                tokenizer_dir = Path(cfg.tokenizer)
             else:
-                docs, source = (lambda: default_corpus("train")), "default"
-                if cfg.data.train is not None:
-                    docs, source = (lambda: load_documents(cfg.data.train)), str(cfg.data.train)
+                docs, source = _bpe_documents(cfg)
                 self.tokenizer = self.dist.main_first(  # rank 0 trains and saves it, the others load it
                     lambda: ensure_bpe(self.out / "tokenizer", model_cfg.vocab_size, docs, source)
                 )
+                tokenizer_dir = self.out / "tokenizer"
             model_cfg = dataclasses.replace(model_cfg, vocab_size=len(self.tokenizer),
                                             bos_token_id=self.tokenizer.bos_token_id,
                                             eos_token_id=self.tokenizer.eos_token_id,
@@ -73,14 +88,13 @@ class PretrainTrainer(Trainer):
                  {"params": no_decay, "lr": o.lr, "weight_decay": 0.0}],
                 betas=(o.beta1, o.beta2),
             )
-            workdir = Path(cfg.data.workdir or self.out / "data")
-            self.train_tokens, self.heldout_tokens = self.dist.main_first(  # rank 0 tokenizes, the others reuse
-                lambda: prepare_tokens(cfg.data, self.tokenizer, workdir, progress)
-            )
+            self.open_data(self.tokenizer, tokenizer_dir, "the run")
             self.setup_common()
 
-    def micro_loss(self, batch, step, draw, stage):
+    def micro_loss(self, batch, step, draw, stage, mask=None):
         inputs, targets = batch[:, :-1], batch[:, 1:]
+        if mask is not None:  # data.loss_on: assistant
+            targets = targets.masked_fill(~mask, -100)
         with self.autocast():
             hidden = self.model(inputs, return_hidden=True, checkpoint_every=self.cfg.checkpoint_every)
         loss = cross_entropy_chunked(hidden, self.model.head_weight(), targets)
@@ -91,17 +105,16 @@ class PretrainTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         self.model.eval()
-        seq = self.cfg.stages[0].seq_len
-        windows = max(1, self.cfg.data.eval_tokens // seq)
-        total = n = 0.0
-        for batch in eval_batches(self.heldout_tokens, seq, 8, max_windows=windows):
-            inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+        sums = HeldoutSums()
+        for source, batch in heldout_batches(self.run_data, self.cfg.stages[0].seq_len, self.cfg.data.eval_tokens,
+                                             self.device):
+            targets, count = counted_targets(batch)
             with self.autocast():
-                hidden = self.model(inputs, return_hidden=True)
-            total += float(cross_entropy_chunked(hidden.float(), self.model.head_weight(), targets)) * targets.numel()
-            n += targets.numel()
+                hidden = self.model(batch.tokens[:, :-1], return_hidden=True)
+            sums.add(source, {"ce": float(cross_entropy_chunked(hidden.float(), self.model.head_weight(), targets))},
+                     count)
         self.model.train()
-        return {"ce": total / n, "ppl": math.exp(total / n)}
+        return sums.result()
 
     def finish(self) -> dict[str, Any]:
         """Write `<out>/model` (rank 0) and return the final held-out metrics (every rank)."""

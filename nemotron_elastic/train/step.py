@@ -76,8 +76,11 @@ def elastic_loss(
     generator: torch.Generator | None = None,
     t_hidden: torch.Tensor | None = None,
     fixed: ElasticMasks | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-    """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets).
+    """Loss of one micro-batch at one budget. tokens: (B, T+1) long (inputs and shifted targets); mask: (B, T)
+    bool, the targets the KD and CE losses count (`data.loss_on: assistant`; None: all), each loss the mean
+    over them.
 
     The metrics stay on the device as detached 0-dim tensors: reading them to the host would wait for the
     GPU at every micro-step; the loop reads them once per log interval.
@@ -110,11 +113,12 @@ def elastic_loss(
     loss = torch.zeros((), device=tokens.device)
     if cfg.distill.kd_weight:
         kd = kl_div_chunked(s_hidden, head, t_hidden, ctx.teacher.lm_head.weight, cfg.distill.temperature,
-                            cfg.distill.chunk_size)
+                            cfg.distill.chunk_size, mask=mask)
         loss = loss + cfg.distill.kd_weight * kd
         metrics["kd"] = kd.detach()
     if cfg.distill.ce_weight:
-        ce = cross_entropy_chunked(s_hidden, head, targets, cfg.distill.chunk_size)
+        counted = targets if mask is None else targets.masked_fill(~mask, -100)
+        ce = cross_entropy_chunked(s_hidden, head, counted, cfg.distill.chunk_size)
         loss = loss + cfg.distill.ce_weight * ce
         metrics["ce"] = ce.detach()
     if ctx.menus and fixed is None:

@@ -82,7 +82,7 @@ def test_mixed_folder_streams_in_path_order(tmp_path):
 def test_bad_input_is_one_clear_line(tmp_path):
     _one_line_error(tmp_path / "missing", "no such file or folder")
     (tmp_path / "empty").mkdir()
-    _one_line_error(tmp_path / "empty", "no usable text")
+    _one_line_error(tmp_path / "empty", r"no usable text \(the folder holds no .txt")
     blank = tmp_path / "blank"
     blank.mkdir()
     (blank / "a.txt").write_text("\n \n")
@@ -93,7 +93,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     _one_line_error(tmp_path / "latin1.txt", "not UTF-8")
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": broken\n')
-    _one_line_error(tmp_path / "bad.jsonl", r"bad.jsonl:2: not a JSON object")
+    _one_line_error(tmp_path / "bad.jsonl", r"bad.jsonl:2: not valid JSON")
     (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
     _one_line_error(tmp_path / "nofield.jsonl", r":1: no 'text' field")
     (tmp_path / "number.jsonl").write_text('{"text": 3}\n')
@@ -103,6 +103,6 @@ def test_bad_input_is_one_clear_line(tmp_path):
     pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
     _one_line_error(tmp_path / "ints.parquet", "not strings")
     (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet")
-    _one_line_error(tmp_path / "corrupt.parquet", "not a readable parquet file")
+    _one_line_error(tmp_path / "corrupt.parquet", "not a readable Parquet file")
     (tmp_path / "corrupt.arrow").write_bytes(b"\x00" * 7)
-    _one_line_error(tmp_path / "corrupt.arrow", "not a readable arrow file")
+    _one_line_error(tmp_path / "corrupt.arrow", "not a readable Arrow file")

@@ -3,7 +3,7 @@
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), each with micro_batch 2, give the same losses, evaluations and
 final weights as 1 process with micro_batch 4.
 
-Same global batch by construction: `PackedDataset(rank, world_size)` hands rank r the r-th micro_batch of
+Same global batch by construction: `BlendDataset(rank, world_size)` hands rank r the r-th micro_batch of
 each run of micro_batch * world_size windows, which is exactly the one process' batch of 4 split in two;
 every rank draws the same budget and Gumbel noise at a micro-step, and the mean over ranks of per-rank
 mean losses is the mean over the 4 rows (equal token counts).
@@ -82,6 +82,7 @@ def launch(tmp: Path, name: str, jobs: list[dict], nproc: int = 2, timeout: floa
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     (root / "train.txt").write_text("\n\n".join(TEXT[:3]))
+    (root / "train2.txt").write_text("\n\n".join(reversed(TEXT[:3])))
     (root / "held.txt").write_text(TEXT[3])
     tok = train_bpe(TEXT, 300)
     cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
@@ -113,11 +114,15 @@ def elastic_config(root: Path, out: str, micro_batch: int, dist: str | dict = "d
 
 def global_config(root: Path, out: str, dist: dict | str = "ddp") -> dict:
     """A run sized by `global_batch` (4 sequences per step, 2 budget draws of 2 sequences each): the same
-    run on 1 or 2 processes, which may stop on one and resume on the other."""
+    run on 1 or 2 processes, which may stop on one and resume on the other. It trains on a 70/30 blend of two
+    raw files (prepared on the fly by rank 0), so equal runs also show the blend's global sequence stream to be
+    the same at every world size and across a resume."""
     cfg = elastic_config(root, out, 1, "ddp")
     for stage in cfg["stages"]:
         del stage["grad_accum"]
         stage.update(global_batch=4, budget_draws=2)
+    cfg["data"]["train"] = [{"path": str(root / "train.txt"), "weight": 0.7},
+                            {"path": str(root / "train2.txt"), "weight": 0.3}]
     return {**cfg, "dist": dist}
 
 

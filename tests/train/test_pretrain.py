@@ -18,9 +18,10 @@ TEXT = "\n\n".join(
 
 def config(tmp_path, **over):
     (tmp_path / "train.txt").write_text(TEXT)
+    (tmp_path / "held.txt").write_text("Held out: the hills send the rain to the river, and the river to the sea. " * 4)
     data = {
         "preset": "micro-hybrid", "model": {"vocab_size": 300}, "out": str(tmp_path / "pre"),
-        "data": {"train": str(tmp_path / "train.txt"), "eval_tokens": 128},
+        "data": {"train": str(tmp_path / "train.txt"), "heldout": str(tmp_path / "held.txt"), "eval_tokens": 128},
         "optim": {"lr": 3e-3, "warmup_steps": 2},
         "stages": [{"name": "pretrain", "steps": 12, "seq_len": 32, "micro_batch": 4, "grad_accum": 1}],
         "log_every": 4, "eval_every": 6, "save_every": 6, "bf16": False,

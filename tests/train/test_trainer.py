@@ -280,7 +280,7 @@ def test_micro_steps_do_not_wait_for_the_device(parent_dir):
     data = trainer._dataset(0)
     with _HostReads() as mode:
         for micro in range(stage.grad_accum):
-            loss, _, metrics = trainer.micro_loss(next(data), 1, micro, stage)
+            loss, _, metrics = trainer.micro_loss(next(data).tokens, 1, micro, stage)
             (loss / stage.grad_accum).backward()
     assert mode.reads == []
     assert metrics and all(torch.is_tensor(v) or isinstance(v, float) for v in metrics.values())
