@@ -170,3 +170,26 @@ def test_a_recipe_with_unset_paths_is_refused_naming_the_key(tmp_path):
         ElasticTrainer(partly, progress=False)
     assert not (tmp_path / "run").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("data", "stages", "message"), [
+    ({"train": [{"path": "a", "weight": 0}]}, None, r"data.train\[0\].weight: must be > 0"),
+    ({"train": [{"path": "a", "weight": -1.0}]}, None, r"data.train\[0\].weight: must be > 0"),
+    ({"train": []}, None, r"data.train: an empty blend"),
+    ({"train": [{"path": "a"}, {"path": "a"}]}, None, r"data.train: a source appears twice"),
+    ({"train": [{"path": "a", "wieght": 1}]}, None, r"data.train\[0\].wieght: unknown key"),
+    ({"loss_on": "assistants"}, None, r"data.loss_on: expected one of 'all', 'assistant'"),
+    ({}, [{"name": "s", "data": []}], r"stages\[0\].data: an empty blend"),
+    ({}, [{"name": "s"}, {"name": "s"}], r"stages: duplicate names"),
+])
+def test_bad_data_sections_are_one_line(data, stages, message):
+    with pytest.raises(ValueError, match=message) as err:
+        from_dict(TrainConfig, {"data": data, **({"stages": stages} if stages else {})})
+    assert "\n" not in str(err.value)
+
+
+def test_a_blend_is_given_on_the_command_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("out: x\n")
+    cfg = load_yaml(TrainConfig, tmp_path / "c.yaml",
+                    ["data.train=[{path: prepared/chat, weight: 0.7}, {path: prepared/web, weight: 0.3}]"])
+    assert [(p.path, p.weight) for p in cfg.data.train] == [("prepared/chat", 0.7), ("prepared/web", 0.3)]
