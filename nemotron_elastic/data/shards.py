@@ -101,7 +101,7 @@ def _checked_file(path: Path, size: int, sha256: str, verify: bool) -> None:
 
 
 class Shard:
-    """An opened shard: `tokens` (np.memmap of (tokens,)), `ends` (document end offsets) and `mask` (np.memmap
+    """An opened shard: `tokens` (np.memmap of (tokens,)), `ends` (document end offsets, read on demand) and `mask` (np.memmap
     uint8 of (tokens,), 1 = an assistant token; None for a shard without one, i.e. of a text source).
 
     Raises:
@@ -123,7 +123,9 @@ class Shard:
             raise ValueError(f"{idx}: not a {FORMAT} index")
         binary = self.path.with_suffix(".bin")
         _checked_file(binary, count * dtype.itemsize, index["sha256"], verify)
-        self.ends = ends
+        # Only the count stays in memory: a 110B-token corpus has ~50M documents, whose offsets as Python ints
+        # would cost every rank gigabytes; training never needs them (`ends` re-reads the index).
+        self.num_documents = len(ends)
         little = dtype.newbyteorder("<")
         self.tokens = np.memmap(binary, dtype=little, mode="r", shape=(count,)) if count else np.zeros(0, little)
         self.mask: np.ndarray | None = None
@@ -132,13 +134,19 @@ class Shard:
             _checked_file(mask, count, index["mask_sha256"], verify)
             self.mask = np.memmap(mask, dtype=np.uint8, mode="r", shape=(count,)) if count else np.zeros(0, np.uint8)
 
+    @property
+    def ends(self) -> list[int]:
+        """Document end offsets, in tokens (read from the index on each call)."""
+        return list(json.loads(self.path.with_suffix(".idx").read_text())["documents"])
+
     def document(self, i: int) -> np.ndarray:
         """Document i's tokens, with its EOS."""
-        start = self.ends[i - 1] if i else 0
-        return np.asarray(self.tokens[start : self.ends[i]])
+        ends = self.ends
+        start = ends[i - 1] if i else 0
+        return np.asarray(self.tokens[start : ends[i]])
 
     def __len__(self) -> int:
-        return len(self.ends)
+        return self.num_documents
 
 
 @dataclass

@@ -61,8 +61,9 @@ def documents(source):
     out = []
     for shard in source.train:
         for i in range(len(shard)):
-            start = shard.ends[i - 1] if i else 0
-            out.append((shard.document(i).tolist(), np.asarray(shard.mask[start : shard.ends[i]]).tolist()))
+            ends = shard.ends
+            start = ends[i - 1] if i else 0
+            out.append((shard.document(i).tolist(), np.asarray(shard.mask[start : ends[i]]).tolist()))
     return out
 
 
