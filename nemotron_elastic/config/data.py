@@ -90,9 +90,12 @@ class DataConfig:
     # A run that would read a source's training tokens more than MAX_EPOCHS times is refused unless this is
     # true (a recipe sized for 110B tokens must not quietly loop over a small corpus).
     allow_repeat: bool = False
+    # The data order's seed (window offsets, orders); None: the run's `seed`. Another order at the same seed
+    # measures how much a result moves with the data order alone (the reproduction study's spread).
+    order_seed: int | None = None
 
     def __post_init__(self) -> None:
-        check_ranges(self, eval_tokens="[1, inf)")
+        check_ranges(self, eval_tokens="[1, inf)", order_seed="[0, inf)")
         if self.train is not None:
             blend_of(self.train, "data.train")
         if isinstance(self.heldout, list) and not self.heldout:

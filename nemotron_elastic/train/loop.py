@@ -218,7 +218,8 @@ class Trainer(abc.ABC):
         stage = self.cfg.stages[stage_index]
         # Rank r reads the r-th micro_batch of each global batch of micro_batch * world_size windows.
         streams, weights = self.run_data.stages[stage_index]
-        ds = BlendDataset(streams, weights, stage.seq_len, stage.micro_batch, seed=self.cfg.seed + stage_index,
+        order = self.cfg.seed if self.cfg.data.order_seed is None else self.cfg.data.order_seed
+        ds = BlendDataset(streams, weights, stage.seq_len, stage.micro_batch, seed=order + stage_index,
                           rank=self.dist.rank, world_size=self.dist.world_size, masked=self.run_data.masked)
         state = self.data_states.get(stage.name)
         if state is not None:

@@ -193,3 +193,19 @@ def test_a_blend_is_given_on_the_command_line(tmp_path):
     cfg = load_yaml(TrainConfig, tmp_path / "c.yaml",
                     ["data.train=[{path: prepared/chat, weight: 0.7}, {path: prepared/web, weight: 0.3}]"])
     assert [(p.path, p.weight) for p in cfg.data.train] == [("prepared/chat", 0.7), ("prepared/web", 0.3)]
+
+
+def test_another_data_order_at_the_same_seed(root, tmp_path):
+    """`data.order_seed` changes which windows a run reads and nothing else; it defaults to the run's seed."""
+    def first_batch(**data):
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        cfg = from_dict(PretrainConfig, {
+            "preset": "micro-hybrid", "tokenizer": str(root / "parent"), "out": str(out),
+            "data": {"train": str(root / "prepared" / "rivers"), **data}, "seed": 3,
+            "stages": [{"name": "s1", "steps": 1, "seq_len": 16, "micro_batch": 2}], "bf16": False})
+        return next(PretrainTrainer(cfg, progress=False)._dataset(0)).tokens
+
+    assert torch.equal(first_batch(), first_batch(order_seed=3))
+    assert not torch.equal(first_batch(), first_batch(order_seed=4))
+    with pytest.raises(ValueError, match=r"data.order_seed: must be >= 0, got -1"):
+        from_dict(PretrainConfig, {"data": {"order_seed": -1}})
