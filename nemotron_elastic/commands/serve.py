@@ -4,7 +4,7 @@ argument registration and the entry point (also `python -m nemotron_elastic.serv
 
     nemotron-elastic serve --model runs/elastic/model [--host 127.0.0.1 --port 8000]
                            [--max-concurrency K --max-queue N --threads T --max-context L]
-                           [--device cpu|cuda|cuda:N --dtype D]
+                           [--device cpu|cuda|cuda:N --dtype D] [--api-key KEY]
 
 Nothing heavy is imported at module level, so `--help` and the CLI parser stay instant; `serve_main` loads
 the engine, prints one `listening on URL` line (stdout, flushed: scripts may wait for it), serves until
@@ -15,6 +15,7 @@ finish, the rest are cancelled, and the exit status is 0.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -23,6 +24,8 @@ from typing import Any
 
 from ..config.types import positive_int
 from .common import add_device_args, resolve_device
+
+API_KEY_ENV = "NEMOTRON_ELASTIC_API_KEY"
 
 SERVE_EPILOG = """examples:
   nemotron-elastic serve --model runs/elastic/model --port 8000
@@ -97,8 +100,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         metavar="S",
         help="seconds running requests may finish at shutdown (default 5)",
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        metavar="KEY",
+        help=f"require `Authorization: Bearer KEY` on /v1/ routes (default: ${API_KEY_ENV}; /health and /metrics "
+        "stay open)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-request access log")
     return parser
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` listens on this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _cpu_count() -> int:
@@ -120,7 +138,8 @@ def serve_main(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)  # K requests x T threads ~ the cores: no oversubscription
     engine = ManyInOneEngine(args.model, dtype=dtype, name=args.name, device=device, max_context=args.max_context)
     try:
-        server = ElasticServer(engine, args.host, args.port, args.max_concurrency, args.max_queue, args.quiet)
+        server = ElasticServer(engine, args.host, args.port, args.max_concurrency, args.max_queue, args.quiet,
+                               api_key=args.api_key)
     except OSError as err:  # port in use, address not local: one line naming what was asked
         raise ValueError(f"cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
     stop = threading.Event()
@@ -135,6 +154,9 @@ def serve_main(args: argparse.Namespace) -> int:
         f"threads, queue {args.max_queue}, context {engine.max_context}",
         file=sys.stderr,
     )
+    if args.api_key is None and not _loopback(args.host):
+        print(f"warning: listening on {args.host} without an API key: anyone who reaches this port can generate "
+              f"(set --api-key or ${API_KEY_ENV})", file=sys.stderr)
     server.start()
     print(f"listening on {server.url}", flush=True)
     try:

@@ -2,6 +2,7 @@
 """The OpenAI-compatible HTTP server (standard library `http.server`, one thread per connection).
 
     GET  /health                 status, queue counters, memory (weights once, live caches, RSS)
+    GET  /metrics                Prometheus text: queue depth, running requests per budget, tokens/s, TTFT
     GET  /v1/models[/ID]         the served models: NAME (parent) and NAME-<budget> per trained budget
     POST /v1/completions         OpenAI completions, `stream: true` for server-sent events
     POST /v1/chat/completions    OpenAI chat completions (the tokenizer's chat template, if any)
@@ -10,10 +11,15 @@ A connection thread validates the request (4xx JSON errors, `openai_schema.py`),
 the bounded `WorkerPool` (429 when full) and relays the engine's events (`handlers.RelayMixin`): as SSE chunks
 (`data: {...}\\n\\n` ... `data: [DONE]\\n\\n`) or as one JSON answer. While it waits it watches its socket;
 a client that goes away cancels its job, which frees the worker after the current decoding step.
+
+With an API key (`--api-key` or NEMOTRON_ELASTIC_API_KEY, as vLLM's and llama.cpp's servers) every `/v1/`
+route needs `Authorization: Bearer <key>` (else 401 with an OpenAI-style error); /health and /metrics stay
+open, for load balancers and scrapers.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import sys
 import threading
@@ -23,6 +29,7 @@ from typing import Any
 
 from .engine import ContextLengthError, ManyInOneEngine, SamplingParams
 from .handlers import GenerationCall, RelayMixin, prepare_call
+from .metrics import ServeMetrics
 from .model_table import UnknownModelError
 from .openai_schema import APIError
 from .responses import model_card
@@ -40,6 +47,7 @@ class ElasticServer:
         max_concurrency: requests generating at once (worker threads).
         max_queue: requests that may wait for a worker; beyond that 429.
         quiet: no access log on stderr.
+        api_key: required as `Authorization: Bearer <key>` on /v1/ routes (None: open).
     """
 
     def __init__(
@@ -50,8 +58,12 @@ class ElasticServer:
         max_concurrency: int = 2,
         max_queue: int = 16,
         quiet: bool = False,
+        api_key: str | None = None,
     ) -> None:
-        self.engine, self.quiet = engine, quiet
+        if api_key is not None and not api_key.strip():
+            raise ValueError("--api-key: empty")
+        self.engine, self.quiet, self.api_key = engine, quiet, api_key
+        self.metrics = ServeMetrics()
         self.pool = WorkerPool(max_concurrency, max_queue)
         self.created = int(time.time())
         self.closing = False
@@ -133,6 +145,14 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_text(self, status: int, text: str, content_type: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _send_error(self, err: APIError) -> None:
         self._send_json(err.status, err.body())
 
@@ -168,7 +188,9 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
         with app._handlers_lock:
             app._handlers += 1
         try:
-            self._route(method, self.path.split("?", 1)[0].rstrip("/") or "/")
+            path = self.path.split("?", 1)[0].rstrip("/") or "/"
+            self._authorize(path)
+            self._route(method, path)
         except APIError as err:
             self._send_error_quietly(err)
         except (BrokenPipeError, ConnectionResetError):
@@ -181,6 +203,18 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             with app._handlers_lock:
                 app._handlers -= 1
 
+    def _authorize(self, path: str) -> None:
+        """401 for a /v1/ route without the server's key (compared in constant time)."""
+        key = self.app.api_key
+        if key is None or not path.startswith("/v1"):
+            return
+        given = self.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            self.close_connection = True  # the body we will not read may follow
+            what = "Incorrect API key provided" if given else "Missing API key (Authorization: Bearer <key>)"
+            raise APIError(401, what, type="invalid_request_error", code="invalid_api_key")
+
     def _send_error_quietly(self, err: APIError) -> None:
         """Answer an error; a client already gone is not an error of ours."""
         try:
@@ -189,11 +223,14 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _route(self, method: str, path: str) -> None:
-        gets = {"/health", "/v1/models"}
+        gets = {"/health", "/metrics", "/v1/models"}
         posts = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
         if method == "GET" and path == "/health":
             status, body = self.app.health()
             return self._send_json(status, body)
+        if method == "GET" and path == "/metrics":
+            return self._send_text(200, self.app.metrics.render(self.app.pool.stats()),
+                                   "text/plain; version=0.0.4; charset=utf-8")
         if method == "GET" and path == "/v1/models":
             return self._send_json(200, self.app.models())
         if method == "GET" and path.startswith("/v1/models/"):
@@ -229,7 +266,7 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
                 code="context_length_exceeded",
             ) from None
         try:
-            job = app.pool.submit(lambda job: _run(app.engine, call, job))
+            job = app.pool.submit(lambda job: _run(app.engine, call, job, app.metrics))
         except QueueFullError as err:
             raise APIError(429, str(err), type="rate_limit_error", code="queue_full") from None
         except ShuttingDownError as err:
@@ -240,8 +277,18 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             self._relay_whole(call, job)
 
 
-def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any) -> None:
-    """A worker's part: generate and push every event to the handler."""
+def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any, metrics: ServeMetrics) -> None:
+    """A worker's part: generate, push every event to the handler, count tokens for /metrics."""
     params: SamplingParams = call.params
-    for event in engine.stream(call.prompt_ids, call.served, params, cancel=job.cancel):
-        job.events.put(event)
+    model, start, first = call.served.name, time.monotonic(), True
+    metrics.started(model, len(call.prompt_ids))
+    try:
+        for event in engine.stream(call.prompt_ids, call.served, params, cancel=job.cancel):
+            if event.token_ids:
+                if first:
+                    metrics.first_token(time.monotonic() - start)
+                    first = False
+                metrics.tokens(model, len(event.token_ids))
+            job.events.put(event)
+    finally:
+        metrics.finished(model)
