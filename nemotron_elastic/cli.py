@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The `nemotron-elastic` command line (`python -m nemotron_elastic` is the same).
 
-    nemotron-elastic import     --hf PATH --out DIR          HF NemotronH / Llama folder or GGUF -> native
+    nemotron-elastic import     --hf PATH --out DIR          HF NemotronH/Llama/Qwen/Mistral, GGUF -> native
     nemotron-elastic prepare    --config FILE --tokenizer DIR --out DIR   documents -> token shards, once
     nemotron-elastic score      --model DIR --data PATH --out DIR   importance rankings + reordered parent
     nemotron-elastic pretrain   --config FILE                a small hybrid parent from scratch

@@ -1,14 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Read and write Hugging Face checkpoints (NemotronH, Llama) as native configs and tensors.
+"""Read and write Hugging Face checkpoints (NemotronH, Llama, Qwen2, Qwen3, Mistral) as native configs and
+tensors.
 
 `read_hf(folder)` reads config.json and the safetensors weights (one file, or shards listed in
 `model.safetensors.index.json`), converts both to native form and checks every tensor's shape against the
 config. Pickled `pytorch_model.bin` files are never loaded.
 
 `save_hf(model, folder)` writes a folder that `transformers.AutoModelForCausalLM.from_pretrained` loads
-with no custom code: a stock `NemotronHConfig` / `LlamaConfig` config.json, model.safetensors (keys as
-transformers' own `save_pretrained` writes them), generation_config.json and the tokenizer. A config the stock
-classes cannot express (per-layer widths, a Llama stack with single blocks dropped) is an error unless
+with no custom code: a stock config.json of the model's family (`NemotronHConfig`, `LlamaConfig`, ...),
+model.safetensors (keys as transformers' own `save_pretrained` writes them), generation_config.json and the
+tokenizer. A config the stock classes cannot express (per-layer widths, a Llama stack with single blocks
+dropped) is an error unless
 `allow_remote_code=True`: then the folder carries its own modeling code (`remote_code/`, loaded with
 `trust_remote_code=True`). `read_hf` reads both forms back (the remote-code one without running its code).
 
@@ -27,7 +29,7 @@ import torch
 
 from ..config.model import ModelConfig
 from ..io import atomic_output_dir, read_safetensors, save_tokenizer
-from .hf_config import hf_config_to_native, native_to_hf_config
+from .hf_config import hf_config_class, hf_config_to_native, native_to_hf_config
 from .keymap import (
     IGNORED_HF_KEYS,
     NEMOTRON_H_IMPORT_PREFIXES,
@@ -56,8 +58,6 @@ def _decode_float_tag(obj: dict) -> Any:
 
 def _hf_config(raw: dict, where: str) -> Any:
     """Build the transformers config class for `raw` (normalising legacy fields), with one-line errors."""
-    from transformers import LlamaConfig, NemotronHConfig
-
     model_type = check_model_type(raw.get("model_type"), where)
     if model_type == "nemotron_h":
         pattern = raw.get("hybrid_override_pattern")
@@ -65,7 +65,7 @@ def _hf_config(raw: dict, where: str) -> Any:
             raise ValueError(
                 f"{where}: hybrid_override_pattern {pattern!r} has characters other than M, *, -, E"
             )
-    cls = NemotronHConfig if model_type == "nemotron_h" else LlamaConfig
+    cls = hf_config_class(model_type)
     try:
         return cls.from_dict(raw)
     except Exception as e:  # transformers' strict dataclass errors are multi-line and of several types

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Native `ModelConfig` <-> transformers `NemotronHConfig` / `LlamaConfig`, one place per family.
+"""Native `ModelConfig` <-> transformers configs: NemotronH here, the Llama-layout families (Llama, Qwen2,
+Qwen3, Mistral) in `hf_decoder.py`.
 
 Tensor names and shapes are `keymap.py`. Official configs: transformers `models/nemotron_h` and
 `models/llama` (5.24).
@@ -8,6 +9,7 @@ Tensor names and shapes are `keymap.py`. Official configs: transformers `models/
 from __future__ import annotations
 
 from ..config.model import ModelConfig
+from .hf_decoder import decoder_config_class, decoder_config_to_native, native_to_decoder_config
 from .keymap import check_model_type
 
 
@@ -22,8 +24,17 @@ def _first_id(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[arg-type]
 
 
+def hf_config_class(model_type: str) -> type:
+    """The transformers config class of a supported model_type."""
+    if model_type == "nemotron_h":
+        from transformers import NemotronHConfig  # deferred: transformers' model registry is slow to import
+
+        return NemotronHConfig
+    return decoder_config_class(model_type)
+
+
 def hf_config_to_native(hf_config, where: str = "config.json") -> ModelConfig:
-    """Convert a transformers `NemotronHConfig` or `LlamaConfig` to a `ModelConfig`.
+    """Convert a transformers `NemotronHConfig` or Llama / Qwen2 / Qwen3 / Mistral config to a `ModelConfig`.
 
     Args:
         hf_config: the transformers config object (legacy fields already normalised by its class).
@@ -34,7 +45,8 @@ def hf_config_to_native(hf_config, where: str = "config.json") -> ModelConfig:
 
     Raises:
         ValueError: unsupported model_type or a feature the native model does not have (MoE blocks,
-            RoPE scaling, activations other than relu2 / silu).
+            a RoPE type other than default / linear / dynamic / yarn / longrope / llama3, activations other
+            than relu2 / silu, a sliding window on some layers only).
     """
     family = check_model_type(hf_config.model_type, where)
     common = dict(
@@ -45,39 +57,19 @@ def hf_config_to_native(hf_config, where: str = "config.json") -> ModelConfig:
         num_key_value_heads=hf_config.num_key_value_heads,
         max_position_embeddings=hf_config.max_position_embeddings,
         intermediate_size=hf_config.intermediate_size,
-        mlp_bias=bool(hf_config.mlp_bias),
+        mlp_bias=bool(getattr(hf_config, "mlp_bias", False)),
         initializer_range=hf_config.initializer_range,
         bos_token_id=_first_id(hf_config.bos_token_id),
         eos_token_id=_first_id(hf_config.eos_token_id),
         pad_token_id=_first_id(hf_config.pad_token_id),
     )
-    if family == "llama":
-        rope = dict(getattr(hf_config, "rope_parameters", None) or {})
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise _unsupported(where, f"rope type {rope_type!r} (only 'default' RoPE is supported)")
-        if hf_config.hidden_act != "silu":
-            raise _unsupported(where, f"hidden_act {hf_config.hidden_act!r} (Llama import supports 'silu')")
-        if getattr(hf_config, "pretraining_tp", 1) not in (1, None):
-            raise _unsupported(where, f"pretraining_tp {hf_config.pretraining_tp} (must be 1)")
-        head_dim = (
-            getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
-        )
-        return ModelConfig(
-            family="llama",
-            pattern="*-" * hf_config.num_hidden_layers,
-            norm_eps=hf_config.rms_norm_eps,
-            head_dim=head_dim,
-            rope_theta=float(rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))),
-            attention_bias=bool(hf_config.attention_bias),
-            mlp_activation="silu",
-            mlp_gated=True,
-            **common,
-        )
+    if family != "nemotron_h":
+        return decoder_config_to_native(hf_config, family, common, where)
     pattern = hf_config.hybrid_override_pattern
     if "E" in pattern:
-        raise _unsupported(
-            where, f"NemotronH MoE blocks ('E' in pattern {pattern!r}); only M, *, - are supported"
+        raise ValueError(
+            f"{where}: hybrid_override_pattern {pattern!r}: NemotronH MoE blocks ('E') are not supported "
+            "(only M, *, -)"
         )
     if hf_config.mlp_hidden_act not in ("relu2", "silu"):
         raise _unsupported(where, f"mlp_hidden_act {hf_config.mlp_hidden_act!r} (supported: 'relu2', 'silu')")
@@ -121,7 +113,7 @@ def native_to_hf_config(config: ModelConfig):
     Raises:
         ValueError: a heterogeneous config, or a feature the target HF class cannot express.
     """
-    from transformers import LlamaConfig, NemotronHConfig
+    from transformers import NemotronHConfig
 
     if not config.is_homogeneous:
         raise ValueError(
@@ -147,30 +139,14 @@ def native_to_hf_config(config: ModelConfig):
         initializer_range=config.initializer_range,
         **ids,
     )
-    if config.family == "llama":
-        n = config.num_layers // 2
-        if config.pattern != "*-" * n:
-            raise ValueError(f"save_hf: Llama export needs pattern '*-' * n_layers, got {config.pattern!r}")
-        if config.rope_theta is None or not config.mlp_gated or config.mlp_activation != "silu":
-            raise ValueError("save_hf: Llama export needs RoPE (rope_theta) and a gated SiLU MLP")
-        if config.hidden_size % heads:
-            # LlamaConfig rejects this even with an explicit head_dim.
-            raise ValueError(
-                f"save_hf: LlamaConfig needs hidden_size ({config.hidden_size}) divisible by heads ({heads})"
-            )
-        return LlamaConfig(
-            num_hidden_layers=n,
-            hidden_act="silu",
-            rms_norm_eps=config.norm_eps,
-            rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
-            attention_bias=config.attention_bias,
-            architectures=["LlamaForCausalLM"],
-            **common,
-        )
-    if config.rope_theta is not None or config.attention_bias or config.mlp_gated:
+    if config.family != "nemotron_h":
+        return native_to_decoder_config(config, common, heads)
+    if config.rope_theta is not None or config.attention_bias or config.mlp_gated or config.o_proj_bias:
         raise ValueError(
             "save_hf: NemotronH export needs attention without RoPE or biases and a non-gated MLP"
         )
+    if config.attention_qk_norm or config.sliding_window is not None:
+        raise ValueError("save_hf: NemotronH export needs attention without q/k norms or a sliding window")
     return NemotronHConfig(
         hybrid_override_pattern=config.pattern,  # NemotronHConfig turns it into layers_block_type
         mlp_hidden_act=config.mlp_activation,

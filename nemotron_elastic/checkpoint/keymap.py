@@ -9,11 +9,13 @@ The native `HybridLM` mirrors transformers' NemotronH module tree, so the Nemotr
     norm_f.weight                   backbone.norm_f.weight
     lm_head.weight                  lm_head.weight
 
-A Llama decoder layer i is two native blocks, 2i (attention) and 2i+1 (MLP):
+A decoder layer i of Llama, Qwen2, Qwen3 and Mistral (one layout) is two native blocks, 2i (attention) and
+2i+1 (MLP):
 
     embeddings.weight               model.embed_tokens.weight
     layers.{2i}.norm.weight         model.layers.{i}.input_layernorm.weight
     layers.{2i}.mixer.{q,k,v,o}_proj.* model.layers.{i}.self_attn.{q,k,v,o}_proj.*
+    layers.{2i}.mixer.{q,k}_norm.weight model.layers.{i}.self_attn.{q,k}_norm.weight (Qwen3)
     layers.{2i+1}.norm.weight       model.layers.{i}.post_attention_layernorm.weight
     layers.{2i+1}.mixer.{gate,up,down}_proj.* model.layers.{i}.mlp.{gate,up,down}_proj.*
     norm_f.weight                   model.norm.weight
@@ -22,8 +24,8 @@ A Llama decoder layer i is two native blocks, 2i (attention) and 2i+1 (MLP):
 `native_shapes(config)` is the expected shape of every native tensor; importers check files against it.
 Config conversion is `hf_config.py`.
 
-Official implementation: transformers `models/nemotron_h/modeling_nemotron_h.py` and
-`models/llama/modeling_llama.py` (5.24).
+Official implementation: transformers `models/nemotron_h/modeling_nemotron_h.py`,
+`models/{llama,qwen2,qwen3,mistral}/modeling_*.py` (5.24).
 """
 
 from __future__ import annotations
@@ -33,18 +35,17 @@ from collections.abc import Sequence
 
 import torch
 
-from ..config.model import ModelConfig
+from ..config.model import FAMILIES, ModelConfig
 
-SUPPORTED_MODEL_TYPES = ("nemotron_h", "llama")
+SUPPORTED_MODEL_TYPES = FAMILIES
 NEMOTRON_H_PREFIX = "backbone."  # what NemotronHForCausalLM.save_pretrained writes in transformers 5.24
 NEMOTRON_H_IMPORT_PREFIXES = ("backbone.", "model.")  # checkpoints in the wild / transformers' own rename
 
 # HF keys that carry no weights of the model (HF ignores them on load too): NemotronH multi-token prediction
 # heads, and RoPE frequency buffers that old Llama checkpoints saved.
-IGNORED_HF_KEYS = {
-    "nemotron_h": re.compile(r"^mtp\."),
-    "llama": re.compile(r"\.rotary_emb\.inv_freq$"),
-}
+_ROPE_BUFFER = re.compile(r"\.rotary_emb\.inv_freq$")
+IGNORED_HF_KEYS = {f: _ROPE_BUFFER for f in FAMILIES}
+IGNORED_HF_KEYS["nemotron_h"] = re.compile(r"^mtp\.")
 
 _LLAMA_GLOBAL = {
     "embeddings.weight": "model.embed_tokens.weight",
@@ -54,7 +55,8 @@ _LLAMA_GLOBAL = {
 _LLAMA_GLOBAL_INV = {v: k for k, v in _LLAMA_GLOBAL.items()}
 _LLAMA_HF_LAYER = re.compile(
     r"^model\.layers\.(\d+)\.(input_layernorm\.weight|post_attention_layernorm\.weight"
-    r"|self_attn\.[qkvo]_proj\.(?:weight|bias)|mlp\.(?:gate|up|down)_proj\.(?:weight|bias))$"
+    r"|self_attn\.[qkvo]_proj\.(?:weight|bias)|self_attn\.[qk]_norm\.weight"
+    r"|mlp\.(?:gate|up|down)_proj\.(?:weight|bias))$"
 )
 _NATIVE_LAYER = re.compile(r"^layers\.(\d+)\.(?:norm\.weight|mixer\.(.+))$")
 
@@ -71,7 +73,7 @@ def check_model_type(model_type: object, where: str = "config.json") -> str:
 
 
 def to_hf_key(key: str, family: str) -> str:
-    """Map a native state-dict key to the HF key of `family` ("nemotron_h" or "llama")."""
+    """Map a native state-dict key to the HF key of `family` ("nemotron_h", or a Llama-layout family)."""
     if family == "nemotron_h":
         return key if key == "lm_head.weight" else NEMOTRON_H_PREFIX + key
     if key in _LLAMA_GLOBAL:
@@ -135,7 +137,7 @@ def native_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             q, kv = width * config.head_dim, config.num_key_value_heads * config.head_dim
             bias = config.attention_bias
             linears += [("q_proj", q, d, bias), ("k_proj", kv, d, bias), ("v_proj", kv, d, bias)]
-            linears.append(("o_proj", d, q, bias))
+            linears.append(("o_proj", d, q, config.o_proj_bias))
         else:
             inner = width * config.mamba_head_dim
             conv_dim = inner + 2 * config.mamba_n_groups * config.ssm_state_size
@@ -151,6 +153,8 @@ def native_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{p}{name}.weight"] = (n_out, n_in)
             if bias:
                 shapes[f"{p}{name}.bias"] = (n_out,)
+        if char == "*" and config.attention_qk_norm:  # Qwen3: one RMSNorm weight over head_dim each
+            shapes[p + "q_norm.weight"] = shapes[p + "k_norm.weight"] = (config.head_dim,)
     shapes["norm_f.weight"] = (d,)
     if not config.tie_word_embeddings:
         shapes["lm_head.weight"] = (v, d)

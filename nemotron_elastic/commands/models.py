@@ -136,7 +136,9 @@ def cmd_perplexity(args: argparse.Namespace) -> int:
 def register(add: Any) -> None:
     """Add this module's subcommands; `add(name, func, help, epilog)` returns the subparser."""
     p = add(
-        "import", cmd_import, "Convert an HF NemotronH / Llama folder or a GGUF file to a native checkpoint."
+        "import",
+        cmd_import,
+        "Convert an HF NemotronH / Llama / Qwen2 / Qwen3 / Mistral folder or a GGUF file to a native checkpoint.",
     )
     p.add_argument(
         "--hf",
@@ -158,8 +160,8 @@ def register(add: Any) -> None:
         "--format",
         choices=("hf", "native"),
         default="hf",
-        help="hf: stock transformers NemotronH / Llama when the sizes allow, else with its own modeling code "
-        "(trust_remote_code); native: config.yaml + safetensors (default hf)",
+        help="hf: the family's stock transformers class when the sizes allow, else with its own modeling "
+        "code (trust_remote_code); native: config.yaml + safetensors (default hf)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")

@@ -4,7 +4,9 @@
 `ModelConfig` describes one native `HybridLM`: a hybrid stack of single-mixer blocks given by `pattern`
 (`M` = Mamba2, `*` = attention, `-` = MLP), as in HF NemotronH's `hybrid_override_pattern`. A Llama-family
 model is the same stack with pattern `*-*-...` (one attention + one MLP block per decoder layer), RoPE and a
-gated SiLU MLP.
+gated SiLU MLP. Qwen2 / Qwen3 / Mistral are Llama-family stacks with attention extras: q/k/v biases without an
+o_proj bias (Qwen2), a per-head RMSNorm of q and k (Qwen3), a sliding attention window (Mistral). RoPE is
+plain (`rope_theta`) or scaled as transformers does (`rope_parameters`, the dict of HF's config.json).
 
 Per-layer (heterogeneous) widths: `intermediate_size`, `num_attention_heads` and `mamba_num_heads` take either
 one int (every layer of that type) or a list with one int per layer *of that type*, in layer order. This is
@@ -17,9 +19,19 @@ are errors naming the dotted key).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 BLOCK_TYPES = {"M": "mamba", "*": "attention", "-": "mlp"}
+FAMILIES = ("nemotron_h", "llama", "qwen2", "qwen3", "mistral")  # HF model_types, one export format each
+# RoPE types the native model runs (transformers' names), with the rope_parameters keys each one needs.
+ROPE_TYPES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "yarn": ("factor", "original_max_position_embeddings"),
+    "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
 
 
 @dataclass(kw_only=True)
@@ -27,7 +39,7 @@ class ModelConfig:
     """Architecture of a native HybridLM (fields mirror HF NemotronHConfig where they overlap)."""
 
     # --- stack -------------------------------------------------------------------------------------------
-    family: Literal["nemotron_h", "llama"] = "nemotron_h"  # decides the HF export format
+    family: Literal["nemotron_h", "llama", "qwen2", "qwen3", "mistral"] = "nemotron_h"  # the HF export format
     pattern: str = "M-M*-"  # one char per block: M mamba2, * attention, - mlp
     vocab_size: int = 256
     hidden_size: int = 64
@@ -38,7 +50,13 @@ class ModelConfig:
     num_key_value_heads: int = 2  # KV groups; query heads of a group are contiguous
     head_dim: int = 16
     rope_theta: float | None = None  # None: no positional encoding (NemotronH); else RoPE base (Llama)
-    attention_bias: bool = False
+    # Scaled RoPE: HF's `rope_parameters` as config.json has them (rope_type, rope_theta, factor, ...), kept
+    # verbatim so that export writes them back unchanged; None: plain RoPE with base rope_theta.
+    rope_parameters: dict[str, Any] | None = None
+    attention_bias: bool = False  # biases on q, k, v and o_proj
+    attention_out_bias: bool | None = None  # o_proj bias; None: as attention_bias (Qwen2: False, q/k/v True)
+    attention_qk_norm: bool = False  # RMSNorm over head_dim of every q and k head, before RoPE (Qwen3)
+    sliding_window: int | None = None  # a query sees the last `sliding_window` tokens, its own included
     max_position_embeddings: int = 4096
     # --- MLP ('-') ---------------------------------------------------------------------------------------
     intermediate_size: int | list[int] = 128  # per MLP layer if a list
@@ -101,8 +119,48 @@ class ModelConfig:
                 )
         if self.rope_theta is not None and self.head_dim % 2:
             raise ValueError(f"head_dim: RoPE needs an even head_dim, got {self.head_dim}")
+        if self.rope_parameters is not None:
+            self._check_rope_parameters(self.rope_parameters)
+        window = self.sliding_window
+        if window is not None and (isinstance(window, bool) or window <= 0):
+            raise ValueError(f"sliding_window: must be a positive integer or None, got {window!r}")
+
+    def _check_rope_parameters(self, params: dict[str, Any]) -> None:
+        """One line naming the key for rope_parameters the native model cannot run as transformers does."""
+        if self.rope_theta is None or params.get("rope_theta", self.rope_theta) != self.rope_theta:
+            raise ValueError(
+                f"rope_parameters.rope_theta: {params.get('rope_theta')!r} differs from rope_theta "
+                f"{self.rope_theta!r}"
+            )
+        rope_type = self.rope_type
+        if rope_type not in ROPE_TYPES:
+            supported = ", ".join(ROPE_TYPES)
+            raise ValueError(
+                f"rope_parameters.rope_type: unsupported rope type {rope_type!r} (supported: {supported})"
+            )
+        for key in ROPE_TYPES[rope_type]:
+            if params.get(key) is None:
+                raise ValueError(f"rope_parameters.{key}: required for rope type {rope_type!r}")
+        if params.get("partial_rotary_factor", 1.0) not in (None, 1, 1.0):
+            raise ValueError(
+                f"rope_parameters.partial_rotary_factor: only full rotation (1.0) is supported, "
+                f"got {params['partial_rotary_factor']!r}"
+            )
 
     # --- derived -----------------------------------------------------------------------------------------
+    @property
+    def rope_type(self) -> str | None:
+        """The RoPE variant ("default", "yarn", ...; also HF's legacy key "type"), or None without RoPE."""
+        if self.rope_theta is None:
+            return None
+        params = self.rope_parameters or {}
+        return params.get("rope_type", params.get("type", "default"))
+
+    @property
+    def o_proj_bias(self) -> bool:
+        """Whether attention's o_proj has a bias: attention_out_bias, or attention_bias when that is None."""
+        return self.attention_bias if self.attention_out_bias is None else self.attention_out_bias
+
     @property
     def num_layers(self) -> int:
         return len(self.pattern)
@@ -158,7 +216,8 @@ class ModelConfig:
                 total += (n_in + 1) * d * width + (self.mlp_bias * ((n_in * width) + d))
             elif char == "*":
                 q, kv = width * self.head_dim, self.num_key_value_heads * self.head_dim
-                total += 2 * d * q + 2 * d * kv + self.attention_bias * (q + 2 * kv + d)
+                total += 2 * d * q + 2 * d * kv + self.attention_bias * (q + 2 * kv) + self.o_proj_bias * d
+                total += 2 * self.head_dim * self.attention_qk_norm  # q_norm, k_norm: shared by all heads
             else:
                 inner = width * self.mamba_head_dim
                 conv_dim = inner + 2 * self.mamba_n_groups * self.ssm_state_size

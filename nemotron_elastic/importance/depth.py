@@ -35,7 +35,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config.spec import SubnetSpec
-from ..model.attention import rope_cos_sin
 from ..model.hybrid import HybridLM
 from ..model.norm import compute_dtype, rms_norm
 from .ranking import DepthRanking
@@ -44,11 +43,7 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 
 
 def _rope(model: HybridLM, seq_len: int, h: torch.Tensor) -> Rope:
-    cfg = model.config
-    if cfg.rope_theta is None:
-        return None
-    positions = torch.arange(seq_len, device=h.device)
-    return rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, h.dtype)
+    return model.rope(0, seq_len, h)  # the model's own RoPE, scaled types included
 
 
 def _run(model: HybridLM, h: torch.Tensor, layers: list[int], rope: Rope) -> list[torch.Tensor]:

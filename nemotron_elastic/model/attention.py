@@ -2,12 +2,17 @@
 """Grouped-query attention ('*' blocks) via `scaled_dot_product_attention`.
 
 NemotronH attention has no positional encoding; Llama-family attention applies RoPE (rotate-half
-convention, base `rope_theta`). Query heads of one KV group are contiguous (head h uses KV head
-h // (Hq / Hkv)), which is what lets a sub-network keep a prefix of query heads inside every group.
+convention; the tables, plain or scaled, come from `rope.py`). Query heads of one KV group are contiguous
+(head h uses KV head h // (Hq / Hkv)), which is what lets a sub-network keep a prefix of query heads inside
+every group. Family extras: q/k/v biases without an o_proj bias (Qwen2), an RMSNorm over head_dim of each q
+and k head before RoPE (Qwen3: one weight shared by all heads, so cutting heads leaves it whole), a sliding
+window (Mistral: a query sees the keys at most `window - 1` positions back; the cache keeps every token and
+the mask hides the old ones).
 
 Shapes: B batch, T new tokens, S all tokens (cache + new), Hq query heads, Hkv KV heads, hd head dim.
 
-Official implementation: transformers `NemotronHAttention`, `LlamaAttention` (+ `apply_rotary_pos_emb`).
+Official implementation: transformers `NemotronHAttention`, `LlamaAttention` (+ `apply_rotary_pos_emb`),
+`Qwen2Attention`, `Qwen3Attention`, `MistralAttention`, `masking_utils.sliding_window_overlay`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import nn
 from .decode import AttentionState
 from .layout import Select, attention_indices, sub_linear
 from .masks import Axis
-from .norm import compute_dtype
+from .norm import RMSNorm, compute_dtype
 
 
 def rope_cos_sin(
@@ -49,16 +54,35 @@ class Attention(nn.Module):
         num_heads: Hq, the elastic query-head count (a multiple of num_kv_heads).
         num_kv_heads: Hkv.
         head_dim: hd (the softmax scale stays 1/sqrt(hd) whatever the head count).
-        bias: biases on q/k/v/o.
+        bias: biases on q/k/v (and o unless `out_bias` says otherwise).
+        out_bias: o_proj's bias; None: as `bias`.
+        qk_norm_eps: when set, q_norm / k_norm (RMSNorm over hd, this epsilon) on every head before RoPE.
+        window: sliding window length, or None for full causal attention.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, bias: bool) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        bias: bool,
+        out_bias: bool | None = None,
+        qk_norm_eps: float | None = None,
+        window: int | None = None,
+    ) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.window = window
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
+        out_bias = bias if out_bias is None else out_bias
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=out_bias)
+        if qk_norm_eps is not None:
+            self.q_norm, self.k_norm = RMSNorm(head_dim, qk_norm_eps), RMSNorm(head_dim, qk_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
 
     def empty_state(self, batch: int, like: torch.Tensor) -> AttentionState:
         """A cache with no tokens yet, in `like`'s dtype and device."""
@@ -85,16 +109,15 @@ class Attention(nn.Module):
         q = sub_linear(x, self.q_proj, q_rows, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hq, T, hd)
         k = sub_linear(x, self.k_proj, self.k_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
         v = sub_linear(x, self.v_proj, self.v_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:  # per head over hd: the kept heads are normalised as in the parent
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, Hkv, T, hd)
         if state is not None:
             k = torch.cat([state.k, k], dim=2)  # (B, Hkv, S, hd)
             v = torch.cat([state.v, v], dim=2)
             state = AttentionState(k, v)
-        past = k.shape[2] - t
-        mask, causal = None, past == 0 and t > 1
-        if past > 0 and t > 1:  # new tokens attend to all cached ones and causally among themselves
-            mask = torch.arange(k.shape[2], device=x.device)[None, :] <= past + torch.arange(t, device=x.device)[:, None]
+        mask, causal = attention_mask(t, k.shape[2], self.window, x.device)
         y = attend(q, k, v, mask, causal)  # (B, h, T, hd)
         factor = None if width is None else width.factor()
         if factor is not None:  # per kept head, the same factor in every KV group
@@ -102,6 +125,23 @@ class Attention(nn.Module):
             y = y * factor.repeat(self.num_kv_heads).to(y.dtype)[None, :, None, None]
         y = y.transpose(1, 2).reshape(bsz, t, -1)  # (B, T, h*hd)
         return sub_linear(y, self.o_proj, d, q_rows), state
+
+
+def attention_mask(t: int, s: int, window: int | None, device) -> tuple[torch.Tensor | None, bool]:
+    """The mask of T new tokens over S = cached + new keys: (None, is_causal) when SDPA's own causal flag or
+    no mask does, else a boolean (T, S) mask, True where attended. A window hides keys `window` or more
+    positions back (transformers' sliding_window_overlay); it changes nothing while S <= window."""
+    past = s - t
+    windowed = window is not None and s > window
+    if not windowed and (past == 0 or t == 1):
+        return None, past == 0 and t > 1
+    # new tokens attend to the cached ones and causally among themselves, within the window if any
+    q_pos = past + torch.arange(t, device=device)[:, None]  # (T, 1)
+    k_pos = torch.arange(s, device=device)[None, :]  # (1, S)
+    mask = k_pos <= q_pos
+    if windowed:
+        mask = mask & (k_pos > q_pos - window)
+    return mask, False
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:

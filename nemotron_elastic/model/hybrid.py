@@ -7,7 +7,8 @@
 The module tree and parameter names mirror transformers' NemotronH (`embeddings`, `layers.i.norm`,
 `layers.i.mixer.*`, `norm_f`, `lm_head`), so HF import/export are key maps (see `checkpoint/keymap.py`).
 A Llama-family model is the same stack with pattern "*-*-..." (attention block = input_layernorm +
-self_attn, MLP block = post_attention_layernorm + mlp), RoPE and a gated SiLU MLP.
+self_attn, MLP block = post_attention_layernorm + mlp), RoPE and a gated SiLU MLP; Qwen2 / Qwen3 / Mistral
+are that stack with their attention extras (see `attention.py`), RoPE of any type in `rope.py`.
 
 Build on the meta device and initialise once:
 
@@ -28,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
-from .attention import Attention, rope_cos_sin
+from .attention import Attention
 from .decode import AttentionState, InferenceCache, MambaState, generate
 from .kernels import Kernels, select_kernels
 from .layout import scale
@@ -36,6 +37,7 @@ from .mamba2 import Mamba2Mixer
 from .masks import ElasticMasks, LayerMasks
 from .mlp import MLP
 from .norm import RMSNorm
+from .rope import Rope, RotaryEmbedding
 
 
 def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
@@ -45,7 +47,16 @@ def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
     if char == "-":
         return MLP(d, width, config.mlp_activation, config.mlp_gated, config.mlp_bias)
     if char == "*":
-        return Attention(d, width, config.num_key_value_heads, config.head_dim, config.attention_bias)
+        return Attention(
+            d,
+            width,
+            config.num_key_value_heads,
+            config.head_dim,
+            config.attention_bias,
+            out_bias=config.o_proj_bias,
+            qk_norm_eps=config.norm_eps if config.attention_qk_norm else None,
+            window=config.sliding_window,
+        )
     return Mamba2Mixer(
         d,
         width,
@@ -117,6 +128,8 @@ class HybridLM(nn.Module):
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # RoPE tables come from the config alone (no buffers): nothing to redo after meta construction
+        self.rotary = None if config.rope_theta is None else RotaryEmbedding(config)
         self.tie_weights()
         self.kernels_chosen = False  # set_kernels() not called yet (a first CUDA forward chooses: forward)
 
@@ -150,7 +163,7 @@ class HybridLM(nn.Module):
         | A_log                                    | log(1..H) (S4D-real)                                 |
         | D                                        | 1                                                    |
         | dt_bias                                  | softplus^-1(dt), dt log-uniform in [dt_min, dt_max]  |
-        | every norm weight                        | 1                                                    |
+        | every norm weight (q_norm, k_norm too)   | 1                                                    |
         """
         cfg = self.config
         self.tie_weights()
@@ -168,6 +181,8 @@ class HybridLM(nn.Module):
                     module.weight.normal_(0.0, resid_std if is_resid else std, generator=generator)
                     if module.bias is not None:
                         module.bias.zero_()
+                elif isinstance(module, RMSNorm):  # attention's q_norm / k_norm
+                    module.weight.fill_(1.0)
             mixer = block.mixer
             if isinstance(mixer, Mamba2Mixer):
                 bound = 1.0 / math.sqrt(mixer.conv_kernel)
@@ -237,10 +252,7 @@ class HybridLM(nn.Module):
             h = self.embeddings(input_ids)  # (B, T, D)
         else:  # the sub-model's embedding table is the first d columns; inactive channels stay zero
             h = scale(F.embedding(input_ids, self.embeddings.weight[:, : masks.hidden.size]), masks.hidden.factor())
-        rope = None
-        if self.config.rope_theta is not None:
-            positions = torch.arange(start, start + t, device=input_ids.device)
-            rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, h.dtype)
+        rope = self.rope(start, t, h)
         for i, block in enumerate(self.layers):
             layer = None if masks is None else masks.layers[i]
             if masks is not None and layer is None:  # a dropped layer: the residual passes through
@@ -265,6 +277,11 @@ class HybridLM(nn.Module):
         else:
             h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
         return h if return_hidden else F.linear(h, self.head_weight(masks))
+
+    def rope(self, start: int, length: int, like: torch.Tensor) -> Rope | None:
+        """RoPE cos, sin (T, hd) for positions start .. start + length - 1 of a sequence that has
+        start + length positions so far, in `like`'s dtype and device; None for a model without RoPE."""
+        return None if self.rotary is None else self.rotary.cos_sin(start, length, like.device, like.dtype)
 
     def head_weight(self, subnet: SubnetSpec | ElasticMasks | None = None) -> torch.Tensor:
         """The LM head weight a sub-model uses: (V, d), the first d columns."""

@@ -143,9 +143,10 @@ def layer_params(parent: ModelConfig, sizes: Sizes) -> torch.Tensor:
     n_in = 2 if p.mlp_gated else 1
     mlp = (n_in + 1) * d * s.mlp + int(p.mlp_bias) * (n_in * s.mlp + d)
     # attention: q / o scale with the query heads; k / v keep all KV heads, only their input width shrinks;
-    # biases: q, k, v rows and o_proj's d outputs
+    # biases: q, k, v rows and o_proj's d outputs; q_norm / k_norm: one hd weight each, whatever the heads
     q, kv = s.attention_heads * p.head_dim, p.num_key_value_heads * p.head_dim
-    attn = 2 * d * q + 2 * d * kv + int(p.attention_bias) * (q + 2 * kv + d)
+    attn = 2 * d * q + 2 * d * kv + int(p.attention_bias) * (q + 2 * kv) + int(p.o_proj_bias) * d
+    attn = attn + 2 * p.head_dim * int(p.attention_qk_norm)
     # Mamba: in_proj rows [z | x | B | C | dt]; B and C (2*G*N) are never cut, so they do not scale with h
     h = s.mamba_heads
     inner = h * s.mamba_head_dim  # (num 'M',): heads x head dim, the product that makes it nonlinear

@@ -5,7 +5,8 @@ The kept rows / columns come from `model/layout.py`, the same helpers the elasti
 standalone model computes exactly the function of `parent(x, subnet=spec)`:
 - the Mamba grouped gated norm stays exact because every group keeps the same number of heads, and the
   kept channels of a group stay contiguous (its group size becomes heads_per_group * head_dim);
-- the attention softmax scale stays 1/sqrt(head_dim) because head_dim is never cut;
+- the attention softmax scale stays 1/sqrt(head_dim) because head_dim is never cut; so do q_norm / k_norm
+  (Qwen3), whose one weight over head_dim serves every head;
 - dropped layers simply disappear (the residual stream passed through them).
 """
 
@@ -53,6 +54,9 @@ def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tens
         elif block.block_type == "*":
             _, ch = attention_indices(mixer.num_heads, mixer.num_kv_heads, mixer.head_dim, width // p.num_key_value_heads)
             sel.update(q_proj=(ch, d), k_proj=(None, d), v_proj=(None, d), o_proj=(d, ch))
+            if mixer.q_norm is not None:
+                out[pre + "mixer.q_norm.weight"] = mixer.q_norm.weight
+                out[pre + "mixer.k_norm.weight"] = mixer.k_norm.weight
         else:
             idx = mamba_indices(
                 mixer.num_heads, mixer.head_dim, mixer.num_groups, mixer.state_size,

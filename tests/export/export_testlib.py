@@ -10,7 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, NemotronHConfig, NemotronHForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    NemotronHConfig,
+    NemotronHForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 # Parameters whose HF init is a constant (ones, arange, zeros): moved away from it so every term matters.
 PERTURBED = (
@@ -62,6 +73,30 @@ def tiny_llama(**overrides) -> LlamaForCausalLM:
     )  # fmt: skip
     kw.update(overrides)
     return perturb_(LlamaForCausalLM(LlamaConfig(**kw))).eval()
+
+
+# Shared by the Qwen2 / Qwen3 / Mistral helpers: GQA, 3 decoder layers, head_dim 8 != hidden / heads (48 / 4).
+_DECODER = {
+    "vocab_size": 96, "hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 64, "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 500.0},
+}  # fmt: skip
+
+
+def tiny_qwen2(**overrides) -> Qwen2ForCausalLM:
+    """A random transformers Qwen2 (q/k/v biases, no o_proj bias; untied) (fp32, eval, perturbed)."""
+    return perturb_(Qwen2ForCausalLM(Qwen2Config(**{**_DECODER, **overrides}))).eval()
+
+
+def tiny_qwen3(**overrides) -> Qwen3ForCausalLM:
+    """A random transformers Qwen3 (per-head q/k RMSNorm; untied) (fp32, eval, perturbed)."""
+    return perturb_(Qwen3ForCausalLM(Qwen3Config(**{**_DECODER, **overrides}))).eval()
+
+
+def tiny_mistral(**overrides) -> MistralForCausalLM:
+    """A random transformers Mistral (sliding window 6 unless overridden; untied) (fp32, eval, perturbed)."""
+    config = MistralConfig(**{**_DECODER, "sliding_window": 6, **overrides})
+    return perturb_(MistralForCausalLM(config)).eval()
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> str:

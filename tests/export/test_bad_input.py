@@ -2,15 +2,18 @@
 """Bad model paths and checkpoints fail with one clear line; failing saves leave nothing behind."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
-from export_testlib import tiny_llama, tiny_nemotron_h
+from export_testlib import tiny_llama, tiny_nemotron_h, tiny_qwen2, tiny_qwen3
 from safetensors.torch import load_file, save_file
 
-from nemotron_elastic.checkpoint import load_model, save_native
+from nemotron_elastic.checkpoint import build_model, load_model, save_native
 from nemotron_elastic.checkpoint.hf import read_hf, save_hf
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.config.types import ConfigError
+from nemotron_elastic.subnet.slicing import slice_model
 
 
 def _raises_one_line(exc_type, match, fn, *args):
@@ -67,13 +70,72 @@ def test_unknown_model_type(hf_dir):
 
 def test_moe_blocks_are_unsupported(hf_dir):
     _edit_config(hf_dir, layers_block_type=["linear_attention", "moe", "mlp"])
-    _raises_one_line(ValueError, "MoE", read_hf, hf_dir)
+    message = _raises_one_line(ValueError, "MoE", read_hf, hf_dir)
+    assert "hybrid_override_pattern 'ME-'" in message
 
 
-def test_rope_scaling_is_unsupported(tmp_path):
+def test_unknown_model_type_lists_every_family(hf_dir):
+    _edit_config(hf_dir, model_type="gemma3")
+    message = _raises_one_line(ValueError, "unsupported model_type 'gemma3'", read_hf, hf_dir)
+    assert all(f in message for f in ("nemotron_h", "llama", "qwen2", "qwen3", "mistral"))
+
+
+@pytest.mark.parametrize(
+    "rope, match",
+    [
+        ({"rope_type": "proportional", "rope_theta": 500.0, "partial_rotary_factor": 0.5},
+         r"unsupported rope_parameters\.rope_type 'proportional'"),
+        ({"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0, "partial_rotary_factor": 0.5},
+         r"rope_parameters\.partial_rotary_factor 0\.5"),
+        ({"full_attention": {"rope_type": "default", "rope_theta": 500.0}}, "per layer type"),
+    ],
+)  # fmt: skip
+def test_unsupported_rope_is_one_line_naming_the_key(tmp_path, rope, match):
     tiny_llama().save_pretrained(tmp_path)
-    _edit_config(tmp_path, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0})
-    _raises_one_line(ValueError, "unsupported rope type 'linear'", read_hf, tmp_path)
+    _edit_config(tmp_path, rope_parameters=rope)
+    _raises_one_line(ValueError, match, read_hf, tmp_path)
+
+
+def test_qwen_window_on_some_layers_only_is_refused(tmp_path):
+    tiny_qwen2(use_sliding_window=True, sliding_window=4, max_window_layers=1).save_pretrained(tmp_path)
+    _raises_one_line(ValueError, "layer_types has sliding_attention on 2 of 3 layers", read_hf, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        ("rope_type: yarn", "rope_type: ntk", r"rope_parameters\.rope_type: unsupported rope type 'ntk'"),
+        ("  factor: 4.0\n", "", r"rope_parameters\.factor: required for rope type 'yarn'"),
+        ("sliding_window: null", "sliding_window: 0", r"sliding_window: must be a positive integer"),
+    ],
+)
+def test_native_config_yaml_rope_and_window_errors(tmp_path, old, new, match):
+    yarn = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 500.0}
+    tiny_llama(rope_parameters=yarn).save_pretrained(tmp_path)
+    save_native(load_model(tmp_path), tmp_path / "native")
+    path = tmp_path / "native" / "config.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    _raises_one_line(ConfigError, match, load_model, tmp_path / "native")
+
+
+def test_export_refuses_what_the_stock_class_cannot_express(tmp_path):
+    tiny_llama().save_pretrained(tmp_path / "hf")
+    config, state = read_hf(tmp_path / "hf")
+    windowed = build_model(replace(config, sliding_window=8), state)
+    match = "stock Llama class cannot express sliding_window=8"
+    _raises_one_line(ValueError, match, save_hf, windowed, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_remote_code_export_refuses_family_features(tmp_path):
+    """A per-layer Qwen3 sub-model needs q/k norms, which the shipped modeling code does not implement."""
+    tiny_qwen3().save_pretrained(tmp_path / "hf")
+    parent = load_model(tmp_path / "hf")
+    per_layer = slice_model(parent, SubnetSpec.from_dict({"attention_heads": [4, 2, 4]}, parent.config))
+    _raises_one_line(ValueError, "does not implement config field attention_qk_norm", save_hf, per_layer,
+                     tmp_path / "o", None, False, True)
+    assert not (tmp_path / "o").exists()
 
 
 def test_shape_mismatch_names_key_and_shapes(hf_dir):

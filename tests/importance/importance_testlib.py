@@ -6,6 +6,7 @@ Imported by the test modules as `from importance_testlib import ...` (pytest put
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +26,18 @@ LLAMA = ModelConfig(
     head_dim=4, rope_theta=500.0, intermediate_size=20, mlp_gated=True, mlp_activation="silu",
     tie_word_embeddings=True,
 )  # fmt: skip
-CONFIGS = {"hybrid": HYBRID, "llama": LLAMA}
+# Llama-layout families: Qwen3 (q/k norms, biases) with yarn RoPE; Mistral (window 5) with dynamic RoPE beyond
+# max_position_embeddings 8 (token_ids has 13 columns, the depth test 9)
+QWEN3_YARN = replace(
+    LLAMA, family="qwen3", attention_qk_norm=True, attention_bias=True,
+    rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4,
+                     "rope_theta": 500.0},
+)  # fmt: skip
+MISTRAL_DYNAMIC = replace(
+    LLAMA, family="mistral", sliding_window=5, max_position_embeddings=8,
+    rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500.0},
+)  # fmt: skip
+CONFIGS = {"hybrid": HYBRID, "llama": LLAMA, "qwen3-yarn": QWEN3_YARN, "mistral-dynamic": MISTRAL_DYNAMIC}
 TOL = 1e-10
 
 

@@ -17,6 +17,20 @@ LLAMA = dict(
     tie_word_embeddings=True,
 )
 
+# Llama-layout families with their attention extras and scaled RoPE (the sequences here reach 15 tokens).
+QWEN2 = dict(LLAMA, family="qwen2", attention_bias=True, attention_out_bias=False)
+QWEN3 = dict(LLAMA, family="qwen3", attention_qk_norm=True)
+MISTRAL = dict(LLAMA, family="mistral", sliding_window=4)
+YARN = dict(LLAMA, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4,
+                                    "rope_theta": 1000.0})
+LONGROPE = dict(LLAMA, rope_parameters={"rope_type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0],
+                                        "long_factor": [2.0, 3.0, 4.0, 5.0], "factor": 2.0,
+                                        "original_max_position_embeddings": 64,  # the short factors
+                                        "rope_theta": 1000.0})
+FAMILIES = {
+    "qwen2": QWEN2, "qwen3": QWEN3, "mistral-window": MISTRAL, "llama-yarn": YARN, "llama-longrope": LONGROPE,
+}  # fmt: skip
+
 
 def build(dtype=torch.float64, seed=0, **kw) -> HybridLM:
     cfg = ModelConfig(**kw)
@@ -32,7 +46,7 @@ def build(dtype=torch.float64, seed=0, **kw) -> HybridLM:
     return model.to(dtype).eval()
 
 
-@pytest.mark.parametrize("kw", [HYBRID, LLAMA], ids=["hybrid", "llama"])
+@pytest.mark.parametrize("kw", [HYBRID, LLAMA, *FAMILIES.values()], ids=["hybrid", "llama", *FAMILIES])
 def test_meta_init_is_complete_and_counts_match(kw):
     model = build(**kw)
     assert not any(p.is_meta for p in model.parameters())
@@ -51,7 +65,7 @@ def test_per_layer_widths_build_and_count():
     assert model(torch.randint(0, 97, (2, 7))).shape == (2, 7, 97)
 
 
-@pytest.mark.parametrize("kw", [HYBRID, LLAMA], ids=["hybrid", "llama"])
+@pytest.mark.parametrize("kw", [HYBRID, LLAMA, *FAMILIES.values()], ids=["hybrid", "llama", *FAMILIES])
 @pytest.mark.parametrize("splits", [[9, 1, 1, 1, 1], [1, 1, 5, 1, 3], [3, 4, 6]])
 def test_incremental_decoding_equals_full_forward(kw, splits):
     """KV cache (attention) and conv + SSM state (Mamba) reproduce the full pass, token by token or in chunks."""

@@ -5,6 +5,8 @@ Also: masked-out weights get exactly zero gradient, param_count() equals the sli
 spec is the parent bit for bit, nesting (slice of a slice), decoding caches under a sub-model.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -41,7 +43,11 @@ def make_parent(cfg: ModelConfig, seed: int = 0) -> HybridLM:
     return model
 
 
-PARENTS = {"hybrid": make_parent(HYBRID), "llama": make_parent(LLAMA)}
+# Nemotron-H style head dims: attention head_dim 6 != hidden / heads (24 / 6), mamba_head_dim 5 != head_dim
+HYBRID_HEAD_DIMS = replace(HYBRID, head_dim=6, mamba_head_dim=5)
+PARENTS = {
+    "hybrid": make_parent(HYBRID), "llama": make_parent(LLAMA), "hybrid-head-dims": make_parent(HYBRID_HEAD_DIMS),
+}  # fmt: skip
 IDS = torch.randint(0, 61, (2, 11), generator=torch.Generator().manual_seed(0))
 
 AXIS_SPECS = {
@@ -72,8 +78,9 @@ def assert_close(a, b, what):
 
 
 @pytest.mark.parametrize("axis", list(AXIS_SPECS))
-def test_each_axis_hybrid(axis):
-    parent = PARENTS["hybrid"]
+@pytest.mark.parametrize("name", ["hybrid", "hybrid-head-dims"])
+def test_each_axis_hybrid(name, axis):
+    parent = PARENTS[name]
     spec = SubnetSpec.from_dict(AXIS_SPECS[axis], parent.config)
     sliced, masked, alone = three_ways(parent, spec)
     assert_close(masked, sliced, f"{axis}: masked vs sliced")
@@ -90,6 +97,39 @@ def test_llama_family(data):
     assert_close(masked, sliced, "masked vs sliced")
     assert_close(alone, sliced, "standalone vs sliced")
     assert spec.param_count() == slice_model(parent, spec).num_parameters()
+
+
+# Llama-layout families with their attention extras, and scaled RoPE: the same invariant on every axis.
+DECODERS = {
+    "qwen2": {"family": "qwen2", "attention_bias": True, "attention_out_bias": False,
+              "tie_word_embeddings": False},
+    "qwen3": {"family": "qwen3", "attention_qk_norm": True, "attention_bias": True},
+    "mistral": {"family": "mistral", "sliding_window": 4},  # 11 tokens: the window hides keys
+    "llama-yarn": {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
+                                       "original_max_position_embeddings": 4, "rope_theta": 500.0}},
+    "llama-dynamic": {"max_position_embeddings": 8,  # 11 tokens > 8: the frequencies are rescaled
+                      "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500.0}},
+}  # fmt: skip
+DECODER_PARENTS = {name: make_parent(replace(LLAMA, **kw)) for name, kw in DECODERS.items()}
+DECODER_SPECS = {
+    "hidden": {"hidden": 10},
+    "mlp": {"mlp": [4, 20]},
+    "attention_heads": {"attention_heads": [3, 6]},
+    "depth": {"layers": [0, 1, 3]},
+    "combined": {"hidden": 17, "mlp": 8, "attention_heads": 3, "layers": [0, 2, 3]},
+}
+
+
+@pytest.mark.parametrize("axis", list(DECODER_SPECS))
+@pytest.mark.parametrize("family", list(DECODERS))
+def test_decoder_families(family, axis):
+    parent = DECODER_PARENTS[family]
+    spec = SubnetSpec.from_dict(DECODER_SPECS[axis], parent.config)
+    sliced, masked, alone = three_ways(parent, spec)
+    assert_close(masked, sliced, f"{family} {axis}: masked vs sliced")
+    assert_close(alone, sliced, f"{family} {axis}: standalone vs sliced")
+    assert spec.param_count() == slice_model(parent, spec).num_parameters()
+    assert parent.num_parameters() == parent.config.num_parameters()
 
 
 @st.composite
@@ -143,10 +183,19 @@ def kept_entries(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tensor]:
     return {n: flags[o : o + k].view_as(dict(parent.named_parameters())[n]) for n, (o, k) in id_of.items()}
 
 
-@pytest.mark.parametrize("axis", [a for a in AXIS_SPECS if a != "full"])
-def test_masked_out_weights_get_zero_gradient(axis):
-    parent = PARENTS["hybrid"]
-    spec = SubnetSpec.from_dict(AXIS_SPECS[axis], parent.config)
+def spec_of(name: str, axis: str) -> SubnetSpec:
+    """The spec `axis` of the hybrid parent or of one of the Llama-layout parents."""
+    parent = {**PARENTS, **DECODER_PARENTS}[name]
+    return SubnetSpec.from_dict((AXIS_SPECS if name == "hybrid" else DECODER_SPECS)[axis], parent.config)
+
+
+ZERO_GRAD_CASES = [("hybrid", a) for a in AXIS_SPECS if a != "full"] + [(f, "combined") for f in DECODERS]
+
+
+@pytest.mark.parametrize("parent_name,axis", ZERO_GRAD_CASES)
+def test_masked_out_weights_get_zero_gradient(parent_name, axis):
+    parent = {**PARENTS, **DECODER_PARENTS}[parent_name]
+    spec = spec_of(parent_name, axis)
     parent.zero_grad(set_to_none=True)
     parent(IDS, subnet=ElasticMasks.from_spec(spec, masked=True)).pow(2).sum().backward()
     kept = kept_entries(parent, spec)
@@ -176,9 +225,11 @@ def test_nesting_slice_of_a_slice():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_decoding_cache_under_a_subnet(masked):
-    parent = PARENTS["hybrid"]
-    spec = SubnetSpec.from_dict(AXIS_SPECS["combined"], parent.config)
+# not dynamic RoPE: its cached keys keep the frequencies of their time (model/rope.py)
+@pytest.mark.parametrize("name", ["hybrid", "qwen3", "mistral", "llama-yarn"])
+def test_decoding_cache_under_a_subnet(masked, name):
+    parent = {**PARENTS, **DECODER_PARENTS}[name]
+    spec = spec_of(name, "combined")
     masks = ElasticMasks.from_spec(spec, masked=masked)
     with torch.no_grad():
         full = parent(IDS, subnet=masks)

@@ -49,7 +49,8 @@ _RENAMED = {
 }
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # Every ModelConfig field the template code implements (or that does not change the function: init ranges).
-# A field added to ModelConfig later must be implemented in the templates and listed here before it exports.
+# A field added to ModelConfig later exports only at its default (where it changes nothing) until it is
+# implemented in the templates and listed here.
 KNOWN_FIELDS = frozenset(
     {
         "family", "pattern", "vocab_size", "hidden_size", "tie_word_embeddings", "norm_eps",
@@ -65,12 +66,13 @@ KNOWN_FIELDS = frozenset(
 def remote_config(config: ModelConfig) -> Any:
     """The `ElasticHybridConfig` (with `auto_map` and `architectures`) for a native config."""
     from .configuration_elastic_hybrid import ElasticHybridConfig  # deferred: imports transformers
-    unknown = sorted({f.name for f in fields(config)} - KNOWN_FIELDS)
+    unknown = [f.name for f in fields(config)
+               if f.name not in KNOWN_FIELDS and getattr(config, f.name) != f.default]
     if unknown:  # the modeling code would ignore it and compute another function
         raise ValueError(
             f"remote-code export: the exported modeling code does not implement config field {unknown[0]}"
         )
-    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    values = {f.name: getattr(config, f.name) for f in fields(config) if f.name in KNOWN_FIELDS}
     values["attention_heads_per_layer"] = config.attention_heads_per_layer()
     values["mlp_sizes_per_layer"] = config.mlp_sizes_per_layer()
     values["mamba_heads_per_layer"] = config.mamba_heads_per_layer()
