@@ -23,8 +23,10 @@ from nemotron_elastic.data.corpus import default_corpus
 from nemotron_elastic.data.tokenizer import train_bpe
 from nemotron_elastic.model import HybridLM
 
-RUNS = {"elastic-s0", "stage1only-s0", "stage2uniform-s0", "homogeneous-s0", "uniformspecs-s0", "minitron-0.75",
-        "minitron-0.5", "scratch-0.75", "scratch-0.5", "parent-sliced"}
+RUNS = {"elastic-s0", "elastic-s0-o1000", "stage1only-s0", "stage2uniform-s0", "homogeneous-s0", "uniformspecs-s0",
+        "minitron-0.75-s0", "minitron-0.5-s0", "minitronhalf-0.75-s0", "minitronhalf-0.5-s0", "scratch-0.75-s0",
+        "scratch-0.5-s0", "parent-sliced"}
+ROUTES = ("minitron", "minitronhalf", "scratch")
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +48,29 @@ def test_quick_study_trains_evaluates_and_reports_every_run(study):
     root, _ = study
     results = json.loads((root / "r.json").read_text())
     assert set(results["runs"]) == RUNS
+    assert results["complete"] and results["planned_runs"] == [n for n in results["runs"] if n != "parent-sliced"]
+    assert results["train_seconds_total"] > 0 and results["device"]
     for name, r in results["runs"].items():
         for ctx in ("32", "64"):
             labels = set(r["eval"][ctx])
-            assert labels == ({"1", "0.75", "0.5"} if r["variant"] not in ("minitron", "scratch")
+            assert labels == ({"1", "0.75", "0.5"} if r["variant"] not in ROUTES
                               else {f"{r['budget']:g}"}), (name, labels)
     # the Minitron and scratch models have the architecture the elastic run chose for their budget
     chosen = results["runs"]["elastic-s0"]["eval"]["32"]
     for b in ("0.75", "0.5"):
-        assert results["runs"][f"minitron-{b}"]["eval"]["32"][b]["params"] == chosen[b]["params"]
-        assert results["runs"][f"scratch-{b}"]["eval"]["32"][b]["params"] == chosen[b]["params"]
+        for kind in ROUTES:
+            assert results["runs"][f"{kind}-{b}-s0"]["eval"]["32"][b]["params"] == chosen[b]["params"]
         uniform = results["runs"]["uniformspecs-s0"]["eval"]["32"][b]["params"]
         assert uniform <= chosen[b]["params"]
+    # T/2 per Minitron model: the two cost what the elastic run did
+    assert 2 * results["runs"]["minitronhalf-0.5-s0"]["tokens"] == results["runs"]["elastic-s0"]["tokens"]
+    # the repeat of the recipe run: same seed, another data order
+    repeat = results["runs"]["elastic-s0-o1000"]
+    assert (repeat["variant"], repeat["seed"], repeat["order_seed"]) == ("elastic", 0, 1000)
     assert results["memory"]["separate_bytes"] > results["memory"]["elastic_bytes"]
     # every router run: where the decision landed (within 5%) and where the router's own argmax did
     for name, r in results["runs"].items():
-        if r["variant"] in ("minitron", "scratch", "uniformspecs", "before"):
+        if r["variant"] in ROUTES + ("uniformspecs", "before"):
             assert "router_argmax" not in r, name  # no router
             continue
         assert set(r["router_argmax"]) == {"1", "0.75", "0.5"}, name
@@ -70,7 +79,8 @@ def test_quick_study_trains_evaluates_and_reports_every_run(study):
             assert abs(entry["param_ratio"] / entry["budget"] - 1) <= 0.05, (name, entry)
     doc = (root / "doc" / "RESULTS.md").read_text()
     assert "router's own argmax" in doc
-    for heading in ("Family cost", "Deployment memory", "Stage 2 versus stage 1", "Ablations", "Reading"):
+    for heading in ("How comparisons are decided", "Family cost", "Deployment memory", "Stage 2 versus stage 1",
+                    "Ablations", "Reading"):
         assert f"## {heading}" in doc
     for png in ("reproduce_curves.png", "reproduce_variants.png"):
         assert (root / "doc" / "results" / png).stat().st_size > 0
@@ -85,23 +95,29 @@ def test_second_run_reuses_finished_runs(study, capsys):
 
 
 def test_reading_follows_the_numbers(study):
-    """A difference inside the seed spread is a tie; a clear one decides the claim."""
+    """Paired by seed: a same-sign difference beyond the spread of the repeated run is called; one whose sign
+    differs between seeds is a tie."""
     root, _ = study
     results = json.loads((root / "r.json").read_text())
     fake = copy.deepcopy(results)
     base = fake["runs"]["elastic-s0"]
     for seed, shift in ((0, 0.0), (1, 2.0)):  # two seeds of each variant, 2 apart
-        for variant, offset in (("elastic", 0.0), ("stage2uniform", 1.0), ("homogeneous", 10.0)):
+        for variant, offset in (("elastic", 0.0), ("stage2uniform", 1.0 if seed else -1.0), ("homogeneous", 10.0)):
             r = copy.deepcopy(base)
             r["variant"], r["seed"] = variant, seed
             for ctx in r["eval"].values():
                 for row in ctx.values():
                     row["perplexity"] = 100.0 + shift + offset
             fake["runs"][f"{variant}-s{seed}"] = r
-    lines = "\n".join(report._reading(fake, "32", "64"))
-    assert "Weighted stage-2 sampling beats uniform (Table 5)**: not shown" in lines
-    assert "Per-layer MLP menus beat one MLP size for all layers**: held" in lines
-    assert "101.00 ± 1.00" == report._cell(fake, "elastic", "0.5", "32")
+    for ctx in fake["runs"]["elastic-s0-o1000"]["eval"].values():  # the spread: 0.5
+        for row in ctx.values():
+            row["perplexity"] = 100.5
+    claims = {row[0]: row[2] for row in report._claims(fake, "32", "64")}
+    assert claims["Weighted stage-2 sampling beats uniform (Table 5)"].startswith("**not shown**")
+    assert claims["Per-layer MLP menus beat one MLP size for all layers (budgets < 1)"].startswith("**held**")
+    table = "\n".join(report._paired_table(report.pr.compare_runs(fake, "elastic", "homogeneous", ["0.5"], ["32"]),
+                                           "lower", "higher"))
+    assert "-10.00" in table and "0.50" in table and "**lower**" in table
 
 
 def test_bad_parent_is_one_clear_error(tmp_path, capsys):

@@ -16,21 +16,23 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = results["runs"]
+    main = [r for r in runs.values() if r["variant"] == "elastic" and r.get("order_seed") is None]
+    first = min(main, key=lambda r: r["seed"], default=None)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
     for ax, label in zip(axes, BUDGET_LABELS[1:]):
-        first = next((r for n, r in runs.items() if r["variant"] == "elastic"), None)
         if first:
             pts = [(p["tokens"], p[label]["ce"]) for p in first["curve"] if label in p]
-            ax.plot(*zip(*pts), "o-", label="elastic (one run, all budgets)")
-        for variant, style in (("minitron", "s-"), ("scratch", "^-")):
+            ax.plot(*zip(*pts), "o-", label=f"elastic (one run, all budgets), seed {first['seed']}")
+        for variant, style in (("minitron", "s-"), ("minitronhalf", "D-"), ("scratch", "^-")):
             offset = 0
-            for b in BUDGET_LABELS[1:]:
-                run = runs.get(f"{variant}-{b}")
+            for b in BUDGET_LABELS[1:]:  # the route's runs of the first seed, one per size, in budget order
+                run = next((r for r in runs.values() if r["variant"] == variant and f"{r.get('budget'):g}" == b
+                            and first is not None and r.get("seed") == first["seed"]), None)
                 if run is None:
                     continue
                 if b == label:
                     # a Minitron run logs per budget (it is an elastic run of one budget); pretrain logs ce
-                    pts = [(offset + p["tokens"], p[b]["ce"] if variant == "minitron" else p["ce"])
+                    pts = [(offset + p["tokens"], p[b]["ce"] if variant != "scratch" else p["ce"])
                            for p in run["curve"]]
                     ax.plot(*zip(*pts), style, label=f"{variant} (one run per size)")
                 offset += run["tokens"]
@@ -45,13 +47,13 @@ def plot_curves(results: dict, path: Path) -> None:
 
 
 def plot_variants(results: dict, ctx: str, path: Path) -> None:
-    """Perplexity per budget of every elastic variant (mean over seeds)."""
+    """Perplexity per budget of every elastic variant (mean over seeds: a picture, the verdicts are paired)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = ["elastic", "stage1only", "stage2uniform", "homogeneous", "uniformspecs", "minitron", "before"]
+    variants = ["elastic", "stage1only", "stage2uniform", "homogeneous", "uniformspecs", "minitron", "minitronhalf", "before"]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
