@@ -6,8 +6,11 @@
 
 Model args: `path` (required: elastic checkpoint, native / HF folder or .gguf), `budget` (a trained budget
 of an elastic checkpoint; none: the whole model), `spec` (a SubnetSpec JSON file instead of a budget),
-`interpolate` (allow an untrained budget between two trained ones), `dtype`, `device`, `batch_size`,
-`max_length` (context; default the config's max_position_embeddings), `max_gen_toks` (default 256).
+`interpolate` (allow an untrained budget between two trained ones), `dtype`, `device`, `batch_size`
+(requests or rolling windows per forward pass, default 16; "auto" is 16 too, nothing is probed; 1 scores
+one request at a time), `max_length` (context; default the config's max_position_embeddings),
+`max_gen_toks` (default 256). A model arg wins over lm-eval's CLI option of the same name (lm-eval's
+`--batch_size` defaults to 1 and is passed to every model; giving it twice would otherwise fail).
 
 The budget runs inside the loaded parent through `HybridLM.forward(subnet=...)` (the parent's weights
 sliced to the spec, nothing copied), so evaluating three budgets loads the checkpoint once per process.
@@ -15,6 +18,14 @@ Scoring follows lm-eval's HFLM: a continuation is scored on the joint encoding o
 left-truncated to `max_length + 1` tokens; rolling log-likelihoods use `get_rolling_token_windows` with
 the BOS (else EOS) token as the first context. lm-eval 0.4.13 discovers no external models, so the
 class is registered when this module is imported (`lm_eval_main.py` does that before lm-eval's CLI).
+
+Batching (as HFLM): `loglikelihood` requests and the windows of `loglikelihood_rolling` (of all its texts
+together) are sorted by descending input length, cut into batches of `batch_size`, right-padded and run
+in one forward pass per batch; results come back in request order. The model is causal (attention masks
+the future, the Mamba conv and scan only look back), so a row's real positions never see its padding;
+only those positions' hidden states go through the LM head, and the log-softmax is taken in float32 (or
+wider) in slices of at most LOGIT_ELEMENTS values (no (batch, length, vocabulary) tensor). A batched result equals the one-at-a-time result
+(batch_size=1) up to float rounding, and its greedy flag is the same (tests/eval/test_lm_eval_batching.py).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm.auto import tqdm
 
 from ..checkpoint.load import load_model
@@ -38,6 +49,10 @@ from .targets import EvalTarget, resolve_targets
 
 MODEL_NAME = "nemotron_elastic"
 IGNORED_ARGS = ("max_batch_size", "trust_remote_code")  # passed by lm-eval's CLI to every model
+DEFAULT_BATCH_SIZE = 16  # requests (or rolling windows) per forward pass
+# Most log-probabilities held at once, positions x vocabulary: 4 MiB of float32 on a CPU (cache-sized; a
+# 64 MiB slice made the head + log-softmax about 1.5x slower there), 64 MiB on an accelerator (fewer launches).
+LOGIT_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 24}
 
 
 def _usable_device(device: str | None) -> str:
@@ -72,7 +87,7 @@ class NemotronElasticLM(TemplateLM):
         interpolate: bool = False,
         dtype: str | None = None,
         device: str | None = "cpu",
-        batch_size: int | str = 8,
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         max_gen_toks: int = 256,
         **kwargs: Any,
@@ -96,13 +111,29 @@ class NemotronElasticLM(TemplateLM):
         self._setup(model, tokenizer, target, str(path), batch_size, max_length, max_gen_toks)
 
     @classmethod
+    def create_from_arg_string(
+        cls, arg_string: str, additional_config: dict[str, Any] | None = None
+    ) -> NemotronElasticLM:
+        """lm-eval's constructor from `--model_args`; a model arg wins over the CLI's option of that name."""
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(
+        cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
+    ) -> NemotronElasticLM:
+        """As lm-eval's, except that `arg_dict` wins: lm-eval's CLI always passes its own `batch_size`
+        (default 1) and `device`, which would fail as a repeated argument when the model args name them."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
     def from_model(
         cls,
         model: torch.nn.Module,
         tokenizer: Any,
         target: EvalTarget,
         name: str = "model",
-        batch_size: int = 8,
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         max_gen_toks: int = 256,
     ) -> NemotronElasticLM:
@@ -126,7 +157,8 @@ class NemotronElasticLM(TemplateLM):
         self.progress = True  # False silences this class's progress bars (lm-eval's own stay)
         # The sliced masks are built once: every forward of this budget reuses them.
         self.masks = None if target.spec.is_full() else ElasticMasks.from_spec(target.spec)
-        self.batch_size = 8 if batch_size == "auto" else int(batch_size)  # no memory probing on CPU
+        auto = isinstance(batch_size, str) and batch_size.startswith("auto")  # "auto" / "auto:N": no probing
+        self.batch_size = DEFAULT_BATCH_SIZE if auto else int(batch_size)
         self.max_length = int(max_length or model.config.max_position_embeddings)
         self.max_gen_toks = int(max_gen)
         if self.batch_size < 1 or self.max_length < 2 or self.max_gen_toks < 1:
@@ -175,40 +207,63 @@ class NemotronElasticLM(TemplateLM):
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.progress)
 
-    def _logprobs(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids -> (B, T, V) log-probabilities in at least float32."""
-        logits = self.model(batch.to(self._device), subnet=self.masks)
-        return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
+        """(inputs, targets): context + continuation left-truncated to max_length + 1 tokens (lm-eval's
+        causal window); the targets are the continuation tokens that remain, predicted by the last inputs."""
+        whole = (context + continuation)[-(self.max_length + 1) :]
+        n = min(len(continuation), len(whole) - 1)
+        return whole[:-1], whole[len(whole) - n :]
+
+    def _score_rows(self, rows: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """One forward pass over right-padded rows -> (sum of log p(targets), every target greedy) per row.
+
+        Row r's targets are predicted by its last len(targets) inputs; the padding lies after them, which a
+        causal model never reads there. Only those positions go through the LM head.
+        """
+        device = self._device
+        batch = torch.zeros(len(rows), max(len(inputs) for inputs, _ in rows), dtype=torch.long)
+        for row, (inputs, _) in enumerate(rows):
+            batch[row, : len(inputs)] = torch.tensor(inputs, dtype=torch.long)
+        hidden = self.model(batch.to(device), subnet=self.masks, return_hidden=True)  # (B, T, d)
+        sizes = [len(targets) for _, targets in rows]
+        row_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(sizes))
+        position = torch.cat([torch.arange(len(i) - len(t), len(i)) for i, t in rows])
+        picked = hidden[row_of.to(device), position.to(device)]  # (N, d)
+        targets = torch.tensor([tok for _, t in rows for tok in t], dtype=torch.long, device=device)
+        weight = self.model.head_weight(self.masks)  # (V, d)
+        cap = LOGIT_ELEMENTS["cpu" if device.type == "cpu" else "other"]
+        step = max(1, cap // weight.shape[0])
+        logprob = [torch.zeros(0, device=device)]  # (a row with no targets: log p 0, greedy)
+        greedy = [torch.zeros(0, dtype=torch.bool, device=device)]
+        for s in range(0, len(targets), step):
+            logits = F.linear(picked[s : s + step], weight)  # (n, V), as the model's own head computes them
+            logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+            want = targets[s : s + step]
+            logprob.append(logp.gather(-1, want[:, None])[:, 0])
+            greedy.append(logp.argmax(-1) == want)
+        per_token = torch.cat(logprob).double().cpu().split(sizes)
+        hits = torch.cat(greedy).cpu().split(sizes)
+        return [(float(lp.sum()), bool(hit.all())) for lp, hit in zip(per_token, hits)]
 
     @torch.no_grad()
     def _loglikelihood_tokens(
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
     ) -> list[tuple[float, bool]]:
-        """(key, context ids, continuation ids) -> (log p(continuation | context), continuation is greedy)."""
+        """(key, context ids, continuation ids) -> (log p(continuation | context), continuation is greedy).
+
+        Batched by length (module docstring): longest first, so a batch holds similar lengths (little
+        padding) and the first batch shows the peak memory; batch_size=1 is one request per forward.
+        """
+        rows = [self._window(context, continuation) for _, context, continuation in requests]
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i][0]), i))
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
-        # Longest first: one batch holds similar lengths (less padding) and the first shows the peak memory.
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
         bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress)
         for start in range(0, len(order), self.batch_size):
             group = order[start : start + self.batch_size]
-            rows = []
-            for i in group:
-                _, context, continuation = requests[i]
-                whole = (context + continuation)[-(self.max_length + 1) :]
-                rows.append((whole[:-1], whole[-min(len(continuation), len(whole) - 1) :]))
-            batch = torch.zeros(len(rows), max(len(r[0]) for r in rows), dtype=torch.long)  # right-padded
-            for row, (inputs, _) in enumerate(rows):
-                batch[row, : len(inputs)] = torch.tensor(inputs)
-            logprobs = self._logprobs(batch)  # (B, T, V)
-            for row, (i, (inputs, targets)) in enumerate(zip(group, rows)):
-                # positions predicting the continuation: the last len(targets) of this row's inputs
-                scored = logprobs[row, len(inputs) - len(targets) : len(inputs)]  # (n, V)
-                target = torch.tensor(targets, device=scored.device)
-                logprob = scored.gather(-1, target[:, None]).sum().item()
-                greedy = bool((scored.argmax(-1) == target).all())
-                results[i] = (logprob, greedy)
+            for i, result in zip(group, self._score_rows([rows[i] for i in group])):
+                results[i] = result
                 if requests[i][0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
             bar.update(len(group))
         bar.close()
         return results
