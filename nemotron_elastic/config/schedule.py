@@ -94,10 +94,15 @@ def accumulations(cfg: Any, world_size: int, draws: dict[str, int] | None = None
     return out
 
 
+def stage_tokens(stage: StageConfig, micro_steps: int, world_size: int) -> int:
+    """Training tokens one stage reads, with `micro_steps` per rank and optimizer step on `world_size` ranks."""
+    return stage.steps * stage.micro_batch * stage.seq_len * micro_steps * world_size
+
+
 def planned_tokens(cfg: Any, world_size: int = 1) -> int:
     """Training tokens a run reads over all its stages, on `world_size` processes."""
     accum = accumulations(cfg, world_size)
-    return sum(s.steps * s.micro_batch * s.seq_len * accum[s.name][0] * world_size for s in cfg.stages)
+    return sum(stage_tokens(s, accum[s.name][0], world_size) for s in cfg.stages)
 
 
 @dataclass(kw_only=True)

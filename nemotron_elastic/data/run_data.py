@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class RunData:
     stages: list[tuple[list[TokenStream], list[float]]]
     heldout: list[TokenStream]
     masked: bool  # `loss_on: assistant`
-    sources: dict[str, Any] = field(default_factory=dict)  # path -> PreparedSource
 
 
 def is_prepared(path: str | Path) -> bool:
@@ -181,8 +180,8 @@ def resolve_data(data: DataConfig, stages: list[Any], tokenizer: Any, tokenizer_
     names = [s.name for s in evals]
     for s in evals:  # the report keys must be unique
         if names.count(s.name) > 1:
-            s.name = f"{s.name}@{Path(s.fingerprint).name}"
-    return RunData(stage_streams, evals, masked, {k[1]: v for k, v in opened.items()})
+            s.name = f"{s.name}@{s.fingerprint[:6]}"
+    return RunData(stage_streams, evals, masked)
 
 
 def _checked(source: Any, fingerprint: str, where: str, who: str) -> Any:
@@ -198,8 +197,7 @@ def _fingerprint(source: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_blend_sizes(run: RunData, stages: list[Any], tokens_per_stage: Callable[[int], int], limit: int,
-                      allow_repeat: bool) -> None:
+def check_blend_sizes(run: RunData, tokens_per_stage: Callable[[int], int], limit: int, allow_repeat: bool) -> None:
     """Refuse a run that reads some source's training tokens more than `limit` times (`data.allow_repeat`)."""
     if allow_repeat:
         return

@@ -41,6 +41,7 @@ from ..config.schedule import (
     lr_multiplier,
     resumed_accumulation,
     stage_at,
+    stage_tokens,
 )
 from ..data.blend import Batch, BlendDataset
 from ..data.run_data import RunData, check_blend_sizes, resolve_data
@@ -146,13 +147,11 @@ class Trainer(abc.ABC):
 
     def check_data_size(self) -> None:
         """Refuse a run that reads a source's training tokens more than MAX_EPOCHS times (`data.allow_repeat`)."""
-        world = self.dist.world_size
-
         def tokens(i: int) -> int:
             stage = self.cfg.stages[i]
-            return stage.steps * stage.micro_batch * stage.seq_len * self.accum[stage.name][0] * world
+            return stage_tokens(stage, self.accum[stage.name][0], self.dist.world_size)
 
-        check_blend_sizes(self.run_data, self.cfg.stages, tokens, MAX_EPOCHS, self.cfg.data.allow_repeat)
+        check_blend_sizes(self.run_data, tokens, MAX_EPOCHS, self.cfg.data.allow_repeat)
 
     # --- hooks -------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -77,26 +77,25 @@ def assert_close(a, b, what):
     assert diff <= TOL, f"{what}: max abs diff {diff:.3e} (mean {(a - b).abs().mean().item():.3e})"
 
 
+def assert_three_ways_agree(parent, data, what=""):
+    """masked == sliced == standalone for the spec `data`, and its parameter count is the sliced model's."""
+    spec = SubnetSpec.from_dict(data, parent.config)
+    sliced, masked, alone = three_ways(parent, spec)
+    assert_close(masked, sliced, f"{what}masked vs sliced")
+    assert_close(alone, sliced, f"{what}standalone vs sliced")
+    assert spec.param_count() == slice_model(parent, spec).num_parameters()
+
+
 @pytest.mark.parametrize("axis", list(AXIS_SPECS))
 @pytest.mark.parametrize("name", ["hybrid", "hybrid-head-dims"])
 def test_each_axis_hybrid(name, axis):
-    parent = PARENTS[name]
-    spec = SubnetSpec.from_dict(AXIS_SPECS[axis], parent.config)
-    sliced, masked, alone = three_ways(parent, spec)
-    assert_close(masked, sliced, f"{axis}: masked vs sliced")
-    assert_close(alone, sliced, f"{axis}: standalone vs sliced")
-    assert spec.param_count() == slice_model(parent, spec).num_parameters()
+    assert_three_ways_agree(PARENTS[name], AXIS_SPECS[axis], f"{axis}: ")
 
 
 @pytest.mark.parametrize("data", [{}, {"hidden": 10}, {"mlp": [4, 20]}, {"attention_heads": 3}, {"layers": [0, 1, 3]},
                                   {"hidden": 20, "mlp": 8, "attention_heads": [6, 3], "layers": [1, 2, 3]}])
 def test_llama_family(data):
-    parent = PARENTS["llama"]
-    spec = SubnetSpec.from_dict(data, parent.config)
-    sliced, masked, alone = three_ways(parent, spec)
-    assert_close(masked, sliced, "masked vs sliced")
-    assert_close(alone, sliced, "standalone vs sliced")
-    assert spec.param_count() == slice_model(parent, spec).num_parameters()
+    assert_three_ways_agree(PARENTS["llama"], data)
 
 
 # Llama-layout families with their attention extras, and scaled RoPE: the same invariant on every axis.
@@ -124,11 +123,7 @@ DECODER_SPECS = {
 @pytest.mark.parametrize("family", list(DECODERS))
 def test_decoder_families(family, axis):
     parent = DECODER_PARENTS[family]
-    spec = SubnetSpec.from_dict(DECODER_SPECS[axis], parent.config)
-    sliced, masked, alone = three_ways(parent, spec)
-    assert_close(masked, sliced, f"{family} {axis}: masked vs sliced")
-    assert_close(alone, sliced, f"{family} {axis}: standalone vs sliced")
-    assert spec.param_count() == slice_model(parent, spec).num_parameters()
+    assert_three_ways_agree(parent, DECODER_SPECS[axis], f"{family} {axis}: ")
     assert parent.num_parameters() == parent.config.num_parameters()
 
 
