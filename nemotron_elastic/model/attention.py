@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batch_cache import KVRows
 from .decode import AttentionState
 from .layout import Select, attention_indices, sub_linear
 from .masks import Axis
@@ -93,13 +94,14 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        state: AttentionState | None = None,
+        state: AttentionState | KVRows | None = None,
         width: Axis | None = None,
-    ) -> tuple[torch.Tensor, AttentionState | None]:
+    ) -> tuple[torch.Tensor, AttentionState | KVRows | None]:
         """x: (B, T, d), d <= D when the hidden axis is sliced; rope: cos, sin (T, hd) for the new tokens'
         positions, or None (no positional encoding); state: the cache of earlier tokens, or None for a
         stateless forward; width: query heads kept *per KV group* (their `factor()` multiplies the kept heads'
-        outputs), or None for all heads. KV heads are never cut.
+        outputs), or None for all heads. KV heads are never cut. A `KVRows` state is a batch of rows at their
+        own positions (model/batch_cache.py): rope is then (B, 1, T, hd) and the mask per row.
         Returns y (B, T, d) and the updated state (None when `state` is None)."""
         bsz, t, d = x.shape
         per_group = self.num_heads // self.num_kv_heads
@@ -113,11 +115,15 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, Hkv, T, hd)
-        if state is not None:
-            k = torch.cat([state.k, k], dim=2)  # (B, Hkv, S, hd)
-            v = torch.cat([state.v, v], dim=2)
-            state = AttentionState(k, v)
-        mask, causal = attention_mask(t, k.shape[2], self.window, x.device)
+        if isinstance(state, KVRows):
+            k, v = state.kv.update(k, v, state.step)  # (B, Hkv, S, hd), each row's keys at its positions
+            mask, causal = state.step.attention_mask(self.window), False
+        else:
+            if state is not None:
+                k = torch.cat([state.k, k], dim=2)  # (B, Hkv, S, hd)
+                v = torch.cat([state.v, v], dim=2)
+                state = AttentionState(k, v)
+            mask, causal = attention_mask(t, k.shape[2], self.window, x.device)
         y = attend(q, k, v, mask, causal)  # (B, h, T, hd)
         factor = None if width is None else width.factor()
         if factor is not None:  # per kept head, the same factor in every KV group

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
 from .attention import Attention
+from .batch_cache import BatchCache, KVRows, MambaRows, RowStep
 from .decode import AttentionState, InferenceCache, MambaState, generate
 from .kernels import Kernels, select_kernels
 from .layout import scale
@@ -222,6 +223,7 @@ class HybridLM(nn.Module):
         subnet: SubnetSpec | ElasticMasks | None = None,
         return_hidden: bool = False,
         checkpoint_every: int = 0,
+        counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids: (B, T) long -> logits (B, T, V) (or (B, 1, V) with last_only).
 
@@ -234,6 +236,10 @@ class HybridLM(nn.Module):
         With `cache`, the tokens continue the sequence the cache has seen and the cache is updated in place;
         the result equals the corresponding positions of one full forward pass (use the same `subnet` for
         every call on one cache).
+        With a `BatchCache` (model/batch_cache.py) every row continues its own sequence at its own length:
+        `counts` (B,) says how many of its T (right-padded) tokens are real (default: all), and with
+        last_only the logits are those of each row's last real token. Each row's results equal that row run
+        alone; padded positions' outputs are meaningless.
 
         checkpoint_every: activation checkpointing for training: when k > 0, parent blocks 0, k, 2k, ... keep
         only their input for backward and run again during it (k = 1: every block). Same values and
@@ -247,18 +253,25 @@ class HybridLM(nn.Module):
         masks = self._masks(subnet)
         recompute = checkpoint_every > 0 and cache is None and torch.is_grad_enabled()
         bsz, t = input_ids.shape
-        start = cache.seen if cache is not None else 0
+        step = None
+        if isinstance(cache, BatchCache):
+            step = cache.begin(input_ids.new_full((bsz,), t) if counts is None else counts, t)
+        elif counts is not None:
+            raise ValueError("counts: per-row token counts need a BatchCache")
+        start = cache.seen if cache is not None and step is None else 0
         if masks is None:
             h = self.embeddings(input_ids)  # (B, T, D)
         else:  # the sub-model's embedding table is the first d columns; inactive channels stay zero
             h = scale(F.embedding(input_ids, self.embeddings.weight[:, : masks.hidden.size]), masks.hidden.factor())
-        rope = self.rope(start, t, h)
+        rope = self.rope(start, t, h) if step is None else self.rope_rows(step, h)
         for i, block in enumerate(self.layers):
             layer = None if masks is None else masks.layers[i]
             if masks is not None and layer is None:  # a dropped layer: the residual passes through
                 continue
             state = None
-            if cache is not None:
+            if step is not None:
+                state = self._rows_state(cache, i, block, step)
+            elif cache is not None:
                 state = cache.layers[i]
                 if state is None:
                     state = self._empty_state(block, bsz, h, masks, layer)
@@ -266,11 +279,18 @@ class HybridLM(nn.Module):
                 h, state = checkpoint(block, h, rope, state, masks, layer, use_reentrant=False)
             else:
                 h, state = block(h, rope, state, masks, layer)
-            if cache is not None:
+            if isinstance(state, MambaRows):
+                cache.layers[i] = state.state
+            elif cache is not None and step is None:
                 cache.layers[i] = state
-        if cache is not None:
+        if step is not None:
+            cache.advance(step)
+        elif cache is not None:
             cache.seen += t
-        if last_only:
+        if last_only and step is not None:  # each row's last real token
+            last = (step.counts - 1).clamp(min=0)
+            h = h[torch.arange(bsz, device=h.device), last][:, None]
+        elif last_only:
             h = h[:, -1:]
         if masks is None:
             h = self.norm_f(h)
@@ -282,6 +302,26 @@ class HybridLM(nn.Module):
         """RoPE cos, sin (T, hd) for positions start .. start + length - 1 of a sequence that has
         start + length positions so far, in `like`'s dtype and device; None for a model without RoPE."""
         return None if self.rotary is None else self.rotary.cos_sin(start, length, like.device, like.dtype)
+
+    def rope_rows(self, step: RowStep, like: torch.Tensor) -> Rope | None:
+        """RoPE cos, sin (B, 1, T, hd) at every row's own positions (a BatchCache step); None without RoPE."""
+        if self.rotary is None:
+            return None
+        return self.rotary.cos_sin_rows(step.positions, step.starts + step.counts, like.dtype)
+
+    @staticmethod
+    def _rows_state(cache: BatchCache, index: int, block: Block, step: RowStep) -> KVRows | MambaRows | None:
+        """Layer `index`'s batched state for a step: KV storage or per-row Mamba states (None for MLP)."""
+        if isinstance(block.mixer, Attention):
+            return KVRows(cache.kv(index), step)
+        if isinstance(block.mixer, Mamba2Mixer):
+            return MambaRows(cache.layers[index], step)
+        return None
+
+    def new_batch_cache(self, rows: int = 0, kind: str = "padded", pool=None) -> BatchCache:
+        """An empty BatchCache of `rows` sequences for `forward(..., cache=, counts=)` (see batch_cache.py)."""
+        device = self.embeddings.weight.device
+        return BatchCache.empty_rows(len(self.layers), rows, kind, pool, device)
 
     def head_weight(self, subnet: SubnetSpec | ElasticMasks | None = None) -> torch.Tensor:
         """The LM head weight a sub-model uses: (V, d), the first d columns."""

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batch_cache import MambaRows
 from .decode import MambaState
 from .kernels import TORCH, Kernels
 from .layout import MambaIndex, mamba_indices, scale, sub_linear, take
@@ -116,18 +117,25 @@ class Mamba2Mixer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        state: MambaState | None = None,
+        state: MambaState | MambaRows | None = None,
         width: Axis | None = None,
         head_dim: Axis | None = None,
-    ) -> tuple[torch.Tensor, MambaState | None]:
+    ) -> tuple[torch.Tensor, MambaState | MambaRows | None]:
         """x: (B, T, d) -> y (B, T, d), and the updated state when `state` is given (else None).
 
         d <= D when the hidden axis is sliced; width: heads kept *per group* (the same prefix in every group);
         head_dim: head channels kept (one prefix shared by all heads). Their `factor()` multiplies the kept
         channels of the gated-norm output, and their weights restrict the norm's mean square (masked heads /
         channels do not count), so a masked mixer equals the sliced one.
+
+        A `MambaRows` state is a batch of rows fed `step.counts` valid tokens each (right-padded): padded
+        positions get dt = 0, so they leave the SSM state as it was, and each row's conv state keeps its own
+        last K-1 valid inputs (model/batch_cache.py).
         """
         bsz, t, d = x.shape
+        rows = state if isinstance(state, MambaRows) else None
+        if rows is not None:
+            state = rows.state or self.empty_state(bsz, x.dtype, x.device, width, head_dim)
         g, n = self.num_groups, self.state_size
         lay = self._layout(width, head_dim, x.device)
         h, p, inner, conv_dim, sel = lay
@@ -141,12 +149,18 @@ class Mamba2Mixer(nn.Module):
             new_conv = None
         else:
             full = torch.cat([state.conv, xbc.transpose(1, 2)], dim=-1)  # (B, C, K-1+T)
-            new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
+            if rows is None:
+                new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
+            else:  # row b's last K-1 inputs end at its last valid token: full[b, :, n_b : n_b + K-1]
+                keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=x.device)  # (B, K-1)
+                new_conv = full.gather(2, keep[:, None, :].expand(bsz, conv_dim, -1))
             xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(x.dtype)
         dt = F.softplus(dt.to(cdt) + take(self.dt_bias, sel.heads).to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
+        if rows is not None:  # dt = 0 at padded positions: exp(0 * A) = 1 and no input, the state is kept
+            dt = dt * rows.step.valid[:, :, None].to(cdt)
         a = -torch.exp(take(self.A_log, sel.heads).to(cdt))  # (H,)
         skip = take(self.D, sel.heads)
         xs = xs.reshape(bsz, t, h, p)
@@ -163,6 +177,8 @@ class Mamba2Mixer(nn.Module):
                 xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
             )
             new_state = MambaState(new_conv, ssm)
+        if rows is not None:
+            new_state = MambaRows(new_state, rows.step)
         support = _channel_product(width, head_dim, g, h, p, lambda a: a.weights)
         y = gated_group_rms_norm(
             y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel.inner), g, self.norm.eps, support

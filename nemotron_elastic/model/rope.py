@@ -119,3 +119,19 @@ class RotaryEmbedding:
         freqs = positions.to(cdt)[:, None] * inv_freq[None, :]  # (T, hd/2)
         emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd)
         return (emb.cos() * self.scaling).to(dtype), (emb.sin() * self.scaling).to(dtype)
+
+    def cos_sin_rows(self, positions: torch.Tensor, seq_lens: torch.Tensor, dtype: torch.dtype) -> Rope:
+        """cos, sin (B, 1, T, hd) for per-row positions (B, T) of rows whose sequences have `seq_lens` (B,)
+        positions so far (a batch of rows at different lengths; the types whose frequencies depend on the
+        length take each row's own). Every value equals `cos_sin` of that row alone."""
+        cdt = compute_dtype(dtype)
+        if self.rope_type == "default":
+            cos, sin = rope_cos_sin(positions.reshape(-1), self.head_dim, self.theta, dtype)
+            shape = (*positions.shape, self.head_dim)
+            return cos.view(shape)[:, None], sin.view(shape)[:, None]
+        inv = torch.stack([self.frequencies(int(n)) for n in seq_lens.tolist()]) if len(seq_lens) else (
+            self.inv_freq[None])  # (B, hd/2)
+        freqs = positions.to(cdt)[:, :, None] * inv.to(device=positions.device, dtype=cdt)[:, None, :]  # (B, T, hd/2)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return (emb.cos() * self.scaling).to(dtype)[:, None], (emb.sin() * self.scaling).to(dtype)[:, None]
+

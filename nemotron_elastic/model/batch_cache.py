@@ -1,0 +1,324 @@
+# SPDX-License-Identifier: Apache-2.0
+"""BatchCache: the decoding state of a batch of independent sequences (rows), each at its own length.
+
+`HybridLM.forward(input_ids, cache=batch_cache, counts=counts)` feeds every row `counts[b]` new tokens
+(input right-padded to T = max(counts)); row b's tokens take positions lengths[b] .. lengths[b] + counts[b]
+- 1. The result at a row's valid positions equals that row run alone (docs/SERVING.md, batched decoding):
+
+- attention: the new keys / values are written at the row's own positions; a (B, 1, T, S) mask lets query j
+  of row b see keys 0 .. lengths[b] + j (and only the last `window` of them for a sliding window);
+- Mamba2: padded positions get dt = 0, which leaves the SSM state exactly as it was (no decay, no input),
+  and the conv state keeps each row's own last K-1 valid inputs.
+
+Rows join and leave between steps: `take(rows)` / `drop(rows)` keep some rows, `concat(caches)` stacks
+caches of one sub-model. The KV storage has two kinds (`KV_KINDS`):
+
+- `padded`: k, v (B, Hkv, capacity, hd), capacity grown by doubling; a step reads a prefix view of it.
+- `paged`: per layer a pool of blocks (num_blocks, Hkv, PAGE, hd) and one block table per row shared by all
+  attention layers; memory follows each row's own length, and a step gathers each row's blocks.
+
+Shapes: B rows, T new tokens per row (padded), S = max(lengths + counts), Hkv KV heads, hd head dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .decode import MambaState
+
+KV_KINDS = ("padded", "paged")
+PAGE = 16  # tokens per block of the paged kind (a multiple of 8 keeps gathers aligned)
+
+
+@dataclass
+class RowStep:
+    """What one batched forward feeds: starts (B,) positions of each row's first new token (its length so
+    far), counts (B,) valid new tokens per row, width T of the right-padded input."""
+
+    starts: torch.Tensor
+    counts: torch.Tensor
+    width: int
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(B, T) position of every input slot (padded slots continue past the row's end)."""
+        return self.starts[:, None] + torch.arange(self.width, device=self.starts.device)[None, :]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(B, T) bool, True at real (not padded) new tokens."""
+        return torch.arange(self.width, device=self.counts.device)[None, :] < self.counts[:, None]
+
+    @property
+    def total(self) -> int:
+        """S: keys a step attends over (the longest row after this step)."""
+        return int((self.starts + self.counts).max()) if self.starts.numel() else 0
+
+    def attention_mask(self, window: int | None) -> torch.Tensor:
+        """(B, 1, T, S) bool, True where query j of row b may attend to key s: s <= lengths[b] + j, and
+        s > lengths[b] + j - window with a sliding window."""
+        q_pos = self.positions[:, None, :, None]  # (B, 1, T, 1)
+        k_pos = torch.arange(self.total, device=self.starts.device)[None, None, None, :]  # (1, 1, 1, S)
+        mask = k_pos <= q_pos
+        if window is not None:
+            mask = mask & (k_pos > q_pos - window)
+        return mask
+
+
+class PaddedKV:
+    """Keys and values of every row in one tensor each: k, v (B, Hkv, capacity, hd); row b's first
+    lengths[b] positions are real."""
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> None:
+        self.k, self.v = k, v  # None until the first write (which knows the layer's head sizes)
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, step: RowStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new, v_new (B, Hkv, T, hd) at each row's valid positions; return k, v (B, Hkv, S, hd)."""
+        need = step.total
+        if self.k is None:
+            self.k = k_new.new_zeros(k_new.shape[0], k_new.shape[1], 0, k_new.shape[3])
+            self.v = self.k
+        if need > self.k.shape[2]:  # grow by doubling, so appends cost amortised O(1) copies
+            cap = max(need, 2 * self.k.shape[2])
+            self.k, self.v = _grow(self.k, cap), _grow(self.v, cap)
+        rows, cols = step.valid.nonzero(as_tuple=True)  # (N,), (N,)
+        slots = step.starts[rows] + cols
+        self.k[rows, :, slots] = k_new[rows, :, cols]  # (N, Hkv, hd)
+        self.v[rows, :, slots] = v_new[rows, :, cols]
+        return self.k[:, :, :need], self.v[:, :, :need]
+
+    def select(self, rows: torch.Tensor, length: int) -> PaddedKV:
+        """Rows `rows` (R,), their first `length` positions (the longest kept row)."""
+        return PaddedKV(self.k[rows, :, :length], self.v[rows, :, :length])
+
+    @staticmethod
+    def concat(parts: list[PaddedKV]) -> PaddedKV:
+        cap = max(p.k.shape[2] for p in parts)
+        return PaddedKV(torch.cat([_grow(p.k, cap) for p in parts]), torch.cat([_grow(p.v, cap) for p in parts]))
+
+    def nbytes(self) -> int:
+        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+
+
+def _grow(t: torch.Tensor, capacity: int) -> torch.Tensor:
+    """t (B, H, C, hd) zero-padded along dim 2 to `capacity` (t itself when already that long)."""
+    if t.shape[2] == capacity:
+        return t
+    out = t.new_zeros(t.shape[0], t.shape[1], capacity, t.shape[3])
+    out[:, :, : t.shape[2]] = t
+    return out
+
+
+class PagePool:
+    """The blocks of every attention layer of one sub-model, shared by all caches holding its rows (so rows
+    move between caches by their block tables alone). Per layer: k, v (num_blocks, Hkv, PAGE, hd); block 0
+    is a zero block that unused table entries point at; freed blocks are reused first."""
+
+    def __init__(self) -> None:
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        self.size = 1  # blocks handed out so far, block 0 included
+        self.free: list[int] = []
+
+    def allocate(self) -> int:
+        if self.free:
+            return self.free.pop()
+        self.size += 1
+        return self.size - 1
+
+    def release(self, blocks: list[int]) -> None:
+        self.free.extend(b for b in blocks if b != 0)
+
+    def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s pools with room for every allocated block (created / grown by doubling).
+        like: (B, Hkv, T, hd), a tensor of the layer's new keys (dtype, device, head sizes)."""
+        k = self.k.get(index)
+        if k is None or k.shape[0] < self.size:
+            blocks = max(self.size, 2 * (0 if k is None else k.shape[0]))
+            shape = (blocks, like.shape[1], PAGE, like.shape[3])
+            new_k, new_v = like.new_zeros(shape), like.new_zeros(shape)
+            if k is not None:
+                new_k[: k.shape[0]], new_v[: k.shape[0]] = k, self.v[index]
+            self.k[index], self.v[index] = new_k, new_v
+        return self.k[index], self.v[index]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.k.values(), *self.v.values()))
+
+
+class PagedKV:
+    """One attention layer's view of a paged cache: the shared pool and the rows' block table
+    (B, max_blocks) long."""
+
+    def __init__(self, pool: PagePool, index: int, table: torch.Tensor) -> None:
+        self.pool, self.index, self.table = pool, index, table
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, step: RowStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new, v_new (B, Hkv, T, hd) into each row's blocks; return k, v (B, Hkv, S, hd)."""
+        pool_k, pool_v = self.pool.layer(self.index, k_new)
+        rows, cols = step.valid.nonzero(as_tuple=True)
+        slots = step.starts[rows] + cols
+        block = self.table[rows, slots // PAGE]
+        pool_k[block, :, slots % PAGE] = k_new[rows, :, cols]
+        pool_v[block, :, slots % PAGE] = v_new[rows, :, cols]
+        need = step.total
+        used = self.table[:, : -(-need // PAGE)]  # (B, nb)
+        return _gather(pool_k, used, need), _gather(pool_v, used, need)
+
+
+def _gather(pool: torch.Tensor, used: torch.Tensor, need: int) -> torch.Tensor:
+    """Rows' blocks laid end to end: pool[used] (B, nb, Hkv, PAGE, hd) -> (B, Hkv, need, hd)."""
+    b, nb = used.shape
+    out = pool[used].permute(0, 2, 1, 3, 4).reshape(b, pool.shape[1], nb * PAGE, pool.shape[3])
+    return out[:, :, :need]
+
+
+@dataclass
+class KVRows:
+    """An attention layer's batched state for one step: its storage and the step."""
+
+    kv: PaddedKV | PagedKV
+    step: RowStep
+
+
+@dataclass
+class MambaRows:
+    """A Mamba2 layer's batched state for one step: per-row conv / SSM states (None: not run yet, zeros)
+    and the step."""
+
+    state: MambaState | None
+    step: RowStep
+
+
+class BatchCache:
+    """The decoding state of B rows under one sub-model: per-row lengths, per layer a PaddedKV (padded kind)
+    or a MambaState (B rows), and for the paged kind one block table into a PagePool.
+
+    Args:
+        num_layers: the parent's layer count.
+        kind: "padded" or "paged" (KV_KINDS).
+        pool: paged kind: the sub-model's PagePool, shared by every cache whose rows may be concatenated
+            (default: a new one).
+        device: where lengths and the block table live (the model's device).
+    """
+
+    def __init__(self, num_layers: int, kind: str = "padded", pool: PagePool | None = None, device=None) -> None:
+        if kind not in KV_KINDS:
+            raise ValueError(f"kv cache kind: expected one of {', '.join(KV_KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.lengths = torch.zeros(0, dtype=torch.long, device=device)  # (B,)
+        self.layers: list[PaddedKV | MambaState | None] = [None] * num_layers
+        self.pool = (pool or PagePool()) if kind == "paged" else None
+        self.table = torch.zeros(0, 0, dtype=torch.long, device=device)  # (B, max_blocks), paged only
+
+    @classmethod
+    def empty_rows(cls, num_layers: int, rows: int, kind: str = "padded", pool: PagePool | None = None,
+                   device=None) -> BatchCache:
+        """A cache of `rows` sequences that have seen no token yet."""
+        cache = cls(num_layers, kind, pool, device)
+        cache.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        cache.table = torch.zeros(rows, 0, dtype=torch.long, device=device)
+        return cache
+
+    @property
+    def rows(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def begin(self, counts: torch.Tensor, width: int) -> RowStep:
+        """The step feeding `counts` (B,) new tokens per row in an input of width T (paged: blocks reserved)."""
+        counts = counts.to(device=self.lengths.device, dtype=torch.long)
+        if counts.shape != self.lengths.shape:
+            raise ValueError(f"counts: expected {tuple(self.lengths.shape)} (one per row), got {tuple(counts.shape)}")
+        if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > width):
+            raise ValueError(f"counts: every row feeds 0 .. {width} tokens, got {counts.tolist()}")
+        if self.kind == "paged":
+            self._reserve(self.lengths + counts)
+        return RowStep(self.lengths.clone(), counts, width)
+
+    def advance(self, step: RowStep) -> None:
+        """Count the step's tokens as seen (called by the forward after every layer ran)."""
+        self.lengths = step.starts + step.counts
+
+    def _reserve(self, after: torch.Tensor) -> None:
+        need = ((after + PAGE - 1) // PAGE).tolist()
+        width = max(need, default=0)
+        if width > self.table.shape[1]:
+            pad = self.table.new_zeros(self.table.shape[0], width - self.table.shape[1])
+            self.table = torch.cat([self.table, pad], dim=1)
+        have = (self.table != 0).sum(dim=1).tolist()
+        for row, (n, h) in enumerate(zip(need, have)):
+            for i in range(h, n):  # a row's blocks are always a prefix of its table row
+                self.table[row, i] = self.pool.allocate()
+
+    def kv(self, index: int) -> PaddedKV | PagedKV:
+        """Attention layer `index`'s storage."""
+        if self.kind == "paged":
+            return PagedKV(self.pool, index, self.table)
+        if self.layers[index] is None:
+            self.layers[index] = PaddedKV()
+        return self.layers[index]
+
+    def take(self, rows: list[int]) -> BatchCache:
+        """A cache of rows `rows` (in that order), sharing nothing that a later step writes in place. This
+        cache stays valid; its paged blocks are shared with the result (hand each row on to one cache only)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.lengths.device)
+        out = BatchCache(len(self.layers), self.kind, self.pool, self.lengths.device)
+        out.lengths = self.lengths[index]
+        longest = int(out.lengths.max()) if rows else 0
+        for i, state in enumerate(self.layers):
+            if isinstance(state, PaddedKV):
+                out.layers[i] = PaddedKV() if state.k is None else state.select(index, longest)
+            elif isinstance(state, MambaState):
+                out.layers[i] = MambaState(state.conv[index], state.ssm[index])
+        if self.kind == "paged":
+            out.table = self.table[index]
+        return out
+
+    def drop(self, rows: list[int]) -> BatchCache:
+        """This cache without rows `rows` (finished or cancelled): their paged blocks return to the pool.
+        This cache is consumed."""
+        gone = set(rows)
+        if self.kind == "paged":
+            for row in gone:
+                self.pool.release(self.table[row].tolist())
+        return self.take([r for r in range(self.rows) if r not in gone])
+
+    @staticmethod
+    def concat(parts: list[BatchCache]) -> BatchCache:
+        """The rows of every part, in order (parts of one sub-model; paged: of one pool). Parts are consumed."""
+        parts = [p for p in parts if p.rows] or parts[:1]
+        first = parts[0]
+        if any(p.kind != first.kind or p.pool is not first.pool for p in parts):
+            raise ValueError("BatchCache.concat: the caches differ in kind or page pool")
+        out = BatchCache(len(first.layers), first.kind, first.pool, first.lengths.device)
+        out.lengths = torch.cat([p.lengths for p in parts])
+        for i in range(len(first.layers)):
+            states = [p.layers[i] for p in parts]
+            if all(s is None or (isinstance(s, PaddedKV) and s.k is None) for s in states):
+                continue
+            if any(s is None for s in states):
+                raise ValueError(f"BatchCache.concat: layer {i} has run on some parts only")
+            if isinstance(states[0], PaddedKV):
+                out.layers[i] = PaddedKV.concat(states)
+            else:
+                out.layers[i] = MambaState(torch.cat([s.conv for s in states]), torch.cat([s.ssm for s in states]))
+        if first.kind == "paged":
+            width = max(p.table.shape[1] for p in parts)
+            out.table = torch.cat([F.pad(p.table, (0, width - p.table.shape[1])) for p in parts])
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes this cache holds: padded KV, Mamba states, and for the paged kind its rows' blocks."""
+        total = 0
+        for state in self.layers:
+            if isinstance(state, PaddedKV):
+                total += state.nbytes()
+            elif isinstance(state, MambaState):
+                total += state.conv.numel() * state.conv.element_size() + state.ssm.numel() * state.ssm.element_size()
+        if self.kind == "paged" and self.pool.size > 1:
+            per_block = self.pool.nbytes() // max(1, next(iter(self.pool.k.values()), torch.empty(1)).shape[0])
+            total += int((self.table != 0).sum()) * per_block
+        return total
