@@ -297,10 +297,11 @@ class BatchCache:
         out.lengths = torch.cat([p.lengths for p in parts])
         for i in range(len(first.layers)):
             states = [p.layers[i] for p in parts]
-            if all(s is None or (isinstance(s, PaddedKV) and s.k is None) for s in states):
+            ran = [s for s in states if not _unrun(s)]
+            if not ran:
                 continue
-            if any(s is None for s in states):
-                raise ValueError(f"BatchCache.concat: layer {i} has run on some parts only")
+            # rows that have seen no token yet start from zero states (a cache of fresh rows joins a run one)
+            states = [_zeros_like(ran[0], p) if _unrun(s) else s for s, p in zip(states, parts)]
             if isinstance(states[0], PaddedKV):
                 out.layers[i] = PaddedKV.concat(states)
             else:
@@ -322,3 +323,20 @@ class BatchCache:
             per_block = self.pool.nbytes() // max(1, next(iter(self.pool.k.values()), torch.empty(1)).shape[0])
             total += int((self.table != 0).sum()) * per_block
         return total
+
+
+def _unrun(state: PaddedKV | MambaState | None) -> bool:
+    return state is None or (isinstance(state, PaddedKV) and state.k is None)
+
+
+def _zeros_like(template: PaddedKV | MambaState, part: BatchCache) -> PaddedKV | MambaState:
+    """The state of `part`'s rows before their first token, shaped like `template` (a run layer's state)."""
+    if part.rows and int(part.lengths.max()) > 0:
+        raise ValueError("BatchCache.concat: a part has seen tokens but not in every layer (another sub-model?)")
+    b = part.rows
+    if isinstance(template, PaddedKV):
+        k = template.k.new_zeros(b, template.k.shape[1], 0, template.k.shape[3])
+        return PaddedKV(k, k)
+    return MambaState(template.conv.new_zeros(b, *template.conv.shape[1:]),
+                      template.ssm.new_zeros(b, *template.ssm.shape[1:]))
+

@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Decoding: the state it keeps, and autoregressive generation with it.
+"""Decoding: the state one sequence keeps, and how the next token is picked.
 
 The cache (a KV cache for attention blocks, conv + SSM states for Mamba2 blocks) is plain data threaded
 explicitly through `HybridLM.forward(input_ids, cache=...)`: each mixer takes its layer's state and returns
 the updated one, so incremental decoding is the same computation as the full forward pass, split in time.
 
-Generation runs one prefill pass, then one token per step: each step feeds only the new token; attention
-reads the KV cache and Mamba2 blocks continue from their conv + SSM states, so a step costs O(1) in the
-Mamba layers and O(S) in the attention layers. `sample_next` is shared with the serving engine.
+Generation (model/batcher.py) runs one prefill pass, then one token per step: each step feeds only the new
+token; attention reads the KV cache and Mamba2 blocks continue from their conv + SSM states, so a step costs
+O(1) in the Mamba layers and O(S) in the attention layers. Batches of sequences at different lengths keep
+their state in a `BatchCache` (model/batch_cache.py) instead.
 """
 
 from __future__ import annotations
@@ -72,43 +73,3 @@ def sample_next(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-@torch.no_grad()
-def generate(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_token_id: int | list[int] | None = None,
-    generator: torch.Generator | None = None,
-    subnet=None,
-) -> torch.Tensor:
-    """Continue `input_ids` (B, T) by up to `max_new_tokens` tokens -> (B, T + n).
-
-    Rows that emitted an `eos_token_id` (one id or several) keep emitting it; generation stops early once
-    every row has. `subnet` runs a sub-model of the parent (a SubnetSpec or ElasticMasks).
-    """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    cache = model.new_cache()
-    pieces = [input_ids]
-    if max_new_tokens == 0:
-        return input_ids
-    logits = model(input_ids, cache=cache, last_only=True, subnet=subnet)[:, -1]  # prefill: (B, V)
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    eos = None if eos_token_id is None else torch.tensor(
-        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=input_ids.device
-    )
-    for step in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
-        if eos is not None:
-            token = torch.where(finished, torch.full_like(token, int(eos[0])), token)
-            finished |= torch.isin(token, eos)
-        pieces.append(token[:, None])
-        if step == max_new_tokens - 1 or bool(finished.all()):
-            break
-        logits = model(token[:, None], cache=cache, last_only=True, subnet=subnet)[:, -1]
-    return torch.cat(pieces, dim=1)

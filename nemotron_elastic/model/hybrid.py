@@ -31,7 +31,8 @@ from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
 from .attention import Attention
 from .batch_cache import BatchCache, KVRows, MambaRows, RowStep
-from .decode import AttentionState, InferenceCache, MambaState, generate
+from .batcher import generate
+from .decode import AttentionState, InferenceCache, MambaState
 from .kernels import Kernels, select_kernels
 from .layout import scale
 from .mamba2 import Mamba2Mixer

@@ -1,0 +1,299 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ContinuousBatcher: many sequences decoded together, joining and leaving at every step.
+
+The one decoding loop of the project: `generate`, the serving engine and lm-eval's `generate_until` all run
+their requests through it (docs/SERVING.md, batched decoding). Each `step()`:
+
+1. drops cancelled requests (their cache rows are freed at once);
+2. prefills: every waiting request of a sub-model is fed the next `prefill_chunk` tokens of its prompt in
+   one ragged forward (model/batch_cache.py); a request whose prompt is done samples its first token and
+   joins that sub-model's running batch;
+3. decodes: one forward per sub-model with running rows feeds each row its last token and samples the next.
+
+Rows of different sub-models (budgets) run in separate forwards, one per sub-model per step (`group`):
+their caches differ in size, and a sliced forward costs what its sub-model costs. A row leaves when it
+samples a stop token, reaches `max_new_tokens`, or is cancelled. Each row's tokens equal that request
+decoded alone: rows never mix (per-row positions, masks and states), and sampling uses the request's own
+generator.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config.spec import SubnetSpec
+from .batch_cache import BatchCache, PagePool
+from .decode import sample_next
+from .masks import ElasticMasks
+
+
+@dataclass
+class SequenceRequest:
+    """One sequence to continue.
+
+    prompt: token ids (non-empty); subnet: the sub-model (None: the parent); stop_token_ids: ids that end the
+    row (the id is emitted, then the row leaves); seed: the sampling generator's seed (None: random);
+    generator: a generator to use instead of a seeded one (rows may share it)."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    subnet: SubnetSpec | ElasticMasks | None = None
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_token_ids: frozenset[int] = frozenset()
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class TokenEvent:
+    """What a step produced for one request: a new token (None when it ended without one) and, on its last
+    event, why it ended: "stop" (a stop token), "length" (max_new_tokens) or "cancelled"."""
+
+    rid: int
+    token: int | None
+    finish: str | None = None
+
+
+@dataclass(eq=False)
+class _Row:
+    rid: int
+    request: SequenceRequest
+    generator: torch.Generator | None
+    fed: int = 0  # prompt tokens fed so far
+    produced: int = 0
+    last: int | None = None  # the last sampled token (fed at the next decode step)
+
+
+@dataclass(eq=False)
+class _Group:
+    """The rows of one sub-model: those still prefilling and those decoding, each with its cache."""
+
+    subnet: SubnetSpec | ElasticMasks | None
+    prefill: BatchCache
+    running: BatchCache
+    prefill_rows: list[_Row] = field(default_factory=list)
+    rows: list[_Row] = field(default_factory=list)
+
+
+class ContinuousBatcher:
+    """Args:
+        model: a HybridLM (eval mode).
+        kv_cache: "padded" or "paged" (model/batch_cache.py; benchmarks/serve_load.py measures both).
+        prefill_chunk: prompt tokens fed per request per step (bounds how long a step of the running rows
+            waits behind a long new prompt).
+    Not thread-safe: one thread calls submit / cancel / step (the serving engine wraps it in one).
+    """
+
+    def __init__(self, model: torch.nn.Module, kv_cache: str = "padded", prefill_chunk: int = 256) -> None:
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk: must be >= 1, got {prefill_chunk}")
+        model.new_batch_cache(0, kv_cache)  # refuses an unknown kind here, in one line
+        self.model, self.kv_cache, self.prefill_chunk = model, kv_cache, prefill_chunk
+        self.device = model.embeddings.weight.device
+        self._groups: dict[object, _Group] = {}
+        self._next_id = 0
+        self._cancelled: set[int] = set()
+        self._finished_early: list[TokenEvent] = []
+
+    # --- requests ----------------------------------------------------------------------------------------
+    def submit(self, request: SequenceRequest) -> int:
+        """Queue a request; returns its id (events carry it)."""
+        if not request.prompt:
+            raise ValueError("prompt: empty")
+        if request.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens: must be >= 0, got {request.max_new_tokens}")
+        rid, self._next_id = self._next_id, self._next_id + 1
+        if request.max_new_tokens == 0:
+            self._finished_early.append(TokenEvent(rid, None, "length"))
+            return rid
+        generator = request.generator
+        if generator is None and request.temperature > 0:
+            seed = request.seed if request.seed is not None else secrets.randbits(63)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._group(request.subnet).prefill_rows.append(_Row(rid, request, generator))
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        """End request `rid` at the next step (finish "cancelled"); unknown or finished ids are ignored."""
+        self._cancelled.add(rid)
+
+    @property
+    def active(self) -> int:
+        """Requests not finished yet (prefilling or decoding)."""
+        return sum(len(g.prefill_rows) + len(g.rows) for g in self._groups.values())
+
+    def has_work(self) -> bool:
+        return bool(self._finished_early) or self.active > 0
+
+    def running_per_group(self) -> dict[object, int]:
+        """Rows per sub-model key (the SubnetSpec, or id of the masks; None for the parent)."""
+        return {key: len(g.prefill_rows) + len(g.rows) for key, g in self._groups.items()}
+
+    def cache_bytes(self) -> int:
+        """Bytes held by every live cache (KV, Mamba states; the paged pools in full)."""
+        total = 0
+        for g in self._groups.values():
+            total += g.prefill.nbytes() + g.running.nbytes()
+        return total
+
+    def _group(self, subnet: SubnetSpec | ElasticMasks | None) -> _Group:
+        key = subnet if subnet is None or isinstance(subnet, SubnetSpec) else id(subnet)
+        group = self._groups.get(key)
+        if group is None:
+            masks = ElasticMasks.from_spec(subnet) if isinstance(subnet, SubnetSpec) else subnet
+            pool = PagePool() if self.kv_cache == "paged" else None
+            group = _Group(masks, self._empty(0, pool), self._empty(0, pool))
+            self._groups[key] = group
+        return group
+
+    def _empty(self, rows: int, pool: PagePool | None) -> BatchCache:
+        return BatchCache.empty_rows(len(self.model.layers), rows, self.kv_cache, pool, self.device)
+
+    # --- the step ----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """Run one step of every sub-model with work; the events it produced, in row order."""
+        events, self._finished_early = self._finished_early, []
+        for group in self._groups.values():
+            events += self._drop_cancelled(group)
+            events += self._prefill(group)
+            events += self._decode(group)
+        self._cancelled.clear()
+        # a sub-model with no rows left gives back its caches (and paged pool) until it is asked for again
+        self._groups = {k: g for k, g in self._groups.items() if g.prefill_rows or g.rows}
+        return events
+
+    def _drop_cancelled(self, group: _Group) -> list[TokenEvent]:
+        new = len(group.prefill_rows) - group.prefill.rows  # rows submitted since the last step get cache rows
+        if new:
+            group.prefill = BatchCache.concat([group.prefill, self._empty(new, group.prefill.pool)])
+        if not self._cancelled:
+            return []
+        events = []
+        for attr, cache_attr in (("prefill_rows", "prefill"), ("rows", "running")):
+            rows: list[_Row] = getattr(group, attr)
+            gone = [b for b, row in enumerate(rows) if row.rid in self._cancelled]
+            if gone:
+                setattr(group, cache_attr, getattr(group, cache_attr).drop(gone))
+                setattr(group, attr, [row for b, row in enumerate(rows) if b not in gone])
+                events += [TokenEvent(rows[b].rid, None, "cancelled") for b in gone]
+        return events
+
+    def _prefill(self, group: _Group) -> list[TokenEvent]:
+        if not group.prefill_rows:
+            return []
+        pieces = [row.request.prompt[row.fed : row.fed + self.prefill_chunk] for row in group.prefill_rows]
+        logits = self._forward(group, group.prefill, pieces)  # (B, V) at each row's last fed token
+        done = []
+        for b, (row, piece) in enumerate(zip(group.prefill_rows, pieces)):
+            row.fed += len(piece)
+            if row.fed == len(row.request.prompt):
+                done.append(b)
+        if not done:
+            return []
+        events = self._sample(group, [group.prefill_rows[b] for b in done], logits[done])
+        moving = group.prefill.take(done)
+        stays = [b for b in range(group.prefill.rows) if b not in done]
+        group.prefill = group.prefill.take(stays)  # the moving rows' blocks now belong to `moving`
+        joined = [group.prefill_rows[b] for b in done]
+        group.prefill_rows = [group.prefill_rows[b] for b in stays]
+        group.running = BatchCache.concat([group.running, moving])
+        group.rows = group.rows + joined
+        group.running, group.rows = self._retire(group.running, group.rows, events)
+        return events
+
+    def _decode(self, group: _Group) -> list[TokenEvent]:
+        # rows that joined in this step's prefill already have their first token; feed it now as well
+        if not group.rows:
+            return []
+        logits = self._forward(group, group.running, [[row.last] for row in group.rows])
+        events = self._sample(group, group.rows, logits)
+        group.running, group.rows = self._retire(group.running, group.rows, events)
+        return events
+
+    def _forward(self, group: _Group, cache: BatchCache, pieces: list[list[int]]) -> torch.Tensor:
+        """Feed each row its piece (ragged, right-padded) -> logits (B, V) at each row's last real token."""
+        width = max(len(p) for p in pieces)
+        x = torch.zeros(len(pieces), width, dtype=torch.long)
+        for b, piece in enumerate(pieces):
+            x[b, : len(piece)] = torch.tensor(piece, dtype=torch.long)
+        counts = torch.tensor([len(p) for p in pieces], device=self.device)
+        out = self.model(x.to(self.device), cache=cache, counts=counts, last_only=True, subnet=group.subnet)
+        return out[:, 0]
+
+    def _sample(self, group: _Group, rows: list[_Row], logits: torch.Tensor) -> list[TokenEvent]:
+        """Each row's next token from its logits (R, V), with its own sampling parameters and generator."""
+        greedy = logits.argmax(dim=-1).tolist()
+        events = []
+        for b, row in enumerate(rows):
+            req = row.request
+            token = greedy[b]
+            if req.temperature > 0:
+                token = int(sample_next(logits[b : b + 1], req.temperature, req.top_k, req.top_p, row.generator)[0])
+            row.last, row.produced = token, row.produced + 1
+            finish = None
+            if token in req.stop_token_ids:
+                finish = "stop"
+            elif row.produced >= req.max_new_tokens:
+                finish = "length"
+            events.append(TokenEvent(row.rid, token, finish))
+        return events
+
+    @staticmethod
+    def _retire(cache: BatchCache, rows: list[_Row], events: list[TokenEvent]) -> tuple[BatchCache, list[_Row]]:
+        """Drop the rows whose last event finished them."""
+        ended = {e.rid for e in events if e.finish is not None}
+        gone = [b for b, row in enumerate(rows) if row.rid in ended]
+        if not gone:
+            return cache, rows
+        return cache.drop(gone), [row for b, row in enumerate(rows) if b not in gone]
+
+    def run(self) -> dict[int, list[TokenEvent]]:
+        """Step until every submitted request has finished; each request's events in order."""
+        out: dict[int, list[TokenEvent]] = {}
+        while self.has_work():
+            for event in self.step():
+                out.setdefault(event.rid, []).append(event)
+        return out
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    generator: torch.Generator | None = None,
+    subnet: SubnetSpec | ElasticMasks | None = None,
+) -> torch.Tensor:
+    """Continue `input_ids` (B, T) by up to `max_new_tokens` tokens -> (B, T + n), through the batcher.
+
+    Rows that emitted an `eos_token_id` (one id or several) are filled with the first one; the result is as
+    long as the longest row. `subnet` runs a sub-model of the parent (a SubnetSpec or ElasticMasks); a
+    `generator` is shared by the rows (each row samples from it in turn).
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if max_new_tokens == 0 or input_ids.shape[0] == 0:
+        return input_ids
+    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    batcher = ContinuousBatcher(model, prefill_chunk=max(1, input_ids.shape[1]))
+    rids = [
+        batcher.submit(SequenceRequest(row, max_new_tokens, subnet, temperature, top_k, top_p,
+                                       stop_token_ids=frozenset(eos), generator=generator))
+        for row in input_ids.tolist()
+    ]
+    events = batcher.run()
+    rows = [[e.token for e in events[rid] if e.token is not None] for rid in rids]
+    width = max(len(r) for r in rows)
+    fill = eos[0] if eos else 0
+    new = torch.tensor([r + [fill] * (width - len(r)) for r in rows], dtype=input_ids.dtype, device=input_ids.device)
+    return torch.cat([input_ids, new], dim=1)
