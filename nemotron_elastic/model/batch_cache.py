@@ -311,6 +311,21 @@ class BatchCache:
             out.table = torch.cat([F.pad(p.table, (0, width - p.table.shape[1])) for p in parts])
         return out
 
+    def row_bytes(self, row: int) -> int:
+        """Bytes of row `row`'s own state: its KV at its length (no padding or block rounding) and its Mamba
+        conv / SSM states; what `subnet.cost.predicted_cache_bytes` predicts for one sequence."""
+        total, length = 0, int(self.lengths[row])
+        for i, state in enumerate(self.layers):
+            if isinstance(state, MambaState):
+                total += state.conv[row].numel() * state.conv.element_size()
+                total += state.ssm[row].numel() * state.ssm.element_size()
+            elif isinstance(state, PaddedKV) and state.k is not None:
+                total += 2 * state.k.shape[1] * length * state.k.shape[3] * state.k.element_size()
+            elif self.kind == "paged" and i in self.pool.k:
+                k = self.pool.k[i]
+                total += 2 * k.shape[1] * length * k.shape[3] * k.element_size()
+        return total
+
     def nbytes(self) -> int:
         """Bytes this cache holds: padded KV, Mamba states, and for the paged kind its rows' blocks."""
         total = 0

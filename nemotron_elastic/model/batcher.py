@@ -57,6 +57,8 @@ class TokenEvent:
     rid: int
     token: int | None
     finish: str | None = None
+    seen: int = 0  # last event: tokens the request's cache held (prompt + completion - 1, or fewer)
+    cache_bytes: int = 0  # last event: bytes of that state (the row's KV at its length + its Mamba states)
 
 
 @dataclass(eq=False)
@@ -179,9 +181,11 @@ class ContinuousBatcher:
             rows: list[_Row] = getattr(group, attr)
             gone = [b for b, row in enumerate(rows) if row.rid in self._cancelled]
             if gone:
-                setattr(group, cache_attr, getattr(group, cache_attr).drop(gone))
+                cache = getattr(group, cache_attr)
+                events += [TokenEvent(rows[b].rid, None, "cancelled", int(cache.lengths[b]), cache.row_bytes(b))
+                           for b in gone]
+                setattr(group, cache_attr, cache.drop(gone))
                 setattr(group, attr, [row for b, row in enumerate(rows) if b not in gone])
-                events += [TokenEvent(rows[b].rid, None, "cancelled") for b in gone]
         return events
 
     def _prefill(self, group: _Group) -> list[TokenEvent]:
@@ -246,11 +250,14 @@ class ContinuousBatcher:
 
     @staticmethod
     def _retire(cache: BatchCache, rows: list[_Row], events: list[TokenEvent]) -> tuple[BatchCache, list[_Row]]:
-        """Drop the rows whose last event finished them."""
-        ended = {e.rid for e in events if e.finish is not None}
+        """Drop the rows whose last event finished them (the event gets the row's final cache size)."""
+        ended = {e.rid: e for e in events if e.finish is not None}
         gone = [b for b, row in enumerate(rows) if row.rid in ended]
         if not gone:
             return cache, rows
+        for b in gone:
+            event = ended[rows[b].rid]
+            event.seen, event.cache_bytes = int(cache.lengths[b]), cache.row_bytes(b)
         return cache.drop(gone), [row for b, row in enumerate(rows) if b not in gone]
 
     def run(self) -> dict[int, list[TokenEvent]]:

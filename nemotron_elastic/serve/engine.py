@@ -9,15 +9,14 @@ the sub-model's own size. No weight is stored per budget, so serving three budge
 the parent plus the caches and the sliced forward's per-step temporaries (benchmarks/serve_memory.py
 measures it). A plain (non-elastic) model folder serves as one model.
 
-Generation is one request per call (batch 1), prefill then one token per step, stopping at EOS, a stop
-token id, a stop string or `max_new_tokens`; `stream` yields text deltas as they are produced and
-`generate` collects them. The engine is thread-safe: the model's forward keeps no state on the modules,
-and each request owns its cache and random generator.
+Every request in flight is decoded in one batch by one thread (`decode_loop.py` around model/batcher.py):
+requests join and leave the batch at every step, each stopping at EOS, a stop token id, a stop string or
+`max_new_tokens`, with its own sampling parameters and random generator. `stream` yields text deltas as
+they are produced and `generate` collects them; both may be called from any number of threads.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,9 +29,10 @@ import torch
 from ..checkpoint.load import load_model
 from ..config.spec import SubnetSpec
 from ..io import load_tokenizer
-from ..model.decode import InferenceCache, sample_next
+from ..model.batcher import ContinuousBatcher, SequenceRequest
 from ..subnet.cost import cache_profile, predicted_cache_bytes, predicted_memory
-from .memory import cache_bytes, process_rss_bytes, weight_bytes
+from .decode_loop import DecodeLoop
+from .memory import process_rss_bytes, weight_bytes
 from .model_table import ModelTable, ServedModel
 from .text import IncrementalDetokenizer, StopMatcher, chat_prompt_text
 
@@ -99,6 +99,8 @@ class ManyInOneEngine:
         name: the served name prefix (default: from the folder name).
         device: where the weights live.
         max_context: prompt + completion limit (default: the config's max_position_embeddings).
+        kv_cache: "padded" or "paged" KV storage of the batched decoder (model/batch_cache.py).
+        prefill_chunk: prompt tokens a new request feeds per decoding step (model/batcher.py).
     """
 
     def __init__(
@@ -108,6 +110,8 @@ class ManyInOneEngine:
         name: str | None = None,
         device: torch.device | str = "cpu",
         max_context: int | None = None,
+        kv_cache: str = "padded",
+        prefill_chunk: int = 256,
     ) -> None:
         self.path = Path(path)
         self.model = load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval()
@@ -120,8 +124,7 @@ class ManyInOneEngine:
         self.max_context = max_context or self.config.max_position_embeddings
         self.table = ModelTable(self.path, self.config, name)
         self.name, self.models = self.table.name, self.table.models
-        self._lock = threading.Lock()
-        self._active: dict[int, InferenceCache] = {}
+        self.loop = DecodeLoop(lambda: ContinuousBatcher(self.model, kv_cache, prefill_chunk))
         # One lock around every tokenizer call: transformers' fast tokenizers reconfigure state on the shared
         # Rust object per call, which can fail with "Already borrowed" under concurrent threads
         # (huggingface/tokenizers#537, transformers#47085). Calls are short next to a decoding step.
@@ -169,30 +172,6 @@ class ManyInOneEngine:
             )
 
     # --- generation --------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _token_loop(
-        self,
-        prompt_ids: Sequence[int],
-        served: ServedModel,
-        params: SamplingParams,
-        cache: InferenceCache,
-        cancel: threading.Event | None,
-    ) -> Iterator[int]:
-        """Token ids, one per step. The forward for step k runs only when the consumer asks for token k, so
-        a consumer that stops (EOS, stop string, cancel) costs no extra forward."""
-        generator = None
-        if params.temperature > 0:
-            seed = params.seed if params.seed is not None else secrets.randbits(63)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)  # (1, T) prefill
-        for _ in range(params.max_new_tokens):
-            if cancel is not None and cancel.is_set():
-                return
-            logits = self.model(x, cache=cache, last_only=True, subnet=served.masks)[:, -1]  # (1, V)
-            token = sample_next(logits, params.temperature, params.top_k, params.top_p, generator)  # (1,)
-            yield int(token[0])
-            x = token[:, None]  # (1, 1): the next step feeds only the new token
-
     def stream(
         self,
         prompt_ids: Sequence[int],
@@ -201,6 +180,8 @@ class ManyInOneEngine:
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
         """Generate, yielding a StreamEvent per token; the last one has finish_reason and stats.
+
+        The request joins the running batch (one decoding loop for every request: `decode_loop.py`).
 
         Args:
             prompt_ids: the prompt's token ids (non-empty).
@@ -214,36 +195,41 @@ class ManyInOneEngine:
             raise ValueError("prompt: empty (and the tokenizer has no BOS token to start from)")
         self.check_lengths(len(prompt_ids), params.max_new_tokens)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+        request = SequenceRequest(
+            [int(t) for t in prompt_ids], params.max_new_tokens, served.masks, params.temperature, params.top_k,
+            params.top_p, params.seed, stops,
+        )
         detok, matcher = IncrementalDetokenizer(self.decode), StopMatcher(params.stop)
         stats = GenerationStats(served.name, served.budget, len(prompt_ids))
-        cache, start, finish, tail_ids = self.model.new_cache(), time.perf_counter(), "length", []
-        with self._lock:
-            self._active[id(cache)] = cache
+        start, finish, tail_ids = time.perf_counter(), None, []
+        ticket = self.loop.submit(request, cancel)
         try:
-            for token in self._token_loop(prompt_ids, served, params, cache, cancel):
-                stats.completion_tokens += 1
-                if stats.first_token_seconds is None:
-                    stats.first_token_seconds = time.perf_counter() - start
-                if token in stops:  # EOS / stop id: counted, but not part of the text
-                    finish, tail_ids = "stop", [token]
+            while True:
+                event = ticket.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                if event.token is not None and finish is None:  # tokens after a stop string are dropped
+                    stats.completion_tokens += 1
+                    if stats.first_token_seconds is None:
+                        stats.first_token_seconds = time.perf_counter() - start
+                    if event.token in stops:  # EOS / stop id: counted, but not part of the text
+                        tail_ids = [event.token]
+                    else:
+                        text, stopped = matcher.feed(detok.push(event.token))
+                        yield StreamEvent(text, [event.token])
+                        if stopped:  # a stop string: the row leaves at the next step
+                            finish = "stop"
+                            ticket.cancel.set()
+                if event.finish is not None:
+                    finish = finish or event.finish
                     break
-                text, stopped = matcher.feed(detok.push(token))
-                if stopped:
-                    finish = "stop"
-                    yield StreamEvent(text, [token])
-                    break
-                yield StreamEvent(text, [token])
-            else:
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
             tail = "" if matcher.stopped else matcher.feed(detok.flush())[0] + matcher.flush()
             stats.seconds = time.perf_counter() - start
-            stats.cache_bytes = cache_bytes(cache)
-            stats.predicted_cache_bytes = predicted_cache_bytes(served.spec, cache.seen, self.dtype)
+            stats.cache_bytes = event.cache_bytes
+            stats.predicted_cache_bytes = predicted_cache_bytes(served.spec, event.seen, self.dtype)
             yield StreamEvent(tail, tail_ids, finish, stats)
         finally:
-            with self._lock:
-                self._active.pop(id(cache), None)
+            ticket.cancel.set()  # a consumer that stops early frees the row at the next step
 
     def generate(
         self,
@@ -263,12 +249,16 @@ class ManyInOneEngine:
             last = event
         return Completion("".join(pieces), ids, last.finish_reason or "length", last.stats)
 
+    def close(self) -> None:
+        """Stop the decoding thread (requests in flight end "cancelled")."""
+        self.loop.close()
+
     # --- memory ------------------------------------------------------------------------------------------
     def memory_report(self) -> dict[str, Any]:
-        """Weights (held once), what separate sliced copies of the listed budgets would take, live caches,
-        the process RSS, and each model's predicted cache cost (fixed state + KV bytes per token)."""
-        with self._lock:
-            caches = list(self._active.values())
+        """Weights (held once), what separate sliced copies of the listed budgets would take, the caches of
+        the requests in flight (KV padding / free pages included), the process RSS, and each model's predicted
+        cache cost (fixed state + KV bytes per token)."""
+        live = self.loop.snapshot
         per_model, distinct = {}, {}
         for name, served in self.models.items():
             sliced = predicted_memory(served.spec, 0, self.dtype)["weights"]
@@ -283,8 +273,8 @@ class ManyInOneEngine:
             "dtype": str(self.dtype).removeprefix("torch."),
             "weight_bytes": weight_bytes(self.model),
             "separate_weight_bytes": sum(distinct.values()),
-            "active_requests": len(caches),
-            "active_cache_bytes": sum(cache_bytes(c) for c in caches),
+            "active_requests": live["active"],
+            "active_cache_bytes": live["cache_bytes"],
             "rss_bytes": process_rss_bytes(),
             "models": per_model,
         }

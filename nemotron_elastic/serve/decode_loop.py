@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: Apache-2.0
+"""DecodeLoop: the serving engine's one decoding thread around the ContinuousBatcher (model/batcher.py).
+
+Request threads (HTTP handlers, `engine.generate` callers) hand a `Ticket` to the loop and read its events
+from `ticket.events`; the loop thread alone touches the batcher: it admits new tickets, turns set cancel
+events into cancellations (the row leaves at that step), runs one `step()` and routes each TokenEvent to its
+ticket. All requests in flight are therefore decoded together, one forward per active budget per step.
+
+A failing step (an out-of-memory error, a bug) fails every request then in flight with that error and
+starts over with an empty batcher; the loop itself keeps running.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..model.batcher import ContinuousBatcher, SequenceRequest, TokenEvent
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request in the loop. `events` receives TokenEvents (the last has a finish) or one exception;
+    set `cancel` (or the caller's `external` event) to end it at the next step."""
+
+    request: SequenceRequest
+    external: threading.Event | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: queue.Queue = field(default_factory=queue.Queue)
+    rid: int | None = None
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or (self.external is not None and self.external.is_set())
+
+
+class DecodeLoop:
+    """Args:
+        make_batcher: builds an empty ContinuousBatcher (again after a failed step).
+    """
+
+    def __init__(self, make_batcher: Callable[[], ContinuousBatcher]) -> None:
+        self._make = make_batcher
+        self.batcher = make_batcher()
+        self._cv = threading.Condition()
+        self._inbox: list[Ticket] = []
+        self._tickets: dict[int, Ticket] = {}
+        self._closed = False
+        self.snapshot = {"active": 0, "cache_bytes": 0, "per_group": {}}
+        self._thread = threading.Thread(target=self._run, name="decode-loop", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: SequenceRequest, cancel: threading.Event | None = None) -> Ticket:
+        """Hand a request to the loop; read its events from the returned ticket."""
+        ticket = Ticket(request, cancel)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the decoding loop is closed")
+            self._inbox.append(ticket)
+            self._cv.notify()
+        return ticket
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread; requests still in flight end with finish "cancelled"."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._inbox or self._tickets or self._closed):
+                    self._cv.wait()
+                inbox, self._inbox = self._inbox, []
+                closed = self._closed
+            if closed:
+                for ticket in [*inbox, *self._tickets.values()]:
+                    ticket.events.put(TokenEvent(-1 if ticket.rid is None else ticket.rid, None, "cancelled"))
+                return
+            for ticket in inbox:
+                try:
+                    ticket.rid = self.batcher.submit(ticket.request)
+                except ValueError as err:
+                    ticket.events.put(err)
+                    continue
+                self._tickets[ticket.rid] = ticket
+            for rid, ticket in self._tickets.items():
+                if ticket.cancelled():
+                    self.batcher.cancel(rid)
+            try:
+                events = self.batcher.step()
+            except Exception as err:  # noqa: BLE001  every request in flight learns it; the loop goes on
+                for ticket in self._tickets.values():
+                    ticket.events.put(err)
+                self._tickets, self.batcher = {}, self._make()
+                continue
+            for event in events:
+                ticket = self._tickets[event.rid]
+                ticket.events.put(event)
+                if event.finish is not None:
+                    del self._tickets[event.rid]
+            self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes(),
+                             "per_group": self.batcher.running_per_group()}
