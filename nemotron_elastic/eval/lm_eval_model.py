@@ -44,6 +44,7 @@ from ..checkpoint.load import load_model
 from ..checkpoint.native import peek_config
 from ..config.spec import SubnetSpec
 from ..io import load_tokenizer
+from ..model.batcher import ContinuousBatcher, SequenceRequest
 from ..model.masks import ElasticMasks
 from .targets import EvalTarget, resolve_targets
 
@@ -161,6 +162,7 @@ class NemotronElasticLM(TemplateLM):
         self.batch_size = DEFAULT_BATCH_SIZE if auto else int(batch_size)
         self.max_length = int(max_length or model.config.max_position_embeddings)
         self.max_gen_toks = int(max_gen)
+        self.generated_tokens = 0  # set by generate_until
         if self.batch_size < 1 or self.max_length < 2 or self.max_gen_toks < 1:
             raise ValueError(f"{MODEL_NAME}: batch_size, max_length and max_gen_toks must be positive")
         self._device = next(model.parameters()).device
@@ -287,30 +289,56 @@ class NemotronElasticLM(TemplateLM):
 
     @torch.no_grad()
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        """Greedy (or sampled, with do_sample and a temperature) continuations, cut at the first stop string."""
-        outputs = []
-        for request in tqdm(requests, desc="generate_until", disable=disable_tqdm or not self.progress):
-            context, gen_kwargs = request.args
-            kwargs = dict(gen_kwargs or {})
-            until = kwargs.pop("until", None) or [self.tok_decode([self.eot_token_id])]
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
-            sample = bool(kwargs.pop("do_sample", False))
-            temperature = float(kwargs.pop("temperature", 0.0)) if sample else 0.0
-            ids = self.tok_encode(context)[-max(1, self.max_length - max_new) :] or [self.prefix_token_id]
-            out = self.model.generate(
-                torch.tensor([ids], device=self._device),
-                max_new,
-                temperature=temperature,
-                top_p=kwargs.pop("top_p", None) if sample else None,
-                top_k=kwargs.pop("top_k", None) if sample else None,
-                eos_token_id=self.eot_token_id,
-                subnet=self.masks,
-            )
-            text = self.tok_decode(out[0, len(ids) :].tolist())
-            for stop in until:
-                if stop and stop in text:
-                    text = text[: text.index(stop)]
-            outputs.append(text)
-            self.cache_hook.add_partial("generate_until", request.args, text)
+        """Greedy (or sampled, with do_sample and a temperature) continuations, cut at the first stop string.
+
+        Up to `batch_size` requests decode together in the continuous batcher (model/batcher.py); a request
+        leaves the batch as soon as its text holds one of its `until` strings (or at EOS / max_gen_toks),
+        and the next one takes its place. Each text equals the request decoded alone."""
+        batcher = ContinuousBatcher(self.model, prefill_chunk=self.max_length)
+        waiting = list(enumerate(requests))[::-1]  # popped from the end: in order
+        running: dict[int, tuple[int, list[str], list[int]]] = {}  # rid -> (index, until, tokens)
+        outputs: list[str | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm or not self.progress)
+        self.generated_tokens = 0  # tokens decoded by this call (early stops make it < max_gen_toks each)
+        while waiting or running:
+            while waiting and len(running) < self.batch_size:
+                index, request = waiting.pop()
+                rid, until = self._submit_generation(batcher, request)
+                running[rid] = (index, until, [])
+            for event in batcher.step():
+                index, until, tokens = running[event.rid]
+                if event.token is not None:
+                    tokens.append(event.token)
+                    self.generated_tokens += 1
+                    if any(stop and stop in self.tok_decode(tokens) for stop in until):
+                        batcher.cancel(event.rid)  # its text is complete: free the row at the next step
+                if event.finish is None:
+                    continue
+                text = self.tok_decode(tokens)
+                for stop in until:
+                    if stop and stop in text:
+                        text = text[: text.index(stop)]
+                outputs[index] = text
+                self.cache_hook.add_partial("generate_until", requests[index].args, text)
+                del running[event.rid]
+                bar.update(1)
+        bar.close()
         return outputs
+
+    def _submit_generation(self, batcher: ContinuousBatcher, request: Any) -> tuple[int, list[str]]:
+        """Queue one generate_until request -> (its id, its stop strings)."""
+        context, gen_kwargs = request.args
+        kwargs = dict(gen_kwargs or {})
+        until = kwargs.pop("until", None) or [self.tok_decode([self.eot_token_id])]
+        until = [until] if isinstance(until, str) else list(until)
+        max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+        sample = bool(kwargs.pop("do_sample", False))
+        temperature = float(kwargs.pop("temperature", 0.0)) if sample else 0.0
+        ids = self.tok_encode(context)[-max(1, self.max_length - max_new) :] or [self.prefix_token_id]
+        rid = batcher.submit(SequenceRequest(
+            ids, max_new, self.masks, temperature,
+            top_k=kwargs.pop("top_k", None) if sample else None,
+            top_p=kwargs.pop("top_p", None) if sample else None,
+            stop_token_ids=frozenset({self.eot_token_id}),
+        ))
+        return rid, until

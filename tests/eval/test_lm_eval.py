@@ -90,6 +90,20 @@ def test_generate_until_is_the_sliced_models_greedy_text_cut_at_the_stop(lm_half
     assert full.startswith(cut) and stop not in cut
 
 
+def test_batched_generate_until_equals_one_at_a_time_and_stops_early(lm_half, elastic_dir):
+    contexts = ["The quick brown fox", "A", "word " * 6, "Hello there, how", "x y z"]
+    one = NemotronElasticLM(path=str(elastic_dir), budget=0.5, batch_size=1, max_length=MAX_LENGTH)
+    alone = [one.generate_until([request("generate_until", c, {"until": ["@@"], "max_gen_toks": 8})])[0]
+             for c in contexts]
+    stops = [text[len(text) // 2:][:2] or "@@" for text in alone]
+    reqs = [request("generate_until", c, {"until": [s], "max_gen_toks": 8}) for c, s in zip(contexts, stops)]
+    cut = lm_half.generate_until(reqs)  # batch_size 3: rows join as others leave
+    for text, stop, got in zip(alone, stops, cut):
+        assert got == text[: text.index(stop)] if stop in text else got == text
+    # a row leaves as soon as its stop string appears: fewer tokens than max_gen_toks were generated
+    assert sum(len(one.tok_encode(t)) for t in cut) <= lm_half.generated_tokens < 8 * len(reqs)
+
+
 def test_bad_model_args_are_refused(elastic_dir):
     with pytest.raises(ValueError, match="unknown model_args"):
         NemotronElasticLM(path=str(elastic_dir), bugdet=0.5)
