@@ -3,7 +3,7 @@
 argument registration and the entry point (also `python -m nemotron_elastic.serve`).
 
     nemotron-elastic serve --model runs/elastic/model [--host 127.0.0.1 --port 8000]
-                           [--max-concurrency K --max-queue N --threads T --max-context L]
+                           [--max-concurrency K --max-queue N --threads T --max-context L --kv-cache padded|paged]
                            [--device cpu|cuda|cuda:N --dtype D] [--api-key KEY]
 
 Nothing heavy is imported at module level, so `--help` and the CLI parser stay instant; `serve_main` loads
@@ -68,9 +68,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--max-concurrency",
         type=positive_int,
-        default=2,
+        default=16,
         metavar="K",
-        help="requests generating at the same time (default 2)",
+        help="requests decoding together in one continuous batch (default 16)",
     )
     parser.add_argument(
         "--max-queue",
@@ -83,7 +83,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--threads",
         type=positive_int,
         metavar="T",
-        help="torch CPU threads per request (default: available cores / K, at least 1)",
+        help="torch CPU threads of the decoding loop (default: the available cores)",
+    )
+    parser.add_argument(
+        "--kv-cache",
+        choices=("padded", "paged"),  # model/batch_cache.py KV_KINDS (not imported: no torch at parse time)
+        default="padded",
+        help="KV storage of the batched decoder: one padded tensor per layer, or blocks of 16 tokens "
+        "(paged; memory follows each request's length) (default padded: faster on CPU, "
+        "benchmarks/results/serve_load.json)",
+    )
+    parser.add_argument(
+        "--prefill-chunk",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="prompt tokens a new request feeds per decoding step, so running requests keep streaming "
+        "(default 256)",
     )
     parser.add_argument(
         "--max-context",
@@ -134,9 +150,10 @@ def serve_main(args: argparse.Namespace) -> int:
     from ..serve.engine import ManyInOneEngine
     from ..serve.server import ElasticServer
 
-    threads = args.threads or max(1, _cpu_count() // args.max_concurrency)
-    torch.set_num_threads(threads)  # K requests x T threads ~ the cores: no oversubscription
-    engine = ManyInOneEngine(args.model, dtype=dtype, name=args.name, device=device, max_context=args.max_context)
+    threads = args.threads or _cpu_count()
+    torch.set_num_threads(threads)  # one decoding thread runs every request: it gets the cores
+    engine = ManyInOneEngine(args.model, dtype=dtype, name=args.name, device=device, max_context=args.max_context,
+                             kv_cache=args.kv_cache, prefill_chunk=args.prefill_chunk)
     try:
         server = ElasticServer(engine, args.host, args.port, args.max_concurrency, args.max_queue, args.quiet,
                                api_key=args.api_key)
@@ -150,8 +167,8 @@ def serve_main(args: argparse.Namespace) -> int:
     print(
         f"serving {', '.join(engine.models)} from one copy of the weights "
         f"({memory['weight_bytes'] / 2**20:.1f} MiB {memory['dtype']} on {device}; separate copies would take "
-        f"{memory['separate_weight_bytes'] / 2**20:.1f} MiB); {args.max_concurrency} workers x {threads} "
-        f"threads, queue {args.max_queue}, context {engine.max_context}",
+        f"{memory['separate_weight_bytes'] / 2**20:.1f} MiB); {args.max_concurrency} requests per batch, {threads} "
+        f"threads, {args.kv_cache} KV cache, queue {args.max_queue}, context {engine.max_context}",
         file=sys.stderr,
     )
     if args.api_key is None and not _loopback(args.host):

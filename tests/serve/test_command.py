@@ -15,8 +15,9 @@ def parse(*argv):
 
 def test_defaults_and_flags():
     args = parse("--model", "m")
-    assert (args.host, args.port, args.max_concurrency, args.max_queue) == ("127.0.0.1", 8000, 2, 16)
+    assert (args.host, args.port, args.max_concurrency, args.max_queue) == ("127.0.0.1", 8000, 16, 16)
     assert args.threads is None and args.max_context is None and args.dtype is None
+    assert (args.kv_cache, args.prefill_chunk) == ("padded", 256)
     args = parse(
         "--model", "m", "--port", "0", "--max-queue", "0", "--max-concurrency", "3", "--max-context", "512"
     )
@@ -24,7 +25,9 @@ def test_defaults_and_flags():
 
 
 @pytest.mark.parametrize(
-    "flags", [["--port", "70000"], ["--max-queue", "-1"], ["--max-concurrency", "0"], ["--threads", "x"]]
+    "flags",
+    [["--port", "70000"], ["--max-queue", "-1"], ["--max-concurrency", "0"], ["--threads", "x"],
+     ["--kv-cache", "ring"], ["--prefill-chunk", "0"]],
 )
 def test_bad_flags_are_usage_errors(flags):
     with pytest.raises(SystemExit) as exit_info:
