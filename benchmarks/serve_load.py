@@ -1,20 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Loopback load test of `python -m nemotron_elastic.serve`: concurrent clients mixing every budget,
-completions and chat, streamed and not. Reports failed requests (goal 0), mixed-up answers (goal 0) and
-tokens/s per budget.
+"""Loopback load test of `python -m nemotron_elastic.serve` with continuous batching, and the batched
+decoder next to its alternatives, in one run.
 
-1. Builds a random-weights elastic checkpoint (budgets 1.0 / 0.75 / 0.5, `serve_memory.bench_config`) and
-   starts the real server in a subprocess on a free loopback port.
-2. Reference pass: every (endpoint, prompt, budget) once, one at a time, greedy. This is also each
-   budget's uncontended decode speed.
-3. Load pass: `--clients` threads send `--requests` requests (bounded by `--duration` seconds), cycling
-   through budgets, endpoints, prompts and stream on / off. A request fails on a non-200 status, a
-   transport error, or a stream without finish_reason / [DONE]; it is mixed up when its model or its
-   text differs from the reference (greedy decoding is deterministic, so any difference means another
-   request's tokens or cache leaked in).
+1. Builds a random-weights elastic checkpoint (budgets 1.0 / 0.75 / 0.5 of a ~56M-parameter hybrid,
+   `serve_memory.bench_config`) and starts the real server in a subprocess on a free loopback port.
+2. Reference pass: every (endpoint, prompt, budget) once, one at a time, greedy.
+3. Sweeps: concurrency 1 / 4 / 8 / 16 (closed loop: each client sends its next request when its last one
+   finished) for budget 1.0 alone, budget 0.5 alone and mixed budgets (1.0 / 0.75 / 0.5 in turn); half the
+   requests stream. Per point: aggregate tokens/s, p50 / p95 latency and time to first token, failures,
+   and answers that differ from the reference (greedy decoding: any difference is a batching error).
+   The load generator is one asyncio process (`_load_client.py`): it shares the cores with the server.
 4. SIGTERM: the server must exit 0.
+5. In process, with the server gone: the padded vs paged KV cache (decode tokens/s and cache bytes at 8
+   and 16 rows); lm-eval `generate_until` one at a time vs batched (same outputs, seconds); our batched
+   `generate` vs transformers' batched `generate` of the exported HF checkpoint on the same prompts.
 
-    python benchmarks/serve_load.py [--hidden 1024 --repeat 1 --clients 6 --requests 36 --max-tokens 24]
+    python benchmarks/serve_load.py [--hidden 1024 --max-tokens 32 --rounds 2]
 
 Writes benchmarks/results/serve_load.json.
 """
@@ -22,21 +23,16 @@ Writes benchmarks/results/serve_load.json.
 from __future__ import annotations
 
 import argparse
-import http.client
-import itertools
-import json
+import asyncio
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load_client import ENDPOINTS, closed_loop, request, summarize
 from serve_memory import bench_config, build_elastic_checkpoint
 
 PROMPTS = [
@@ -44,67 +40,14 @@ PROMPTS = [
     "There is no difference between Time and any of the three dimensions",
     "Clearly, any real body must have extension in four directions",
 ]
-ENDPOINTS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
+LEVELS = (1, 4, 8, 16)
 
 
-def call(url: str, kind: str, model: str, prompt: str, max_tokens: int, streamed: bool) -> dict[str, Any]:
-    """One request -> {"ok", "model", "text", "tokens", "seconds", "ttft", "error"}."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
-    body.update(
-        {"prompt": prompt} if kind == "completion" else {"messages": [{"role": "user", "content": prompt}]}
-    )
-    if streamed:
-        body.update(stream=True, stream_options={"include_usage": True})
-    start, out = time.perf_counter(), {"ok": False, "ttft": None}
-    conn = http.client.HTTPConnection(host, int(port), timeout=600)
-    try:
-        conn.request("POST", ENDPOINTS[kind], json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return {**out, "error": f"HTTP {resp.status}: {resp.read()[:200]!r}"}
-        if not streamed:
-            data = json.loads(resp.read())
-            choice = data["choices"][0]
-            text = choice["text"] if kind == "completion" else choice["message"]["content"]
-            tokens, finish, done = data["usage"]["completion_tokens"], choice["finish_reason"], True
-            served, server_side = data["model"], data["elastic"]
-        else:
-            pieces, tokens, finish, done, served, server_side = [], 0, None, False, None, {}
-            for line in resp:
-                line = line.decode().strip()
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    done = True
-                    break
-                chunk = json.loads(line[len("data: ") :])
-                served = chunk.get("model", served)
-                server_side = chunk.get("elastic", server_side)
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-                for choice in chunk["choices"]:
-                    piece = choice.get("text") if kind == "completion" else choice["delta"].get("content")
-                    if piece and out["ttft"] is None:
-                        out["ttft"] = time.perf_counter() - start
-                    pieces.append(piece or "")
-                    finish = choice.get("finish_reason") or finish
-            text = "".join(pieces)
-        ok = done and finish is not None
-        return {**out, "ok": ok, "model": served, "text": text, "tokens": tokens,
-                "seconds": time.perf_counter() - start,
-                "generation_seconds": server_side.get("generation_seconds"),
-                "error": None if ok else "incomplete answer"}  # fmt: skip
-    except (OSError, ValueError, KeyError) as err:
-        return {**out, "error": f"{type(err).__name__}: {err}"}
-    finally:
-        conn.close()
-
-
-def start_server(model_dir: Path, concurrency: int, queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, concurrency: int, queue: int, kv_cache: str) -> tuple[subprocess.Popen, str]:
     """`python -m nemotron_elastic.serve` on a free loopback port -> (process, URL)."""
     cmd = [sys.executable, "-m", "nemotron_elastic.serve", "--model", str(model_dir), "--quiet",
-           "--port", "0", "--max-concurrency", str(concurrency), "--max-queue", str(queue)]  # fmt: skip
+           "--port", "0", "--max-concurrency", str(concurrency), "--max-queue", str(queue),
+           "--kv-cache", kv_cache]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -113,37 +56,48 @@ def start_server(model_dir: Path, concurrency: int, queue: int) -> tuple[subproc
     return proc, line.split()[-1]
 
 
-def summarize(results: list[tuple[float, dict[str, Any]]], wall: float) -> dict[float, Any]:
-    """Per budget: requests, tokens, generation speed (server side: tokens / generation seconds, so time
-    waiting for a worker is excluded), the budget's share of the aggregate tokens/s, client latency and
-    time to first token."""
-    out = {}
-    for budget in sorted({b for b, _ in results}, reverse=True):
-        rows = [r for b, r in results if b == budget and r["ok"]]
-        ttfts = [r["ttft"] for r in rows if r["ttft"] is not None]
-        latencies = sorted(r["seconds"] for r in rows)
-        generation = sum(r["generation_seconds"] for r in rows)
-        out[budget] = {
-            "requests": len(rows),
-            "tokens": sum(r["tokens"] for r in rows),
-            "generation_tokens_per_s": sum(r["tokens"] for r in rows) / generation if generation else None,
-            "tokens_per_s_share_of_wall": sum(r["tokens"] for r in rows) / wall,
-            "latency_p50_s": statistics.median(latencies) if rows else None,
-            "latency_max_s": latencies[-1] if rows else None,
-            "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-        }
+async def sweep(url: str, names: dict[float, str], args: argparse.Namespace) -> dict[str, Any]:
+    """The reference pass, then every (scenario, concurrency) point."""
+    combos = [(k, p, b) for k in ENDPOINTS for p in PROMPTS for b in names]
+    reference = {}
+    for kind, prompt, budget in combos:
+        r = await request(url, kind, names[budget], prompt, args.max_tokens, streamed=False)
+        assert r["ok"], r["error"]
+        reference[(kind, prompt, budget)] = r["text"]
+    scenarios = {"1.0": [1.0], "0.5": [0.5], "mixed": sorted(names, reverse=True)}
+    out: dict[str, Any] = {}
+    for scenario, budgets in scenarios.items():
+        out[scenario] = {}
+        for level in LEVELS:
+            kinds = list(ENDPOINTS)
+            jobs = [(kinds[i % 2], PROMPTS[i % 3], budgets[i % len(budgets)], (i // 2) % 2 == 1)
+                    for i in range(level * args.rounds)]
+
+            async def make(i: int, jobs=jobs) -> dict[str, Any]:
+                kind, prompt, budget, streamed = jobs[i]
+                r = await request(url, kind, names[budget], prompt, args.max_tokens, streamed)
+                r["mixed_up"] = r["ok"] and (r["model"] != names[budget] or r["text"] != reference[(kind, prompt, budget)])
+                return r
+
+            results, wall = await closed_loop(level, len(jobs), make)
+            point = summarize(results, wall)
+            point["mixed_up"] = sum(1 for r in results if r.get("mixed_up"))
+            point["errors"] = sorted({r["error"] for r in results if r["error"]})[:5]
+            out[scenario][str(level)] = point
+            print(f"{scenario:>5} x{level:<2}: {point['tokens_per_s']:7.1f} tok/s, p50 {point['latency_p50_s']:.2f} s, "
+                  f"p95 {point['latency_p95_s']:.2f} s, failures {point['failures']}, mixed up {point['mixed_up']}",
+                  flush=True)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=1024, help="parent hidden size (default 1024)")
+    ap.add_argument("--hidden", type=int, default=1024, help="parent hidden size (default 1024: ~56M params)")
     ap.add_argument("--repeat", type=int, default=1, help="repeats of the 8-block pattern (default 1)")
-    ap.add_argument("--clients", type=int, default=6, help="concurrent client threads (default 6)")
-    ap.add_argument("--requests", type=int, default=36, help="requests in the load pass (default 36)")
-    ap.add_argument("--duration", type=float, default=300.0, help="stop sending new requests after S s")
-    ap.add_argument("--max-tokens", type=int, default=24, help="tokens per request (EOS ignored)")
-    ap.add_argument("--max-concurrency", type=int, default=2, help="server workers K (default 2)")
+    ap.add_argument("--max-tokens", type=int, default=32, help="tokens per request (EOS ignored; default 32)")
+    ap.add_argument("--rounds", type=int, default=2, help="requests per client per point (default 2)")
+    ap.add_argument("--kv-cache", default="padded", help="the server's KV cache kind (default padded)")
+    ap.add_argument("--skip-in-process", action="store_true", help="only the server sweeps")
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args()
 
@@ -151,39 +105,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="serve_load-") as tmp:
         model_dir = Path(tmp) / "elastic"
-        _, specs = build_elastic_checkpoint(model_dir, bench_config(args.hidden, args.repeat, 4096))
-        proc, url = start_server(model_dir, args.max_concurrency, queue=args.clients)
+        model, specs = build_elastic_checkpoint(model_dir, bench_config(args.hidden, args.repeat, 4096))
+        proc, url = start_server(model_dir, max(LEVELS), 4 * max(LEVELS), args.kv_cache)
+        names = {b: f"elastic-{b!r}" for b in specs}
+        print(f"server {url} ({model.num_parameters() / 1e6:.1f}M parameters)", flush=True)
         try:
-            names = {b: f"elastic-{b!r}" for b in specs}
-            combos = [(k, p, b) for k in ENDPOINTS for p in PROMPTS for b in specs]
-            print(f"server {url}; reference pass: {len(combos)} requests one at a time", flush=True)
-            reference = {}
-            ref_results = []
-            for kind, prompt, budget in combos:
-                r = call(url, kind, names[budget], prompt, args.max_tokens, streamed=False)
-                assert r["ok"], r["error"]
-                reference[(kind, prompt, budget)] = r["text"]
-                ref_results.append((budget, r))
-            plan = [(*combos[i % len(combos)], i % 2 == 1) for i in range(args.requests)]
-            deadline = time.monotonic() + args.duration
-            print(f"load pass: {len(plan)} requests from {args.clients} clients", flush=True)
-            lock, results, skipped = threading.Lock(), [], [0]
-
-            def client(job: tuple[str, str, float, bool]) -> None:
-                kind, prompt, budget, streamed = job
-                if time.monotonic() > deadline:
-                    with lock:
-                        skipped[0] += 1
-                    return
-                r = call(url, kind, names[budget], prompt, args.max_tokens, streamed)
-                r["mixed_up"] = r["ok"] and (r["model"] != names[budget] or r["text"] != reference[job[:3]])
-                with lock:
-                    results.append((budget, r))
-
-            start = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                list(pool.map(client, plan))
-            wall = time.perf_counter() - start
+            points = asyncio.run(sweep(url, names, args))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -191,40 +118,38 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 exit_code = None
-    failures = [r["error"] for _, r in results if not r["ok"]]
-    mixed = sum(1 for _, r in results if r.get("mixed_up"))
-    load = summarize(results, wall)
-    uncontended = summarize(ref_results, sum(r["seconds"] for _, r in ref_results))
-    speeds = [uncontended[b]["generation_tokens_per_s"] for b in sorted(uncontended, reverse=True)]
+        in_process = {}
+        if not args.skip_in_process:
+            from _serve_compare import compare_all
+
+            in_process = compare_all(model, specs, model_dir, args.max_tokens, Path(tmp))
+    one = {int(k): v["tokens_per_s"] for k, v in points["1.0"].items()}
+    half8, full8 = points["0.5"]["8"]["tokens_per_s"], points["1.0"]["8"]["tokens_per_s"]
     payload = {
         "benchmark": "serve_load",
-        "model": {
-            "hidden": args.hidden,
-            "pattern_repeats": args.repeat,
-            "params": {str(b): s.param_count() for b, s in specs.items()},
-        },
-        "server": {"max_concurrency": args.max_concurrency, "max_queue": args.clients},
-        "clients": args.clients,
-        "requests_sent": len(results),
-        "requests_skipped_after_duration": skipped[0],
+        "model": {"hidden": args.hidden, "pattern_repeats": args.repeat,
+                  "params": {str(b): s.param_count() for b, s in specs.items()}},
+        "server": {"max_concurrency": max(LEVELS), "max_queue": 4 * max(LEVELS), "kv_cache": args.kv_cache},
         "max_tokens": args.max_tokens,
-        "wall_s": wall,
-        "failures": len(failures),
-        "failure_messages": failures[:10],
-        "mixed_up": mixed,
-        "aggregate_tokens_per_s": sum(r["tokens"] for _, r in results if r["ok"]) / wall,
-        "per_budget_under_load": {str(b): v for b, v in load.items()},
-        "per_budget_uncontended": {str(b): v for b, v in uncontended.items()},
-        "smaller_budgets_faster_uncontended": all(a < b for a, b in itertools.pairwise(speeds)),
+        "requests_per_client": args.rounds,
+        "points": points,
+        "goals": {
+            "concurrency8_over_1_at_budget_1.0": one[8] / one[1],
+            "concurrency8_over_1_goal": 4.0,
+            "budget0.5_over_1.0_at_concurrency8": half8 / full8,
+            "budget0.5_over_1.0_goal": 1.6,
+        },
+        "failures": sum(p["failures"] for s in points.values() for p in s.values()),
+        "mixed_up": sum(p["mixed_up"] for s in points.values() for p in s.values()),
         "server_exit_code_after_sigterm": exit_code,
+        "in_process": in_process,
         "machine": machine(),
     }
     path = write_json(args.out, payload)
-    print(f"failures {len(failures)}, mixed up {mixed}, {payload['aggregate_tokens_per_s']:.1f} tok/s total")
-    for b in sorted(load, reverse=True):
-        print(f"budget {b}: generation {load[b]['generation_tokens_per_s']:.2f} tok/s under load, "
-              f"{uncontended[b]['generation_tokens_per_s']:.2f} alone")  # fmt: skip
-    print(f"server exit code {exit_code}; wrote {path}")
+    g = payload["goals"]
+    print(f"x8 / x1 at 1.0: {g['concurrency8_over_1_at_budget_1.0']:.2f} (goal 4); 0.5 / 1.0 at x8: "
+          f"{g['budget0.5_over_1.0_at_concurrency8']:.2f} (goal 1.6); failures {payload['failures']}, "
+          f"mixed up {payload['mixed_up']}; exit code {exit_code}; wrote {path}")
 
 
 if __name__ == "__main__":

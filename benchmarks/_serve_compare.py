@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The in-process part of benchmarks/serve_load.py: the batched decoder next to its alternatives.
+
+- `kv_kinds`: the padded and the paged KV cache (model/batch_cache.py) decoding 8 and 16 rows: tokens/s
+  and the bytes the caches hold (padding / whole blocks included), interleaved repeats, medians.
+- `lm_eval_generate`: lm-eval's `generate_until` one request at a time (batch_size 1) vs batched
+  (batch_size 8), each row leaving at its stop string: seconds, and whether the outputs are the same.
+- `hf_generate`: our batched `generate` vs transformers' batched `generate` of the exported HF checkpoint,
+  greedy, the same prompts (cut to one length, so neither side pads), EOS ignored: tokens/s and how many
+  rows agree token for token.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nemotron_elastic.model.batch_cache import KV_KINDS
+from nemotron_elastic.model.batcher import ContinuousBatcher, SequenceRequest
+
+
+def _decode_run(model, kind: str, rows: int, tokens: int) -> tuple[float, int]:
+    """Decode `rows` requests of 24-token prompts for `tokens` tokens -> (tokens/s, peak cache bytes)."""
+    batcher = ContinuousBatcher(model, kv_cache=kind)
+    for i in range(rows):
+        batcher.submit(SequenceRequest([(7 * i + j) % 4000 + 3 for j in range(24)], tokens))
+    batcher.step()  # prefill (and the first token) is not decoding speed
+    start, produced, peak = time.perf_counter(), 0, 0
+    while batcher.has_work():
+        produced += sum(e.token is not None for e in batcher.step())
+        peak = max(peak, batcher.cache_bytes())
+    return produced / (time.perf_counter() - start), peak
+
+
+def kv_kinds(model, tokens: int, repeats: int = 3) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rows in (8, 16):
+        runs: dict[str, list[tuple[float, int]]] = {k: [] for k in KV_KINDS}
+        for _ in range(repeats):
+            for kind in KV_KINDS:
+                runs[kind].append(_decode_run(model, kind, rows, tokens))
+        out[str(rows)] = {kind: {"tokens_per_s": statistics.median(r[0] for r in v),
+                                 "peak_cache_bytes": max(r[1] for r in v)} for kind, v in runs.items()}
+        out[str(rows)]["paged_over_padded_speed"] = out[str(rows)]["paged"]["tokens_per_s"] / out[str(rows)][
+            "padded"]["tokens_per_s"]
+    return out
+
+
+def lm_eval_generate(model_dir: Path, tokens: int, count: int = 16) -> dict[str, Any]:
+    from lm_eval.api.instance import Instance
+
+    from nemotron_elastic.data import heldout_text
+    from nemotron_elastic.eval.lm_eval_model import NemotronElasticLM
+
+    paragraphs = [p for p in heldout_text().split("\n\n") if len(p) > 80][:count]
+    requests = [Instance(request_type="generate_until", doc={}, idx=i,
+                         arguments=(p[:200], {"until": ["."], "max_gen_toks": tokens}))
+                for i, p in enumerate(paragraphs)]
+    out: dict[str, Any] = {"requests": len(requests), "max_gen_toks": tokens, "until": ["."]}
+    texts = {}
+    for batch in (1, 8):
+        lm = NemotronElasticLM(path=str(model_dir), budget=1.0, batch_size=batch, max_length=512)
+        start = time.perf_counter()
+        texts[batch] = lm.generate_until(requests, disable_tqdm=True)
+        out[f"batch{batch}_seconds"] = time.perf_counter() - start
+        out[f"batch{batch}_generated_tokens"] = lm.generated_tokens
+    out["speedup"] = out["batch1_seconds"] / out["batch8_seconds"]
+    out["same_outputs"] = texts[1] == texts[8]
+    return out
+
+
+def hf_generate(model, model_dir: Path, work: Path, tokens: int, rows: int = 8, repeats: int = 2) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    from nemotron_elastic.checkpoint.hf import save_hf
+    from nemotron_elastic.data import heldout_text
+    from nemotron_elastic.io import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    save_hf(model, work / "hf", tok)
+    hf = AutoModelForCausalLM.from_pretrained(work / "hf", dtype=torch.float32).eval()
+    encoded = [tok(p)["input_ids"] for p in heldout_text().split("\n\n") if len(p) > 200][:rows]
+    length = min(len(e) for e in encoded + [[0] * 48])
+    ids = torch.tensor([e[:length] for e in encoded])
+    times: dict[str, list[float]] = {"ours": [], "transformers": []}
+    outs = {}
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            outs["ours"] = model.generate(ids, tokens)
+            times["ours"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            outs["transformers"] = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                               min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+            times["transformers"].append(time.perf_counter() - start)
+    seconds = {k: statistics.median(v) for k, v in times.items()}
+    agree = sum(bool((outs["ours"][b] == outs["transformers"][b]).all()) for b in range(rows))
+    return {"rows": rows, "prompt_tokens": length, "new_tokens": tokens,
+            "tokens_per_s": {k: rows * tokens / v for k, v in seconds.items()},
+            "ours_over_transformers": seconds["transformers"] / seconds["ours"],
+            "rows_identical": agree}
+
+
+def compare_all(model, specs, model_dir: Path, tokens: int, work: Path) -> dict[str, Any]:
+    out = {"kv_cache_kinds": kv_kinds(model, tokens)}
+    print(f"kv kinds: {out['kv_cache_kinds']}", flush=True)
+    out["lm_eval_generate_until"] = lm_eval_generate(model_dir, tokens)
+    print(f"lm-eval generate_until: {out['lm_eval_generate_until']}", flush=True)
+    out["transformers_generate"] = hf_generate(model, model_dir, work, tokens)
+    print(f"transformers generate: {out['transformers_generate']}", flush=True)
+    return out
