@@ -22,6 +22,7 @@ from .engine import GenerationStats, ManyInOneEngine, SamplingParams, StreamEven
 from .model_table import ServedModel
 from .openai_schema import APIError, GenerationRequest, bad, parse_chat_request, parse_completion_request
 from .responses import ResponseIds, chat_completion, chunk, completion, usage_chunk
+from .scheduler import ShuttingDownError
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
@@ -56,9 +57,14 @@ class GenerationCall:
         echo = self.prompt_text if self.request.echo else ""
         return echo + "".join(self.pieces)
 
+    @property
+    def finished(self) -> bool:
+        """True once the event with the finish_reason (and the stats) was added."""
+        return self.stats is not None
+
     def whole(self) -> dict[str, Any]:
         """The complete JSON answer, once every event was added."""
-        assert self.stats is not None, "the generation has not finished"
+        assert self.finished, "the generation has not finished"
         build = chat_completion if self.chat else completion
         return build(self.ids, self.text(), self.finish_reason, self.stats)
 
@@ -143,8 +149,24 @@ def prepare_call(engine: ManyInOneEngine, kind: str, body: Any) -> GenerationCal
 #
 # SSE framing follows the OpenAI API: `data: {json}\n\n` per chunk, `data: [DONE]\n\n` at the end; the
 # response has no Content-Length and the connection closes after [DONE].
+#
+# A job can end without an answer: refused at shutdown while it waited (its error is a ShuttingDownError:
+# 503, docs/SERVING.md), failed (500), or ended without a finish_reason (500). A stream sends its 200
+# headers only once its job runs, so a refused stream still gets a plain 503; after the headers, any of
+# these ends the stream with an error event, never a bare [DONE].
 POLL_SECONDS = 0.2  # how often a waiting handler checks that its client is still connected
 _NOTHING = object()  # "no event yet" (None is the end of a job's events)
+
+
+def failure(error: BaseException | None) -> APIError:
+    """The error answer of a job that ended without a finish_reason (`error`: what it raised, if anything)."""
+    if isinstance(error, APIError):
+        return error
+    if isinstance(error, ShuttingDownError):
+        return APIError(503, str(error), type="server_error")
+    if error is None:
+        return APIError(500, "generation failed: it ended without a finish_reason", type="server_error")
+    return APIError(500, f"generation failed: {type(error).__name__}: {error}", type="server_error")
 
 
 class RelayMixin:
@@ -182,16 +204,30 @@ class RelayMixin:
             if event is not _NOTHING:
                 return event
 
+    def _wait_for_start(self, job: Any) -> bool:
+        """Wait while the job is queued: True once it runs or has ended; False if the client went away
+        (the job is cancelled then)."""
+        while not (job.started.wait(POLL_SECONDS) or job.done.is_set()):
+            if self.client_gone():
+                job.cancel.set()
+                self.close_connection = True
+                return False
+        return True
+
     def _relay_whole(self, call: GenerationCall, job: Any) -> None:
         while (event := self._next_event(job)) is not None:
             if event is False:
                 return
             call.add(event)
-        if job.error is not None:
-            raise job.error
+        if job.error is not None or not call.finished:
+            raise failure(job.error)
         self._send_json(200, call.whole())
 
     def _relay_stream(self, call: GenerationCall, job: Any) -> None:
+        if not self._wait_for_start(job):
+            return
+        if not job.started.is_set():  # ended while queued (refused at shutdown): no stream, a plain error
+            raise failure(job.error)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -206,9 +242,8 @@ class RelayMixin:
                 self._write_sse(call.chunks(event))
                 if self.client_gone():
                     raise BrokenPipeError("client closed the stream")
-            if job.error is not None:
-                message = f"generation failed: {type(job.error).__name__}: {job.error}"
-                self._write_sse([APIError(500, message, type="server_error").body()])
+            if job.error is not None or not call.finished:
+                self._write_sse([failure(job.error).body()])
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except OSError:  # BrokenPipe / ConnectionReset: stop generating, free the worker

@@ -14,12 +14,16 @@ max_tokens 16; chat max_tokens: the rest of the context.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 MAX_STOP_STRINGS = 16
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# JSON may escape a lone UTF-16 surrogate ("\\ud800"), which json.loads keeps as a str that is not valid
+# Unicode: tokenizers refuse it (TypeError) and it cannot be encoded as UTF-8, so text fields refuse it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class APIError(Exception):
@@ -32,9 +36,11 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}  # extra response headers, e.g. `Allow` of a 405
 
     def body(self) -> dict[str, Any]:
         """The JSON error object OpenAI clients parse."""
@@ -119,6 +125,15 @@ def _unsupported(body: dict, key: str, allowed: tuple[Any, ...], what: str) -> N
         raise bad(key, f"{what} is not supported by this server")
 
 
+def _text(value: str, param: str) -> str:
+    """`value`, refused (400) if it holds a lone surrogate, i.e. is not valid Unicode text."""
+    found = _SURROGATE.search(value)
+    if found:
+        where = f"U+{ord(found.group()):04X} at index {found.start()}"
+        raise bad(param, f"invalid Unicode text: a lone surrogate ({where})")
+    return value
+
+
 def _stop(body: dict) -> tuple[str, ...]:
     value = body.get("stop")
     if value is None:
@@ -128,7 +143,7 @@ def _stop(body: dict) -> tuple[str, ...]:
         raise bad("stop", f"expected a string or an array of strings, got {_type_name(value)}")
     if len(values) > MAX_STOP_STRINGS:
         raise bad("stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(values)}")
-    return tuple(v for v in values if v)
+    return tuple(_text(v, "stop") for v in values if v)
 
 
 def _token_ids(value: Any, param: str) -> list[int]:
@@ -192,6 +207,8 @@ def parse_completion_request(body: Any) -> GenerationRequest:
             raise bad("prompt", "empty array of token ids")
     elif not isinstance(prompt, str):
         raise bad("prompt", f"expected a string or an array of token ids, got {_type_name(prompt)}")
+    else:
+        _text(prompt, "prompt")
     req.prompt = prompt
     req.max_tokens = _int(body, "max_tokens", 1, None)
     req.echo = _bool(body, "echo")
@@ -239,10 +256,10 @@ def _message(message: Any, i: int) -> dict[str, str]:
                 or not isinstance(part.get("text"), str)
             ):
                 raise bad(f"{where}.content[{j}]", 'only {"type": "text", "text": ...} parts are supported')
-            texts.append(part["text"])
+            texts.append(_text(part["text"], f"{where}.content[{j}]"))
         content = "".join(texts)
     if not isinstance(content, str):
         raise bad(
             f"{where}.content", f"expected a string or an array of text parts, got {_type_name(content)}"
         )
-    return {"role": CHAT_ROLES[role], "content": content}
+    return {"role": CHAT_ROLES[role], "content": _text(content, f"{where}.content")}

@@ -8,9 +8,10 @@ running + waiting < num_workers + max_queue, so a burst beyond that is refused a
 429) instead of piling up unbounded latency.
 
 Cancellation is cooperative: the handler sets `job.cancel` (client gone, shutdown) and the engine checks
-it between decoding steps; a job cancelled while still waiting is skipped without running. Requests of
-different budgets run side by side: each worker thread calls the shared model with its own cache, and
-torch releases the GIL inside its kernels.
+it between decoding steps; a job cancelled while still waiting is skipped without running. At shutdown the
+waiting jobs are refused at once (`job.error` is a ShuttingDownError) and the running ones get a grace
+period. Requests of different budgets run side by side: each worker thread calls the shared model with its
+own cache, and torch releases the GIL inside its kernels.
 """
 
 from __future__ import annotations
@@ -92,28 +93,45 @@ class WorkerPool:
             job = self._todo.get()
             if job is None:
                 return
-            outcome = "cancelled"
-            if not job.cancel.is_set():  # a job cancelled while waiting never runs
-                with self._lock:
+            # run-or-skip and `started` in one step, so shutdown() sees a job as either waiting or started
+            with self._lock:
+                if job.done.is_set():  # refused by shutdown() while it waited
+                    continue
+                run = not job.cancel.is_set()  # a job cancelled while waiting never runs
+                if run:
                     self.counts["running"] += 1
-                job.started.set()
+                    job.started.set()
+            outcome = "cancelled"
+            if run:
                 try:
                     job.fn(job)
                     outcome = "cancelled" if job.cancel.is_set() else "completed"
                 except BaseException as err:  # noqa: BLE001  the handler reports it; the worker goes on
                     job.error, outcome = err, "failed"
-                with self._lock:
-                    self.counts["running"] -= 1
             with self._lock:
-                self.counts[outcome] += 1
-                self._admitted.discard(job)
-            job.events.put(None)  # end of this job's events
-            job.done.set()
+                if run:
+                    self.counts["running"] -= 1
+                self._end(job, outcome)
+
+    def _end(self, job: Job, outcome: str) -> None:
+        """Count the job's outcome and end its events (None). The caller holds `_lock`."""
+        self.counts[outcome] += 1
+        self._admitted.discard(job)
+        job.events.put(None)  # end of this job's events
+        job.done.set()
 
     def shutdown(self, grace: float = 5.0) -> None:
-        """Refuse new jobs, let admitted ones finish for up to `grace` seconds, cancel the rest, stop."""
+        """Refuse new jobs and waiting ones (their `error` is a ShuttingDownError), let running ones finish
+        for up to `grace` seconds, cancel the rest, stop.
+
+        Waiting jobs end at once rather than start during the grace period: it is for work already under
+        way, and a refused client can retry elsewhere now instead of being cut off after `grace`."""
         with self._lock:
             self._closing = True
+            for job in [job for job in self._admitted if not job.started.is_set()]:
+                job.error = ShuttingDownError("the server is shutting down (the request had not started)")
+                job.cancel.set()
+                self._end(job, "cancelled")
             pending = list(self._admitted)
         deadline = time.monotonic() + grace
         for job in pending:

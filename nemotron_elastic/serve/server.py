@@ -7,6 +7,9 @@
     POST /v1/completions         OpenAI completions, `stream: true` for server-sent events
     POST /v1/chat/completions    OpenAI chat completions (the tokenizer's chat template, if any)
 
+Any other method gets a JSON error, as every error here does: 405 on these paths (a HEAD answer without its
+body), 404 elsewhere, and http.server's own errors (unknown method, malformed request line) via `send_error`.
+
 A connection thread validates the request (4xx JSON errors, `openai_schema.py`), then hands generation to
 the bounded `WorkerPool` (429 when full) and relays the engine's events (`handlers.RelayMixin`): as SSE chunks
 (`data: {...}\\n\\n` ... `data: [DONE]\\n\\n`) or as one JSON answer. While it waits it watches its socket;
@@ -135,26 +138,40 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
     # --- plumbing ------------------------------------------------------------------------------------------
-    def _send_json(self, status: int, obj: dict[str, Any]) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    def _send_json(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send_body(status, json.dumps(obj).encode(), "application/json", headers)
 
     def _send_text(self, status: int, text: str, content_type: str) -> None:
-        data = text.encode()
+        self._send_body(status, text.encode(), content_type)
+
+    def _send_body(
+        self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has the headers of its body, never the body itself
+            self.wfile.write(data)
 
     def _send_error(self, err: APIError) -> None:
-        self._send_json(err.status, err.body())
+        self._send_json(err.status, err.body(), err.headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (an unknown method: 501, a malformed request line: 400, an over-long
+        URI or header: 414 / 431) as OpenAI JSON error objects instead of its HTML page."""
+        self.close_connection = True  # the request could not be parsed: nothing after it can be trusted
+        try:
+            short = self.responses[code][0]
+        except KeyError:
+            short = "error"
+        kind = "server_error" if code >= 500 else "invalid_request_error"
+        self.log_error("code %d, message %s", code, message or short)
+        self._send_error(APIError(code, message or short, type=kind))
 
     def _read_json(self) -> Any:
         length = self.headers.get("Content-Length")
@@ -169,6 +186,9 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise APIError(400, f"request body: invalid JSON ({err})") from None
+        except RecursionError:  # json's parser recurses once per nesting level: `[[[...]]]` deeper than the
+            # interpreter's recursion limit (about 1000) is refused, as no request needs a tenth of that
+            raise APIError(400, "request body: JSON nested too deeply") from None
 
     # --- routing -------------------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -177,11 +197,21 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # other methods get a JSON 405 / 404, not http.server's HTML 501
+    # other methods get a JSON 405 (known path) / 404, not http.server's HTML 501 (see also send_error)
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def do_HEAD(self) -> None:  # the same status and headers, no body (_send_body)
+        self._dispatch("HEAD")
 
     def _dispatch(self, method: str) -> None:
         app = self.app
@@ -243,9 +273,12 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             return self._send_json(200, model_card(served, self.app.created, self.app.engine.name))
         if method == "POST" and path in posts:
             return self._generate(posts[path])
-        if path in gets or path in posts:
+        allowed = "GET" if path in gets or path.startswith("/v1/models/") else None
+        allowed = "POST" if path in posts else allowed
+        if allowed is not None:
             self.close_connection = True  # a body we did not read may follow
-            raise APIError(405, f"{method} is not allowed on {path}", code="method_not_allowed")
+            message, allow = f"{method} is not allowed on {path}", {"Allow": allowed}
+            raise APIError(405, message, code="method_not_allowed", headers=allow)
         raise APIError(404, f"no route {method} {path}", code="not_found")
 
     # --- generation ----------------------------------------------------------------------------------------
