@@ -3,7 +3,8 @@
 argument registration and the entry point (also `python -m nemotron_elastic.serve`).
 
     nemotron-elastic serve --model runs/elastic/model [--host 127.0.0.1 --port 8000]
-                           [--max-concurrency K --max-queue N --threads T --max-context L --kv-cache padded|paged]
+                           [--max-concurrency K --max-queue N --threads T --max-context L --kv-cache padded|paged
+                            --mixed-budgets group|widest]
                            [--device cpu|cuda|cuda:N --dtype D] [--api-key KEY]
 
 Nothing heavy is imported at module level, so `--help` and the CLI parser stay instant; `serve_main` loads
@@ -94,6 +95,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "benchmarks/results/serve_load.json)",
     )
     parser.add_argument(
+        "--mixed-budgets",
+        choices=("group", "widest"),  # model/batcher.py MIXED
+        default="group",
+        help="requests of different budgets in one step: one sliced forward per budget (group), or one "
+        "forward at the parent's width with per-request masks (widest) (default group; "
+        "benchmarks/results/serve_load.json)",
+    )
+    parser.add_argument(
         "--prefill-chunk",
         type=positive_int,
         default=256,
@@ -153,7 +162,7 @@ def serve_main(args: argparse.Namespace) -> int:
     threads = args.threads or _cpu_count()
     torch.set_num_threads(threads)  # one decoding thread runs every request: it gets the cores
     engine = ManyInOneEngine(args.model, dtype=dtype, name=args.name, device=device, max_context=args.max_context,
-                             kv_cache=args.kv_cache, prefill_chunk=args.prefill_chunk)
+                             kv_cache=args.kv_cache, prefill_chunk=args.prefill_chunk, mixed=args.mixed_budgets)
     try:
         server = ElasticServer(engine, args.host, args.port, args.max_concurrency, args.max_queue, args.quiet,
                                api_key=args.api_key)

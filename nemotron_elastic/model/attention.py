@@ -126,9 +126,12 @@ class Attention(nn.Module):
             mask, causal = attention_mask(t, k.shape[2], self.window, x.device)
         y = attend(q, k, v, mask, causal)  # (B, h, T, hd)
         factor = None if width is None else width.factor()
-        if factor is not None:  # per kept head, the same factor in every KV group
+        if factor is not None and factor.dim() <= 1:  # per kept head, the same factor in every KV group
             factor = factor.expand(width.size) if factor.dim() == 0 else factor
             y = y * factor.repeat(self.num_kv_heads).to(y.dtype)[None, :, None, None]
+        elif factor is not None:  # per row (B, 1, per group): rows of different sub-models in one batch
+            per_row = factor.reshape(factor.shape[0], -1).repeat(1, self.num_kv_heads)  # (B, h)
+            y = y * per_row.to(y.dtype)[:, :, None, None]
         y = y.transpose(1, 2).reshape(bsz, t, -1)  # (B, T, h*hd)
         return sub_linear(y, self.o_proj, d, q_rows), state
 

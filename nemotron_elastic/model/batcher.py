@@ -10,8 +10,15 @@ their requests through it (docs/SERVING.md, batched decoding). Each `step()`:
    joins that sub-model's running batch;
 3. decodes: one forward per sub-model with running rows feeds each row its last token and samples the next.
 
-Rows of different sub-models (budgets) run in separate forwards, one per sub-model per step (`group`):
-their caches differ in size, and a sliced forward costs what its sub-model costs. A row leaves when it
+Rows of different sub-models (budgets) share a step in one of two ways (`mixed`):
+
+- `group` (default): one forward per active sub-model per step, each sliced to its sub-model with caches
+  of its own size, so a row costs what its sub-model costs;
+- `widest`: one forward at the parent's width for all rows, each row masked to its sub-model
+  (`ElasticMasks.per_row`, nesting makes every sub-model a prefix of the parent), caches at the parent's
+  size: one forward per step whatever the mix, but every row costs the parent's compute.
+
+benchmarks/serve_load.py measures both. A row leaves when it
 samples a stop token, reaches `max_new_tokens`, or is cancelled. Each row's tokens equal that request
 decoded alone: rows never mix (per-row positions, masks and states), and sampling uses the request's own
 generator.
@@ -28,6 +35,8 @@ from ..config.spec import SubnetSpec
 from .batch_cache import BatchCache, PagePool
 from .decode import sample_next
 from .masks import ElasticMasks
+
+MIXED = ("group", "widest")
 
 
 @dataclass
@@ -88,12 +97,19 @@ class ContinuousBatcher:
         kv_cache: "padded" or "paged" (model/batch_cache.py; benchmarks/serve_load.py measures both).
         prefill_chunk: prompt tokens fed per request per step (bounds how long a step of the running rows
             waits behind a long new prompt).
+        mixed: how rows of different sub-models share a step: "group" or "widest" (see the module doc;
+            "widest" takes SubnetSpec sub-models only).
     Not thread-safe: one thread calls submit / cancel / step (the serving engine wraps it in one).
     """
 
-    def __init__(self, model: torch.nn.Module, kv_cache: str = "padded", prefill_chunk: int = 256) -> None:
+    def __init__(
+        self, model: torch.nn.Module, kv_cache: str = "padded", prefill_chunk: int = 256, mixed: str = "group"
+    ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk: must be >= 1, got {prefill_chunk}")
+        if mixed not in MIXED:
+            raise ValueError(f"mixed: expected one of {', '.join(MIXED)}, got {mixed!r}")
+        self.mixed = mixed
         model.new_batch_cache(0, kv_cache)  # refuses an unknown kind here, in one line
         self.model, self.kv_cache, self.prefill_chunk = model, kv_cache, prefill_chunk
         self.device = model.embeddings.weight.device
@@ -109,6 +125,8 @@ class ContinuousBatcher:
             raise ValueError("prompt: empty")
         if request.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens: must be >= 0, got {request.max_new_tokens}")
+        if self.mixed == "widest" and not (request.subnet is None or isinstance(request.subnet, SubnetSpec)):
+            raise ValueError("subnet: mixed='widest' batches take SubnetSpec sub-models (or None), not masks")
         rid, self._next_id = self._next_id, self._next_id + 1
         if request.max_new_tokens == 0:
             self._finished_early.append(TokenEvent(rid, None, "length"))
@@ -144,6 +162,8 @@ class ContinuousBatcher:
         return total
 
     def _group(self, subnet: SubnetSpec | ElasticMasks | None) -> _Group:
+        if self.mixed == "widest":  # one group at the parent's width: every row masked to its own sub-model
+            subnet = None
         key = subnet if subnet is None or isinstance(subnet, SubnetSpec) else id(subnet)
         group = self._groups.get(key)
         if group is None:
@@ -192,7 +212,7 @@ class ContinuousBatcher:
         if not group.prefill_rows:
             return []
         pieces = [row.request.prompt[row.fed : row.fed + self.prefill_chunk] for row in group.prefill_rows]
-        logits = self._forward(group, group.prefill, pieces)  # (B, V) at each row's last fed token
+        logits = self._forward(group, group.prefill, pieces, group.prefill_rows)  # (B, V) at last fed tokens
         done = []
         for b, (row, piece) in enumerate(zip(group.prefill_rows, pieces)):
             row.fed += len(piece)
@@ -215,19 +235,24 @@ class ContinuousBatcher:
         # rows that joined in this step's prefill already have their first token; feed it now as well
         if not group.rows:
             return []
-        logits = self._forward(group, group.running, [[row.last] for row in group.rows])
+        logits = self._forward(group, group.running, [[row.last] for row in group.rows], group.rows)
         events = self._sample(group, group.rows, logits)
         group.running, group.rows = self._retire(group.running, group.rows, events)
         return events
 
-    def _forward(self, group: _Group, cache: BatchCache, pieces: list[list[int]]) -> torch.Tensor:
+    def _forward(self, group: _Group, cache: BatchCache, pieces: list[list[int]], rows: list[_Row]) -> torch.Tensor:
         """Feed each row its piece (ragged, right-padded) -> logits (B, V) at each row's last real token."""
+        subnet = group.subnet
+        specs = [row.request.subnet for row in rows]
+        if self.mixed == "widest" and any(s is not None for s in specs):
+            weight = self.model.embeddings.weight
+            subnet = ElasticMasks.per_row(specs, self.model.config, weight.dtype, weight.device)
         width = max(len(p) for p in pieces)
         x = torch.zeros(len(pieces), width, dtype=torch.long)
         for b, piece in enumerate(pieces):
             x[b, : len(piece)] = torch.tensor(piece, dtype=torch.long)
         counts = torch.tensor([len(p) for p in pieces], device=self.device)
-        out = self.model(x.to(self.device), cache=cache, counts=counts, last_only=True, subnet=group.subnet)
+        out = self.model(x.to(self.device), cache=cache, counts=counts, last_only=True, subnet=subnet)
         return out[:, 0]
 
     def _sample(self, group: _Group, rows: list[_Row], logits: torch.Tensor) -> list[TokenEvent]:

@@ -189,13 +189,21 @@ class Mamba2Mixer(nn.Module):
 
 def _channel_product(width, head_dim, groups: int, heads: int, p: int, get) -> torch.Tensor | None:
     """Per inner channel (H*P,) product of a per-head value (given per position in a group, (H/G,) or ())
-    and a per-head-channel value ((P,) or ()), as picked by `get` from the two axes; None when both are None."""
+    and a per-head-channel value ((P,) or ()), as picked by `get` from the two axes; None when both are None.
+    Per-row values ((B, 1, H/G), (B, 1, P): rows of different sub-models) give (B, 1, H*P)."""
     per_head = None if width is None else get(width)
     per_dim = None if head_dim is None else get(head_dim)
     if per_head is None and per_dim is None:
         return None
     ref = per_head if per_head is not None else per_dim
-    one = torch.ones((), dtype=ref.dtype, device=ref.device)
-    per_head = (one if per_head is None else per_head).expand(heads // groups).repeat(groups)  # (H,)
-    per_dim = (one if per_dim is None else per_dim).expand(p)  # (P,)
-    return (per_head[:, None] * per_dim[None, :]).reshape(-1)
+    if ref.dim() <= 1 and (per_dim is None or per_dim.dim() <= 1):
+        one = torch.ones((), dtype=ref.dtype, device=ref.device)
+        per_head = (one if per_head is None else per_head).expand(heads // groups).repeat(groups)  # (H,)
+        per_dim = (one if per_dim is None else per_dim).expand(p)  # (P,)
+        return (per_head[:, None] * per_dim[None, :]).reshape(-1)
+    rows = max(t.shape[0] for t in (per_head, per_dim) if t is not None and t.dim() > 1)
+    one = torch.ones(rows, 1, 1, dtype=ref.dtype, device=ref.device)
+    per_head = (one if per_head is None else per_head).expand(rows, 1, heads // groups)
+    per_dim = (one if per_dim is None else per_dim).expand(rows, 1, p)
+    per_head = per_head.reshape(rows, heads // groups).repeat(1, groups)  # (B, H)
+    return (per_head[:, :, None] * per_dim.reshape(rows, 1, p)).reshape(rows, 1, heads * p)

@@ -25,8 +25,8 @@ def _mean_square(x: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
     """Mean of x^2 over the last dim, or its `support`-weighted mean (masked channels excluded)."""
     if support is None:
         return x.pow(2).mean(-1, keepdim=True)
-    support = support.to(x.dtype)
-    return (x.pow(2) * support).sum(-1, keepdim=True) / support.sum()
+    support = support.to(x.dtype)  # (d,), or (B, 1, d) per row (a batch of rows of different sub-models)
+    return (x.pow(2) * support).sum(-1, keepdim=True) / support.sum(-1, keepdim=True)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, support: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,15 +47,15 @@ def gated_group_rms_norm(
 ) -> torch.Tensor:
     """weight * groupnorm(x * silu(z)): RMS over each of `num_groups` contiguous channel groups.
 
-    x, z: (..., C); weight: (C,); support: optional (C,) channel weights (masked heads / head channels):
-    each group's mean square runs over its supported channels only.
+    x, z: (..., C); weight: (C,); support: optional (C,) channel weights (masked heads / head channels), or
+    (B, 1, C) per row: each group's mean square runs over its supported channels only.
     """
     dtype = x.dtype
     cdt = compute_dtype(dtype)
     x = x.to(cdt) * F.silu(z.to(cdt))
     *lead, dim = x.shape
     xg = x.view(*lead, num_groups, dim // num_groups)  # (..., G, C/G)
-    sg = None if support is None else support.view(num_groups, dim // num_groups)
+    sg = None if support is None else support.reshape(*support.shape[:-1], num_groups, dim // num_groups)
     if sg is None:
         ms = xg.pow(2).mean(-1, keepdim=True)
     else:

@@ -101,6 +101,8 @@ class ManyInOneEngine:
         max_context: prompt + completion limit (default: the config's max_position_embeddings).
         kv_cache: "padded" or "paged" KV storage of the batched decoder (model/batch_cache.py).
         prefill_chunk: prompt tokens a new request feeds per decoding step (model/batcher.py).
+        mixed: how requests of different budgets share a decoding step: "group" (one sliced forward per
+            budget) or "widest" (one forward at the parent's width, rows masked) (model/batcher.py).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class ManyInOneEngine:
         max_context: int | None = None,
         kv_cache: str = "padded",
         prefill_chunk: int = 256,
+        mixed: str = "group",
     ) -> None:
         self.path = Path(path)
         self.model = load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval()
@@ -124,7 +127,8 @@ class ManyInOneEngine:
         self.max_context = max_context or self.config.max_position_embeddings
         self.table = ModelTable(self.path, self.config, name)
         self.name, self.models = self.table.name, self.table.models
-        self.loop = DecodeLoop(lambda: ContinuousBatcher(self.model, kv_cache, prefill_chunk))
+        ContinuousBatcher(self.model, kv_cache, prefill_chunk, mixed)  # bad options fail here, in one line
+        self.loop = DecodeLoop(lambda: ContinuousBatcher(self.model, kv_cache, prefill_chunk, mixed))
         # One lock around every tokenizer call: transformers' fast tokenizers reconfigure state on the shared
         # Rust object per call, which can fail with "Already borrowed" under concurrent threads
         # (huggingface/tokenizers#537, transformers#47085). Calls are short next to a decoding step.
@@ -196,7 +200,8 @@ class ManyInOneEngine:
         self.check_lengths(len(prompt_ids), params.max_new_tokens)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         request = SequenceRequest(
-            [int(t) for t in prompt_ids], params.max_new_tokens, served.masks, params.temperature, params.top_k,
+            [int(t) for t in prompt_ids], params.max_new_tokens, None if served.masks is None else served.spec,
+            params.temperature, params.top_k,
             params.top_p, params.seed, stops,
         )
         detok, matcher = IncrementalDetokenizer(self.decode), StopMatcher(params.stop)

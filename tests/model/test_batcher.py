@@ -15,6 +15,7 @@ from test_hybrid import HYBRID, LLAMA, MISTRAL, build
 from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.model.batch_cache import KV_KINDS
 from nemotron_elastic.model.batcher import ContinuousBatcher, SequenceRequest, generate
+from nemotron_elastic.model.masks import ElasticMasks
 
 MARGIN = 1e-6  # smallest top-2 logit gap allowed in a reference step (fp64 sums differ by ~1e-13)
 
@@ -45,9 +46,9 @@ def _alone(model, prompt, n, subnet, stops) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("kind", KV_KINDS)
+@pytest.mark.parametrize(("kind", "mixed"), [(k, "group") for k in KV_KINDS] + [("padded", "widest")])
 @pytest.mark.parametrize("name", ["hybrid", "llama", "mistral"])
-def test_churn_equals_each_request_alone(name, kind):
+def test_churn_equals_each_request_alone(name, kind, mixed):
     model = build(**{"hybrid": HYBRID, "llama": LLAMA, "mistral": MISTRAL}[name])
     specs, rng = _specs(model), random.Random(0)
     requests = []
@@ -59,7 +60,7 @@ def test_churn_equals_each_request_alone(name, kind):
         requests.append(SequenceRequest(prompt, n, spec, stop_token_ids=stops))
     arrivals = sorted(rng.sample(range(60), len(requests)))  # the step at which each request arrives
     cancel_at = {i: arrivals[i] + rng.randint(0, 4) for i in range(0, len(requests), 7)}
-    batcher = ContinuousBatcher(model, kv_cache=kind, prefill_chunk=5)
+    batcher = ContinuousBatcher(model, kv_cache=kind, prefill_chunk=5, mixed=mixed)
     rid_of, got, finish, step = {}, {}, {}, 0
     while len(finish) < len(requests):
         for i, at in enumerate(arrivals):
@@ -121,6 +122,11 @@ def test_bad_requests_are_refused():
         ContinuousBatcher(model, prefill_chunk=0)
     with pytest.raises(ValueError, match="kv cache kind"):
         ContinuousBatcher(model, kv_cache="ring")
+    with pytest.raises(ValueError, match="mixed"):
+        ContinuousBatcher(model, mixed="widestest")
+    with pytest.raises(ValueError, match="SubnetSpec"):
+        ContinuousBatcher(model, mixed="widest").submit(SequenceRequest([1], 2, ElasticMasks.from_spec(
+            SubnetSpec.from_dict({"hidden": 16}, model.config))))
     batcher = ContinuousBatcher(model)
     with pytest.raises(ValueError, match="prompt"):
         batcher.submit(SequenceRequest([], 3))

@@ -17,7 +17,7 @@ def test_defaults_and_flags():
     args = parse("--model", "m")
     assert (args.host, args.port, args.max_concurrency, args.max_queue) == ("127.0.0.1", 8000, 16, 16)
     assert args.threads is None and args.max_context is None and args.dtype is None
-    assert (args.kv_cache, args.prefill_chunk) == ("padded", 256)
+    assert (args.kv_cache, args.prefill_chunk, args.mixed_budgets) == ("padded", 256, "group")
     args = parse(
         "--model", "m", "--port", "0", "--max-queue", "0", "--max-concurrency", "3", "--max-context", "512"
     )
@@ -27,7 +27,7 @@ def test_defaults_and_flags():
 @pytest.mark.parametrize(
     "flags",
     [["--port", "70000"], ["--max-queue", "-1"], ["--max-concurrency", "0"], ["--threads", "x"],
-     ["--kv-cache", "ring"], ["--prefill-chunk", "0"]],
+     ["--kv-cache", "ring"], ["--prefill-chunk", "0"], ["--mixed-budgets", "mix"]],
 )
 def test_bad_flags_are_usage_errors(flags):
     with pytest.raises(SystemExit) as exit_info:
