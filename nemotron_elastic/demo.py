@@ -203,7 +203,7 @@ def evaluate_and_report(out: Path, plan: Any, parent: Path, scored: Path, elasti
     for b in BUDGETS:
         dest = out / "exports" / f"budget-{b:g}"
         if not (dest / "config.json").is_file():
-            export_subnet(elastic, dest, budget=b, fmt="hf", overwrite=True, device=device, dtype=dtype)
+            export_subnet(elastic, dest, budget=b, fmt="auto", overwrite=True, device=device, dtype=dtype)
     timings["export"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()

@@ -7,10 +7,16 @@
 The parent may be a native folder, an HF folder, a GGUF file or an elastic checkpoint (`budget` needs the
 last: its budgets.json / router give the spec). The written model is `slice_model(parent, spec)`:
 
+- fmt="hf": the family's stock transformers folder (NemotronH / Llama / Qwen2 / Qwen3 / Mistral): every
+  homogeneous spec (a Llama-family parent: whose kept blocks still pair up);
+- fmt="puzzle": NVIDIA's heterogeneous NemotronH format (`checkpoint/puzzle.py`): NemotronH specs whose only
+  per-layer axis is the MLP width;
 - fmt="native": a native folder (config.yaml with per-layer widths, model.safetensors, tokenizer);
-- fmt="hf": a stock NemotronH / Llama folder when the sub-model's config is expressible there (every
-  homogeneous spec of a NemotronH parent; a Llama parent whose kept blocks still pair up), otherwise a folder
-  with its own modeling code (`remote_code/`, loaded with `trust_remote_code=True`).
+- fmt="auto" (default): the most widely loadable of those that express the spec exactly: stock, else Puzzle,
+  else an HF folder with our own modeling code (`remote_code/`, transformers with `trust_remote_code=True`
+  only). `ENGINES` says which engines load each kind (docs/SERVING.md, "Engines").
+
+A spec the requested format cannot express is refused in one line naming the axis that prevents it.
 
 Never a checkpoint that computes a different function: before the output folder is renamed into place, the
 written files are loaded back (by transformers for HF) and their logits on a probe batch are compared with
@@ -33,8 +39,9 @@ from .checkpoint.elastic import budget_spec, is_elastic
 from .checkpoint.hf import hf_export_kind, write_hf
 from .checkpoint.load import load_model
 from .checkpoint.native import write_native
+from .checkpoint.puzzle import puzzle_blocker, write_puzzle
 from .config.spec import SubnetSpec, resolve_spec
-from .io import atomic_output_dir, check_output_dir, load_tokenizer
+from .io import atomic_output_dir, check_output_dir, load_tokenizer, save_tokenizer
 from .subnet.slicing import slice_model
 
 SPEC_FILE = "subnet.json"  # written next to the weights: which sub-model of which parent this is
@@ -46,6 +53,22 @@ PROBE_RTOL = 1e-3  # max abs logit diff allowed, relative to max(1, max |logit|)
 PROBE_EPS_FACTOR = 8
 
 
+FORMATS = ("auto", "hf", "puzzle", "native")
+# Which engines load each kind of export: only those whose loader was read for exactly that case
+# (docs/SERVING.md, "Engines", lists what was read; no engine is run by the tests).
+ENGINES = {
+    "hf": "transformers (stock class), and engines that load the family's standard architecture "
+          "(vLLM, llama.cpp: their NemotronH loaders were read)",
+    "puzzle": "transformers (trust_remote_code=True) and vLLM (NemotronHPuzzleForCausalLM, --trust-remote-code); "
+              "not llama.cpp (its converter maps this architecture to its MoE variant)",
+    "hf-remote-code": "transformers only (trust_remote_code=True): no engine's format has per-layer attention "
+                      "or Mamba heads",
+    "native": "nemotron-elastic only (generate, evaluate, serve)",
+}  # fmt: skip
+_AXES = {"mlp": "mlp_sizes_per_layer", "attention_heads": "attention_heads_per_layer",
+         "mamba_heads": "mamba_heads_per_layer"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What `export_subnet` wrote.
@@ -53,22 +76,58 @@ class ExportResult:
     Attributes:
         path: the output folder.
         spec: the sub-model (bound to the parent's config).
-        kind: "native", "hf" (stock NemotronH / Llama classes) or "hf-remote-code" (own modeling code).
+        kind: "native", "hf" (the family's stock class), "puzzle" (NVIDIA's per-layer NemotronH format) or
+            "hf-remote-code" (own modeling code).
         num_parameters: parameters of the exported model (a tied head counted once).
     """
 
     path: Path
     spec: SubnetSpec
-    kind: Literal["native", "hf", "hf-remote-code"]
+    kind: Literal["native", "hf", "puzzle", "hf-remote-code"]
     num_parameters: int
+
+    @property
+    def engines(self) -> str:
+        """One line: which engines load what was written."""
+        return ENGINES[self.kind]
+
+
+def _per_layer_axes(config) -> list[str]:
+    """The axes on which the layers of `config` differ."""
+    return [axis for axis, sizes in _AXES.items() if len(set(getattr(config, sizes)())) > 1]
+
+
+def export_kind(config, fmt: str) -> str:
+    """The kind `fmt` writes for the (sliced) `config`: "hf", "puzzle", "hf-remote-code" or "native".
+
+    Raises:
+        ValueError: `fmt` cannot express `config`; one line naming the axis that prevents it.
+    """
+    if fmt == "native":
+        return "native"
+    per_layer = _per_layer_axes(config)
+    stock = None if per_layer else hf_export_kind(config, allow_remote_code=True)
+    if fmt == "hf" and stock != "stock":
+        why = (f"per-layer widths on axis {', '.join(per_layer)}" if per_layer
+               else "a depth (layers) cut that splits a decoder layer's attention / MLP pair")  # fmt: skip
+        raise ValueError(f"format hf: the stock {config.family} class cannot express {why} "
+                         "(--format auto picks a format that can)")  # fmt: skip
+    blocker = puzzle_blocker(config)
+    if fmt == "puzzle" and blocker:
+        raise ValueError(f"format puzzle: cannot express {blocker} (--format auto picks a format that can)")
+    if fmt == "puzzle":
+        return "puzzle"
+    if stock == "stock":
+        return "hf"
+    return "puzzle" if blocker is None else "hf-remote-code"
 
 
 def _check_request(
     model_dir: Path, out_dir: Path, spec: Any, budget: float | None, fmt: str, overwrite: bool
 ) -> None:
     """Argument errors that need no model: raised before anything is loaded or written."""
-    if fmt not in ("hf", "native"):
-        raise ValueError(f"format: must be 'hf' or 'native', got {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format: must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if spec is not None and budget is not None:
         raise ValueError("spec / budget: pass one of them, not both")
     if budget is not None:
@@ -114,6 +173,8 @@ def _verify(folder: Path, kind: str, ids: torch.Tensor, expected: torch.Tensor, 
     else:
         if kind == "hf":
             from transformers import AutoModelForCausalLM as cls
+        elif kind == "puzzle":  # the modeling code copied into the folder, imported from this package
+            from .checkpoint.remote_code.modeling_elastic_hybrid import NemotronHPuzzleForCausalLM as cls
         else:  # the same files as the ones copied into the folder, imported from this package
             from .checkpoint.remote_code.modeling_elastic_hybrid import (
                 ElasticHybridForCausalLM as cls,  # deferred: imports transformers
@@ -135,7 +196,7 @@ def export_subnet(
     out_dir: str | os.PathLike,
     spec: SubnetSpec | dict | str | os.PathLike | None = None,
     budget: float | None = None,
-    fmt: Literal["hf", "native"] = "hf",
+    fmt: Literal["auto", "hf", "puzzle", "native"] = "auto",
     overwrite: bool = False,
     verify: bool = True,
     device: torch.device | str = "cpu",
@@ -150,7 +211,7 @@ def export_subnet(
             None (with no budget) exports the whole parent.
         budget: instead of a spec, a budget of an elastic checkpoint (its trained spec, or the router's
             choice between two trained budgets).
-        fmt: "hf" (stock classes when the config allows, else own modeling code) or "native".
+        fmt: "auto" (stock, else Puzzle, else own modeling code), "hf" (stock only), "puzzle" or "native".
         overwrite: replace an existing non-empty `out_dir` (only once the new folder is complete).
         verify: reload the written files and check their logits against the sliced model before the rename.
         device, dtype: where and in which dtype the check runs (None: float32). The model is sliced and
@@ -160,7 +221,8 @@ def export_subnet(
         An ExportResult (folder, spec, kind written, parameter count).
 
     Raises:
-        ValueError: bad spec / budget / format (one line naming the field), or a budget on a non-elastic model.
+        ValueError: bad spec / budget / format (one line naming the field), a budget on a non-elastic model,
+            or a spec the format cannot express (one line naming the axis).
         FileExistsError: `out_dir` is not empty and `overwrite` is False.
         FileNotFoundError: the model or spec path does not exist.
     """
@@ -171,11 +233,10 @@ def export_subnet(
         subnet = budget_spec(model_dir, float(budget), parent.config)
     else:
         subnet = resolve_spec(parent.config, spec)
+    kind = export_kind(subnet.config(), fmt)  # before slicing: a refused format costs no copy of the weights
     sub = slice_model(parent, subnet).eval()
     del parent  # the sub-model holds copies of the kept weights
     tokenizer = load_tokenizer(model_dir)
-    hf_kind = hf_export_kind(sub.config, allow_remote_code=True) if fmt == "hf" else None
-    kind = "native" if fmt == "native" else ("hf" if hf_kind == "stock" else "hf-remote-code")
     info = {
         "parent": str(model_dir),
         "budget": budget,
@@ -184,10 +245,13 @@ def export_subnet(
         "num_parameters": sub.num_parameters(),
     }
     with atomic_output_dir(out, overwrite) as tmp:
-        if fmt == "native":  # the files of save_native, written here so that this block is the one rename
+        if kind == "native":  # the files of save_native, written here so that this block is the one rename
             write_native(tmp, sub, tokenizer)
+        elif kind == "puzzle":
+            write_puzzle(sub, tmp)
+            save_tokenizer(tokenizer, tmp)
         else:
-            write_hf(sub, tmp, tokenizer, hf_kind)
+            write_hf(sub, tmp, tokenizer, "stock" if kind == "hf" else "remote_code")
         (tmp / SPEC_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if verify:
             ids, expected = _expected_logits(sub, device, dtype or torch.float32)

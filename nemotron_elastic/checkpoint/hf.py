@@ -12,7 +12,8 @@ model.safetensors (keys as transformers' own `save_pretrained` writes them), gen
 tokenizer. A config the stock classes cannot express (per-layer widths, a Llama stack with single blocks
 dropped) is an error unless
 `allow_remote_code=True`: then the folder carries its own modeling code (`remote_code/`, loaded with
-`trust_remote_code=True`). `read_hf` reads both forms back (the remote-code one without running its code).
+`trust_remote_code=True`). `read_hf` reads both forms back (the remote-code one without running its code), and
+NVIDIA's heterogeneous NemotronH ("Puzzle", `puzzle.py`) format too.
 
 Official implementation: transformers `PreTrainedModel.save_pretrained` / `from_pretrained` (5.24).
 """
@@ -41,6 +42,8 @@ from .keymap import (
     native_shapes,
     to_hf_key,
 )
+from .puzzle import MODEL_TYPE as PUZZLE_MODEL_TYPE
+from .puzzle import native_config_from_puzzle
 from .remote_code.writer import MODEL_TYPE as REMOTE_MODEL_TYPE
 from .remote_code.writer import native_config_from_remote, remote_to_native_state_dict, write_remote_code
 from .stream import write_tensors
@@ -173,6 +176,10 @@ def read_hf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tenso
         config = native_config_from_remote(raw, str(config_path))
         tensors, where = _read_weights(folder)
         return config, remote_to_native_state_dict(tensors, config, where)
+    if raw.get("model_type") == PUZZLE_MODEL_TYPE:  # NVIDIA's per-layer NemotronH format: NemotronH tensor names
+        config = native_config_from_puzzle(raw, str(config_path))
+        tensors, where = _read_weights(folder)
+        return hf_to_native_state_dict(tensors, config, where)
     config = hf_config_to_native(_hf_config(raw, str(config_path)), str(config_path))
     tensors, where = _read_weights(folder)
     return hf_to_native_state_dict(tensors, config, where)

@@ -34,7 +34,8 @@ EPILOGS = {
   nemotron-elastic export --model runs/parent --out exports/parent-hf
   nemotron-elastic export --model runs/parent --out runs/copy --format native
   nemotron-elastic export --model runs/elastic/model --budget 0.5 --out exports/half
-  nemotron-elastic export --model runs/parent --spec spec.json --out exports/custom""",
+  nemotron-elastic export --model runs/parent --spec spec.json --out exports/custom
+  nemotron-elastic export --model runs/elastic/model --budget 0.5 --out exports/half --format puzzle""",
     "generate": """examples:
   nemotron-elastic generate --model runs/parent --prompt "The Time Traveller"
   nemotron-elastic generate --model runs/parent --prompt "What is a state space model?" --chat
@@ -75,8 +76,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_subnet(args.model, out, spec=args.spec, budget=args.budget, fmt=args.format,
                            overwrite=args.overwrite, verify=not args.no_verify, device=device, dtype=dtype)
     what = "parent" if args.spec is None and args.budget is None else f"sub-model ({args.spec or f'budget {args.budget:g}'})"
-    note = " (load with trust_remote_code=True)" if result.kind == "hf-remote-code" else ""
-    print(f"exported {args.model} {what} -> {out}: {result.kind}, {result.num_parameters / 1e6:.2f}M params{note}")
+    print(f"exported {args.model} {what} -> {out}: {result.kind}, {result.num_parameters / 1e6:.2f}M params")
+    print(f"loads in: {result.engines}")
     return 0
 
 
@@ -158,10 +159,11 @@ def register(add: Any) -> None:
     which.add_argument("--budget", type=float, metavar="B", help="a trained budget of an elastic checkpoint")
     p.add_argument(
         "--format",
-        choices=("hf", "native"),
-        default="hf",
-        help="hf: the family's stock transformers class when the sizes allow, else with its own modeling "
-        "code (trust_remote_code); native: config.yaml + safetensors (default hf)",
+        choices=("auto", "hf", "puzzle", "native"),
+        default="auto",
+        help="auto: the most widely loadable format that expresses the sub-model exactly (default); hf: the "
+        "family's stock transformers class; puzzle: NVIDIA's per-layer NemotronH format (per-layer MLP widths); "
+        "native: config.yaml + safetensors. Per-layer attention / Mamba heads: auto writes its own modeling code",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-verify", action="store_true", help="skip reloading the export and comparing logits")

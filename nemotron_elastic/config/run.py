@@ -60,6 +60,10 @@ class RouterConfig:
     # cost is within dead_zone of the budget (router/decision.py); "argmax" = the paper's row-wise
     # argmax, whose cost can land outside the dead zone.
     decision: Literal["within_budget", "argmax"] = "within_budget"
+    # Which export formats every budget's sub-model must fit (docs/SERVING.md, "Engines"): "stock" = one width
+    # per axis (no per-layer menus), loadable by every engine; "puzzle" = per-layer MLP widths only (NemotronH:
+    # NVIDIA's Puzzle format, which vLLM loads); "any" = every menu, per-layer heads exporting with own code.
+    exportable: Literal["stock", "puzzle", "any"] = "any"
 
     def __post_init__(self) -> None:
         check_ranges(

@@ -12,7 +12,7 @@ own size for fraction 1.0), one row per layer of the axis' type:
 `per_layer` says whether the router picks one column per layer (heterogeneous, docs/METHOD.md 7.1
 `--flex-hetero-*`) or one column for all layers. Depth choices count the layers dropped from the head of the
 depth ranking (`drop_order`, least important first). `menus_from_config` builds the menus of a training
-config.
+config, refusing (`check_exportable`) per-layer menus whose sub-models `router.exportable` rules out.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _full_sizes(parent: ModelConfig, axis: str) -> list[int]:
     }[axis]
 
 
-def _resolve(value: float | int, full: int, multiple: int, where: str) -> int:
+def _resolve(value: float, full: int, multiple: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where}: expected a fraction in (0, 1] or a positive integer size, got {value!r}")
     if isinstance(value, float):
@@ -130,7 +130,37 @@ def read_drop_order(ranking: Path) -> list[int]:
     return [int(i) for i in order]
 
 
-def menus_from_config(parent: ModelConfig, menus: MenuConfig, ranking: Path | None) -> list[AxisMenu]:
+def check_exportable(parent: ModelConfig, menus: MenuConfig, exportable: str) -> None:
+    """Refuse menus whose sub-models would not all export to `exportable` ("stock", "puzzle" or "any"; the
+    config's router.exportable), in one line naming the menu key.
+
+    stock: one width per axis (no per-layer menus). puzzle: per-layer MLP widths only, on a NemotronH parent
+    with relu2 MLPs (NVIDIA's Puzzle format). A Llama-family parent's depth menu drops single blocks, which no
+    stock Llama config expresses, so it needs "any".
+    """
+    if exportable == "any":
+        return
+    per_layer = [axis for axis in menus.per_layer if getattr(menus, axis) is not None]
+    allowed = ["mlp"] if exportable == "puzzle" else []
+    bad = [axis for axis in per_layer if axis not in allowed]
+    fix = "; set router.exportable=any to allow it"
+    if bad:
+        kind = "the Puzzle format (per-layer MLP widths only)" if exportable == "puzzle" else "stock classes"
+        raise ValueError(f"menus.per_layer: {', '.join(bad)} per layer cannot be exported to {kind} "
+                         f"(router.exportable={exportable}){fix}")  # fmt: skip
+    if "mlp" in per_layer and (parent.family != "nemotron_h" or parent.mlp_activation != "relu2"):
+        raise ValueError(f"menus.per_layer: per-layer mlp exports to the Puzzle format only from a NemotronH parent "
+                         f"with relu2 MLPs (router.exportable=puzzle){fix}")  # fmt: skip
+    if menus.depth is not None and parent.family != "nemotron_h":
+        raise ValueError(f"menus.depth: dropping single blocks of a {parent.family} parent exports only with own "
+                         f"modeling code (router.exportable={exportable}){fix}")  # fmt: skip
+
+
+def menus_from_config(
+    parent: ModelConfig, menus: MenuConfig, ranking: Path | None, exportable: str = "any"
+) -> list[AxisMenu]:
+    """The menus of a training config's `menus:` section; `exportable` is its router.exportable."""
+    check_exportable(parent, menus, exportable)
     out = []
     for axis in WIDTH_AXES:
         values = getattr(menus, axis)

@@ -64,7 +64,8 @@ class ElasticTrainer(Trainer):
             if self.tokenizer is None:
                 raise ValueError(f"{parent_dir}: the parent has no tokenizer files")
             self.ranking = parent_dir / "ranking.json"
-            menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None)
+            menus = menus_from_config(self.teacher.config, cfg.menus, self.ranking if self.ranking.is_file() else None,
+                                      cfg.router.exportable)
             self.menus = {m.axis: m for m in menus}
             self.fixed = self._fixed_specs()  # before the run folder is touched: a bad spec file fails first
             # realised once here rather than from the spec at every micro-step

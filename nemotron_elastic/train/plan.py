@@ -159,7 +159,7 @@ def plan_training(cfg: TrainConfig, parent: ModelConfig, gpus: int, gpu_memory_g
     with torch.device("meta"):
         meta = HybridLM(parent)
         # the depth menu needs the parent's ranking only for its order, not for the router's size
-        menus = menus_from_config(parent, dataclasses.replace(cfg.menus, depth=None), None)
+        menus = menus_from_config(parent, dataclasses.replace(cfg.menus, depth=None), None, cfg.router.exportable)
         router = Router(menus, cfg.budgets, cfg.router.hidden_dim)
     params = list(meta.parameters())
     router_params = list(router.parameters())

@@ -11,9 +11,14 @@ layer of that type, in layer order, so nothing global is ambiguous.
 
 The field names are those of nemotron-elastic's `ModelConfig`; `pattern` has one char per block:
 'M' Mamba2, '*' attention, '-' MLP (as NemotronH's `hybrid_override_pattern`).
+
+`NemotronHPuzzleConfig` (model_type "nemotron_h_puzzle") is the same model described in NVIDIA's heterogeneous
+NemotronH ("Puzzle") format: NemotronH's keys plus one `block_configs` entry per layer (see the section below).
 """
 
 from __future__ import annotations
+
+import copy
 
 from transformers import PretrainedConfig
 
@@ -150,3 +155,117 @@ def _widths(name: str, values: list[int] | None, pattern: str, default: int) -> 
     if len(values) != count:
         raise ValueError(f"{name}: {len(values)} entries but the pattern has {count} {_BLOCKS[char]} blocks")
     return list(values)
+
+
+# --- NVIDIA's heterogeneous NemotronH ("Puzzle") format ------------------------------------------------------
+# Puzzle exports (model_type "nemotron_h_puzzle") carry NemotronH's config.json keys (hidden_size, mamba_num_heads,
+# n_groups, layer_norm_epsilon, ...) plus one `block_configs` entry per layer:
+#     {"block_type": "mamba"} | {"block_type": "attention"} | {"block_type": "mlp", "intermediate_size": F}
+# Only the MLP width varies per layer; Mamba and attention blocks take the global widths. Serving engines build
+# their NemotronH model from this object: vLLM reads `hybrid_override_pattern`, the global NemotronH fields and
+# `get_nemotron_h_config_for_layer(i)` for each MLP / attention block (docs/SERVING.md, "Engines").
+
+_PUZZLE_CHAR = {"mamba": "M", "attention": "*", "mlp": "-"}
+
+
+class NemotronHPuzzleConfig(ElasticHybridConfig):
+    """NemotronH fields + `block_configs` (one dict per layer; MLP blocks carry their `intermediate_size`).
+
+    A subclass of ElasticHybridConfig only so that the elastic hybrid modeling classes accept it; its state is
+    the NemotronH fields below, and the elastic names are read-only views of them.
+    """
+
+    model_type = "nemotron_h_puzzle"
+
+    def __init__(
+        self,
+        block_configs: list[dict] | None = None,
+        vocab_size: int = 256,
+        hidden_size: int = 64,
+        tie_word_embeddings: bool = False,
+        layer_norm_epsilon: float = 1e-5,
+        num_attention_heads: int = 4,
+        num_key_value_heads: int = 2,
+        head_dim: int = 16,
+        max_position_embeddings: int = 4096,
+        intermediate_size: int = 128,
+        mlp_hidden_act: str = "relu2",
+        mlp_bias: bool = False,
+        mamba_num_heads: int = 8,
+        mamba_head_dim: int = 8,
+        n_groups: int = 2,
+        ssm_state_size: int = 16,
+        conv_kernel: int = 4,
+        use_conv_bias: bool = True,
+        use_bias: bool = False,
+        chunk_size: int = 64,
+        time_step_min: float = 0.001,
+        time_step_max: float = 0.1,
+        time_step_floor: float = 1e-4,
+        initializer_range: float = 0.02,
+        rescale_prenorm_residual: bool = True,
+        use_cache: bool = True,
+        **kwargs,
+    ) -> None:
+        if block_configs is None:  # a default-constructed config: one block of each type
+            block_configs = [{"block_type": "mamba"}, {"block_type": "mlp", "intermediate_size": intermediate_size},
+                             {"block_type": "attention"}]  # fmt: skip
+        self.block_configs = [dict(block) for block in block_configs]
+        for i, block in enumerate(self.block_configs):
+            kind = block.get("block_type")
+            if kind not in _PUZZLE_CHAR:
+                raise ValueError(f"block_configs.{i}.block_type: {kind!r} is not one of mamba, attention, mlp")
+            if kind == "mlp" and not (isinstance(block.get("intermediate_size"), int) and block["intermediate_size"] > 0):
+                raise ValueError(f"block_configs.{i}.intermediate_size: must be a positive integer")
+        # Derived from block_configs whatever config.json says, so the two can never disagree.
+        kwargs.pop("hybrid_override_pattern", None)
+        kwargs.pop("layers_block_type", None)
+        kwargs.pop("num_hidden_layers", None)
+        self.hybrid_override_pattern = "".join(_PUZZLE_CHAR[b["block_type"]] for b in self.block_configs)
+        self.layers_block_type = [b["block_type"] for b in self.block_configs]
+        self.num_hidden_layers = len(self.block_configs)
+        self.vocab_size, self.hidden_size = vocab_size, hidden_size
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.num_attention_heads, self.num_key_value_heads = num_attention_heads, num_key_value_heads
+        self.head_dim, self.max_position_embeddings = head_dim, max_position_embeddings
+        self.intermediate_size, self.mlp_hidden_act, self.mlp_bias = intermediate_size, mlp_hidden_act, mlp_bias
+        self.mamba_num_heads, self.mamba_head_dim, self.n_groups = mamba_num_heads, mamba_head_dim, n_groups
+        self.ssm_state_size, self.conv_kernel = ssm_state_size, conv_kernel
+        self.use_conv_bias, self.use_bias, self.chunk_size = use_conv_bias, use_bias, chunk_size
+        self.time_step_min, self.time_step_max, self.time_step_floor = time_step_min, time_step_max, time_step_floor
+        self.initializer_range, self.rescale_prenorm_residual = initializer_range, rescale_prenorm_residual
+        self.use_cache = use_cache
+        self.mamba_hidden_act = kwargs.pop("mamba_hidden_act", "silu")
+        self.attention_bias = bool(kwargs.pop("attention_bias", False))  # NemotronH attention has no biases
+        # NemotronH configs repeat the Mamba projection bias as mamba_proj_bias; its mixer reads use_bias.
+        kwargs.pop("mamba_proj_bias", None)
+        self.mamba_proj_bias = use_bias
+        if self.mlp_hidden_act not in ("relu2", "silu") or self.mamba_hidden_act != "silu":
+            raise ValueError(f"mlp_hidden_act / mamba_hidden_act: unsupported ({mlp_hidden_act!r}, "
+                             f"{self.mamba_hidden_act!r})")  # fmt: skip
+        # Skips ElasticHybridConfig.__init__ on purpose: its fields are the properties below.
+        super(ElasticHybridConfig, self).__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    # --- the elastic hybrid model's names, read from the NemotronH fields -------------------------------------
+    pattern = property(lambda self: self.hybrid_override_pattern)
+    norm_eps = property(lambda self: self.layer_norm_epsilon)
+    mamba_n_groups = property(lambda self: self.n_groups)
+    mlp_activation = property(lambda self: self.mlp_hidden_act)
+    mlp_gated = property(lambda self: False)
+    rope_theta = property(lambda self: None)  # NemotronH attention has no positional encoding
+
+    def layer_width(self, layer: int) -> int:
+        """Block `layer`'s width: its own intermediate size ('-'), else the global heads ('*', 'M')."""
+        block = self.block_configs[layer]
+        if block["block_type"] == "mlp":
+            return block["intermediate_size"]
+        return self.num_attention_heads if block["block_type"] == "attention" else self.mamba_num_heads
+
+    def get_nemotron_h_config_for_layer(self, layer: int) -> NemotronHPuzzleConfig:
+        """This config with block `layer`'s own fields set (its `intermediate_size` for an MLP block): the
+        per-layer view engines ask for while building each block."""
+        view = copy.copy(self)
+        for key, value in self.block_configs[layer].items():
+            if key != "block_type":
+                setattr(view, key, value)
+        return view

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_elastic_hybrid import ElasticHybridConfig
+from .configuration_elastic_hybrid import ElasticHybridConfig, NemotronHPuzzleConfig
 from .mixers_elastic_hybrid import MLP, Attention, Mamba2Mixer, rope_cos_sin
 from .ssd_elastic_hybrid import rms_norm
 
@@ -244,3 +244,16 @@ class ElasticHybridForCausalLM(ElasticHybridPreTrainedModel, GenerationMixin):
             )
         out = CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache})
         return out.to_tuple() if return_dict is False else out
+
+
+# --- the Puzzle format: the same model built from a NemotronHPuzzleConfig (widths from block_configs) ----------
+class NemotronHPuzzleModel(ElasticHybridModel):
+    """The backbone of a Puzzle-format export (model_type "nemotron_h_puzzle")."""
+
+    config_class = NemotronHPuzzleConfig
+
+
+class NemotronHPuzzleForCausalLM(ElasticHybridForCausalLM):
+    """A Puzzle-format export: NemotronH names, per-layer MLP widths, the head stored explicitly."""
+
+    config_class = NemotronHPuzzleConfig
