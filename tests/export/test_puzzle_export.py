@@ -131,3 +131,17 @@ def test_puzzle_refuses_a_llama_parent_and_bad_format_names(tmp_path):
     with pytest.raises(ValueError, match="format: must be one of auto, hf, puzzle, native"):
         export_subnet(tmp_path / "llama", tmp_path / "out", fmt="gguf")
     assert export_subnet(tmp_path / "llama", tmp_path / "out", spec={"mlp": 40}).kind == "hf"  # auto: stock
+
+
+def test_cli_says_which_engines_load_it_and_refuses_in_one_line(exported, tmp_path, capsys):
+    from nemotron_elastic.cli import main
+
+    _, root, _ = exported
+    (tmp_path / "spec.json").write_text(json.dumps(SPEC))
+    args = ["export", "--model", root / "parent", "--spec", tmp_path / "spec.json", "--no-verify"]
+    assert main([str(a) for a in [*args, "--out", tmp_path / "ok"]]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "puzzle" in out[0] and out[1].startswith("loads in: transformers (trust_remote_code=True) and vLLM")
+    code = main([str(a) for a in [*args, "--out", tmp_path / "bad", "--format", "hf"]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "axis mlp" in err, err
