@@ -3,6 +3,8 @@
 
 - `kv_kinds`: the padded and the paged KV cache (model/batch_cache.py) decoding 8 and 16 rows: tokens/s
   and the bytes the caches hold (padding / whole blocks included), interleaved repeats, medians.
+- `mixed_strategies`: rows of three budgets decoded with one sliced forward per budget (group) vs one
+  forward at the parent's width with per-row masks (widest).
 - `lm_eval_generate`: lm-eval's `generate_until` one request at a time (batch_size 1) vs batched
   (batch_size 8), each row leaving at its stop string: seconds, and whether the outputs are the same.
 - `hf_generate`: our batched `generate` vs transformers' batched `generate` of the exported HF checkpoint,
@@ -23,11 +25,12 @@ from nemotron_elastic.model.batch_cache import KV_KINDS
 from nemotron_elastic.model.batcher import ContinuousBatcher, SequenceRequest
 
 
-def _decode_run(model, kind: str, rows: int, tokens: int) -> tuple[float, int]:
-    """Decode `rows` requests of 24-token prompts for `tokens` tokens -> (tokens/s, peak cache bytes)."""
-    batcher = ContinuousBatcher(model, kv_cache=kind)
+def _decode_run(model, kind: str, rows: int, tokens: int, specs=(None,), mixed: str = "group") -> tuple[float, int]:
+    """Decode `rows` requests of 24-token prompts for `tokens` tokens, cycling through the sub-models `specs`
+    -> (tokens/s, peak cache bytes)."""
+    batcher = ContinuousBatcher(model, kv_cache=kind, mixed=mixed)
     for i in range(rows):
-        batcher.submit(SequenceRequest([(7 * i + j) % 4000 + 3 for j in range(24)], tokens))
+        batcher.submit(SequenceRequest([(7 * i + j) % 4000 + 3 for j in range(24)], tokens, specs[i % len(specs)]))
     batcher.step()  # prefill (and the first token) is not decoding speed
     start, produced, peak = time.perf_counter(), 0, 0
     while batcher.has_work():
@@ -47,6 +50,21 @@ def kv_kinds(model, tokens: int, repeats: int = 3) -> dict[str, Any]:
                                  "peak_cache_bytes": max(r[1] for r in v)} for kind, v in runs.items()}
         out[str(rows)]["paged_over_padded_speed"] = out[str(rows)]["paged"]["tokens_per_s"] / out[str(rows)][
             "padded"]["tokens_per_s"]
+    return out
+
+
+def mixed_strategies(model, specs: dict, tokens: int, repeats: int = 3) -> dict[str, Any]:
+    """Rows of budgets 1.0 / 0.75 / 0.5 in turn: one sliced forward per budget (group) vs one forward at the
+    parent's width with per-row masks (widest): decode tokens/s, interleaved repeats, medians."""
+    mix = [None if b == 1.0 else s for b, s in sorted(specs.items(), reverse=True)]
+    out: dict[str, Any] = {}
+    for rows in (3, 8, 16):
+        runs: dict[str, list[float]] = {"group": [], "widest": []}
+        for _ in range(repeats):
+            for mixed in runs:
+                runs[mixed].append(_decode_run(model, "padded", rows, tokens, mix, mixed)[0])
+        out[str(rows)] = {m: statistics.median(v) for m, v in runs.items()}
+        out[str(rows)]["widest_over_group"] = out[str(rows)]["widest"] / out[str(rows)]["group"]
     return out
 
 
@@ -108,6 +126,8 @@ def hf_generate(model, model_dir: Path, work: Path, tokens: int, rows: int = 8, 
 def compare_all(model, specs, model_dir: Path, tokens: int, work: Path) -> dict[str, Any]:
     out = {"kv_cache_kinds": kv_kinds(model, tokens)}
     print(f"kv kinds: {out['kv_cache_kinds']}", flush=True)
+    out["mixed_budget_strategies"] = mixed_strategies(model, specs, tokens)
+    print(f"mixed budgets: {out['mixed_budget_strategies']}", flush=True)
     out["lm_eval_generate_until"] = lm_eval_generate(model_dir, tokens)
     print(f"lm-eval generate_until: {out['lm_eval_generate_until']}", flush=True)
     out["transformers_generate"] = hf_generate(model, model_dir, work, tokens)

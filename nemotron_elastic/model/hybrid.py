@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config.model import ModelConfig
 from ..config.spec import SubnetSpec
 from .attention import Attention
-from .batch_cache import BatchCache, KVRows, MambaRows, RowStep
+from .batch_cache import BatchCache, MambaRows
 from .batcher import generate
 from .decode import AttentionState, InferenceCache, MambaState
 from .kernels import Kernels, select_kernels
@@ -237,10 +237,9 @@ class HybridLM(nn.Module):
         With `cache`, the tokens continue the sequence the cache has seen and the cache is updated in place;
         the result equals the corresponding positions of one full forward pass (use the same `subnet` for
         every call on one cache).
-        With a `BatchCache` (model/batch_cache.py) every row continues its own sequence at its own length:
-        `counts` (B,) says how many of its T (right-padded) tokens are real (default: all), and with
-        last_only the logits are those of each row's last real token. Each row's results equal that row run
-        alone; padded positions' outputs are meaningless.
+        A `BatchCache` (model/batch_cache.py): each row continues its own sequence, `counts` (B,) of its T
+        right-padded tokens being real (default all); last_only takes each row's last real token. Each row
+        equals that row run alone.
 
         checkpoint_every: activation checkpointing for training: when k > 0, parent blocks 0, k, 2k, ... keep
         only their input for backward and run again during it (k = 1: every block). Same values and
@@ -264,14 +263,17 @@ class HybridLM(nn.Module):
             h = self.embeddings(input_ids)  # (B, T, D)
         else:  # the sub-model's embedding table is the first d columns; inactive channels stay zero
             h = scale(F.embedding(input_ids, self.embeddings.weight[:, : masks.hidden.size]), masks.hidden.factor())
-        rope = self.rope(start, t, h) if step is None else self.rope_rows(step, h)
+        if step is not None:  # each row at its own positions: (B, 1, T, hd)
+            rope = None if self.rotary is None else self.rotary.cos_sin_rows(step.positions, step.ends, h.dtype)
+        else:
+            rope = self.rope(start, t, h)
         for i, block in enumerate(self.layers):
             layer = None if masks is None else masks.layers[i]
             if masks is not None and layer is None:  # a dropped layer: the residual passes through
                 continue
             state = None
             if step is not None:
-                state = self._rows_state(cache, i, block, step)
+                state = cache.rows_state(i, block.block_type, step)
             elif cache is not None:
                 state = cache.layers[i]
                 if state is None:
@@ -304,25 +306,9 @@ class HybridLM(nn.Module):
         start + length positions so far, in `like`'s dtype and device; None for a model without RoPE."""
         return None if self.rotary is None else self.rotary.cos_sin(start, length, like.device, like.dtype)
 
-    def rope_rows(self, step: RowStep, like: torch.Tensor) -> Rope | None:
-        """RoPE cos, sin (B, 1, T, hd) at every row's own positions (a BatchCache step); None without RoPE."""
-        if self.rotary is None:
-            return None
-        return self.rotary.cos_sin_rows(step.positions, step.starts + step.counts, like.dtype)
-
-    @staticmethod
-    def _rows_state(cache: BatchCache, index: int, block: Block, step: RowStep) -> KVRows | MambaRows | None:
-        """Layer `index`'s batched state for a step: KV storage or per-row Mamba states (None for MLP)."""
-        if isinstance(block.mixer, Attention):
-            return KVRows(cache.kv(index), step)
-        if isinstance(block.mixer, Mamba2Mixer):
-            return MambaRows(cache.layers[index], step)
-        return None
-
     def new_batch_cache(self, rows: int = 0, kind: str = "padded", pool=None) -> BatchCache:
         """An empty BatchCache of `rows` sequences for `forward(..., cache=, counts=)` (see batch_cache.py)."""
-        device = self.embeddings.weight.device
-        return BatchCache.empty_rows(len(self.layers), rows, kind, pool, device)
+        return BatchCache.empty_rows(len(self.layers), rows, kind, pool, self.embeddings.weight.device)
 
     def head_weight(self, subnet: SubnetSpec | ElasticMasks | None = None) -> torch.Tensor:
         """The LM head weight a sub-model uses: (V, d), the first d columns."""

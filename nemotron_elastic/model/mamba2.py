@@ -170,7 +170,8 @@ class Mamba2Mixer(nn.Module):
             y = self.kernels.ssd(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip)
             new_state = None
         elif t == 1:  # recurrent step: O(1) per token
-            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip)
+            # a batch's state belongs to its cache alone (model/batch_cache.py): update it in place
+            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip, inplace=rows is not None)
             y, new_state = y[:, None], MambaState(new_conv, ssm)
         else:  # a chunk of tokens continuing from the cached state (prefill)
             y, ssm = self.kernels.ssd(

@@ -154,16 +154,20 @@ def ssd_step(
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor | None = None,
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step of the recurrence (the chunked scan with l = 1, without its overhead).
 
     Args:
-        state: (b, h, p, n) state before this token; not modified.
+        state: (b, h, p, n) state before this token; not modified unless `inplace`.
         x: (b, h, p) input.
         dt: (b, h) positive step size.
         A: (h,) negative decay rates.
         B: (b, g, n), C: (b, g, n) input / output projections.
         D: (h,) skip connection, or None.
+        inplace: update `state` in place (when it is in the compute dtype) and return it: the state is the
+            largest tensor of a decoding step (h * p * n per row), and not materialising the update and a new
+            state halves the memory traffic of a batched step (benchmarks/serve_load.py).
 
     Returns:
         y (b, h, p) in x.dtype and the new state (b, h, p, n) in the compute dtype.
@@ -175,8 +179,12 @@ def ssd_step(
     x_c, dt_c, B_c, C_c = (t.to(cd) for t in (x, dt, B, C))
     decay = (dt_c * A.to(cd)).exp()  # (b, h)
     xdt = (x_c * dt_c[..., None]).view(b, g, r, p)  # (b, g, r, p)
-    update = xdt[..., None] * B_c.view(b, g, 1, 1, n)  # (b, g, r, p, n) outer product, per group
-    new_state = state.to(cd) * decay[..., None, None] + update.reshape(b, h, p, n)  # (b, h, p, n)
+    if inplace and state.dtype == cd:
+        new_state = state.mul_(decay[..., None, None])
+        new_state.view(b, g, r, p, n).addcmul_(xdt[..., None], B_c.view(b, g, 1, 1, n))
+    else:
+        update = xdt[..., None] * B_c.view(b, g, 1, 1, n)  # (b, g, r, p, n) outer product, per group
+        new_state = state.to(cd) * decay[..., None, None] + update.reshape(b, h, p, n)  # (b, h, p, n)
     y = torch.einsum("bgrpn,bgn->bgrp", new_state.view(b, g, r, p, n), C_c).reshape(b, h, p)
     if D is not None:
         y = y + x_c * D.to(cd)[:, None]

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: Apache-2.0
+"""KV storage of a batch of rows (model/batch_cache.py): one padded tensor per layer, or pages.
+
+- `PaddedKV`: k, v (B, Hkv, capacity, hd), capacity grown by doubling; a step reads a prefix view of it.
+- `PagedKV` over a `PagePool`: per layer a pool of blocks (num_blocks, Hkv, PAGE, hd) shared by every cache
+  of one sub-model, and one block table per row (shared by all attention layers); memory follows each
+  row's own length, and a step gathers each row's blocks.
+
+Both write a step's new keys / values at each row's own positions (`RowStep`) and return (B, Hkv, S, hd).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .batch_cache import RowStep
+
+PAGE = 16  # tokens per block of the paged kind (a multiple of 8 keeps gathers aligned)
+
+
+class PaddedKV:
+    """Keys and values of every row in one tensor each: k, v (B, Hkv, capacity, hd); row b's first
+    lengths[b] positions are real."""
+
+    def __init__(self, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> None:
+        self.k, self.v = k, v  # None until the first write (which knows the layer's head sizes)
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, step: RowStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new, v_new (B, Hkv, T, hd) at each row's valid positions; return k, v (B, Hkv, S, hd)."""
+        need = step.total
+        if self.k is None:
+            self.k = k_new.new_zeros(k_new.shape[0], k_new.shape[1], 0, k_new.shape[3])
+            self.v = self.k
+        if need > self.k.shape[2]:  # grow by doubling, so appends cost amortised O(1) copies
+            cap = max(need, 2 * self.k.shape[2])
+            self.k, self.v = _grow(self.k, cap), _grow(self.v, cap)
+        rows, cols = step.valid.nonzero(as_tuple=True)  # (N,), (N,)
+        slots = step.starts[rows] + cols
+        self.k[rows, :, slots] = k_new[rows, :, cols]  # (N, Hkv, hd)
+        self.v[rows, :, slots] = v_new[rows, :, cols]
+        return self.k[:, :, :need], self.v[:, :, :need]
+
+    def select(self, rows: torch.Tensor, length: int) -> PaddedKV:
+        """Rows `rows` (R,), their first `length` positions (the longest kept row)."""
+        return PaddedKV(self.k[rows, :, :length], self.v[rows, :, :length])
+
+    @staticmethod
+    def concat(parts: list[PaddedKV]) -> PaddedKV:
+        cap = max(p.k.shape[2] for p in parts)
+        return PaddedKV(torch.cat([_grow(p.k, cap) for p in parts]), torch.cat([_grow(p.v, cap) for p in parts]))
+
+    def nbytes(self) -> int:
+        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+
+
+def _grow(t: torch.Tensor, capacity: int) -> torch.Tensor:
+    """t (B, H, C, hd) zero-padded along dim 2 to `capacity` (t itself when already that long)."""
+    if t.shape[2] == capacity:
+        return t
+    out = t.new_zeros(t.shape[0], t.shape[1], capacity, t.shape[3])
+    out[:, :, : t.shape[2]] = t
+    return out
+
+
+class PagePool:
+    """The blocks of every attention layer of one sub-model, shared by all caches holding its rows (so rows
+    move between caches by their block tables alone). Per layer: k, v (num_blocks, Hkv, PAGE, hd); block 0
+    is a zero block that unused table entries point at; freed blocks are reused first."""
+
+    def __init__(self) -> None:
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        self.size = 1  # blocks handed out so far, block 0 included
+        self.free: list[int] = []
+
+    def allocate(self) -> int:
+        if self.free:
+            return self.free.pop()
+        self.size += 1
+        return self.size - 1
+
+    def release(self, blocks: list[int]) -> None:
+        self.free.extend(b for b in blocks if b != 0)
+
+    def layer(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s pools with room for every allocated block (created / grown by doubling).
+        like: (B, Hkv, T, hd), a tensor of the layer's new keys (dtype, device, head sizes)."""
+        k = self.k.get(index)
+        if k is None or k.shape[0] < self.size:
+            blocks = max(self.size, 2 * (0 if k is None else k.shape[0]))
+            shape = (blocks, like.shape[1], PAGE, like.shape[3])
+            new_k, new_v = like.new_zeros(shape), like.new_zeros(shape)
+            if k is not None:
+                new_k[: k.shape[0]], new_v[: k.shape[0]] = k, self.v[index]
+            self.k[index], self.v[index] = new_k, new_v
+        return self.k[index], self.v[index]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.k.values(), *self.v.values()))
+
+
+class PagedKV:
+    """One attention layer's view of a paged cache: the shared pool and the rows' block table
+    (B, max_blocks) long."""
+
+    def __init__(self, pool: PagePool, index: int, table: torch.Tensor) -> None:
+        self.pool, self.index, self.table = pool, index, table
+
+    def update(self, k_new: torch.Tensor, v_new: torch.Tensor, step: RowStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k_new, v_new (B, Hkv, T, hd) into each row's blocks; return k, v (B, Hkv, S, hd)."""
+        pool_k, pool_v = self.pool.layer(self.index, k_new)
+        rows, cols = step.valid.nonzero(as_tuple=True)
+        slots = step.starts[rows] + cols
+        block = self.table[rows, slots // PAGE]
+        pool_k[block, :, slots % PAGE] = k_new[rows, :, cols]
+        pool_v[block, :, slots % PAGE] = v_new[rows, :, cols]
+        need = step.total
+        used = self.table[:, : -(-need // PAGE)]  # (B, nb)
+        return _gather(pool_k, used, need), _gather(pool_v, used, need)
+
+
+def _gather(pool: torch.Tensor, used: torch.Tensor, need: int) -> torch.Tensor:
+    """Rows' blocks laid end to end: pool[used] (B, nb, Hkv, PAGE, hd) -> (B, Hkv, need, hd)."""
+    b, nb = used.shape
+    out = pool[used].permute(0, 2, 1, 3, 4).reshape(b, pool.shape[1], nb * PAGE, pool.shape[3])
+    return out[:, :, :need]
