@@ -103,6 +103,21 @@ class SubnetSpec:
             raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         return cls.from_dict(data, parent)
 
+    @classmethod
+    def union(cls, specs: list["SubnetSpec"]) -> "SubnetSpec":
+        """The smallest spec containing every one of `specs` (same parent): the largest size of each axis
+        and layer, and every kept layer. Nested sub-models are prefixes of it, so each one runs inside it
+        with prefix masks (a batch of rows of several budgets in one forward, model/batcher.py)."""
+        first = specs[0]
+        return cls(
+            parent=first.parent,
+            hidden=max(s.hidden for s in specs),
+            mamba_head_dim=max(s.mamba_head_dim for s in specs),
+            layers=tuple(sorted(set().union(*(s.layers for s in specs)))),
+            **{key: tuple(map(max, *(getattr(s, key) for s in specs))) if len(specs) > 1 else getattr(first, key)
+               for key in _PER_LAYER},
+        )
+
     # --- validation --------------------------------------------------------------------------------------
     def validate(self) -> None:
         p = self.parent

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config.spec import SubnetSpec
 from .decode import MambaState
+from .layout import Select
+from .masks import ElasticMasks
 from .kv_store import PAGE, PaddedKV, PagedKV, PagePool
 
 KV_KINDS = ("padded", "paged")
@@ -257,3 +260,45 @@ def _zeros_like(template: PaddedKV | MambaState, part: BatchCache) -> PaddedKV |
     return MambaState(template.conv.new_zeros(b, *template.conv.shape[1:]),
                       template.ssm.new_zeros(b, *template.ssm.shape[1:]))
 
+
+# --- relayout: a `widest` batch (model/batcher.py) runs each step sliced to the union of its rows'
+# sub-models, its caches laid out for that union; when the union changes, the state is re-indexed in place.
+# Mamba2 conv / SSM states keep each kept head / head channel's values, units the new layout adds start at
+# zero (the rows already there never read them: their masks are 0 there) and units it drops go. KV is the
+# same under every layout (KV heads and head_dim are never cut). A layer the new layout drops loses its
+# state; a layer it adds starts empty (zeros), which the rows already there never read (depth gate 0).
+
+
+def _index(sel: Select, device) -> torch.Tensor:
+    return torch.arange(sel, device=device) if isinstance(sel, int) else sel
+
+
+def _move(t: torch.Tensor, dim: int, full: int, src: Select, dst: Select) -> torch.Tensor:
+    """t's slices along `dim` at parent indices `src` -> the slices at parent indices `dst` (zeros where
+    `src` has none)."""
+    shape = list(t.shape)
+    shape[dim] = full
+    wide = t.new_zeros(shape).index_copy(dim, _index(src, t.device), t)
+    return wide.index_select(dim, _index(dst, t.device))
+
+
+def relayout(cache: BatchCache, model: torch.nn.Module, old: SubnetSpec, new: SubnetSpec) -> None:
+    """Re-index `cache` (laid out for sub-model `old`) in place for sub-model `new` (same parent)."""
+    if old == new:
+        return
+    old_m, new_m = ElasticMasks.from_spec(old), ElasticMasks.from_spec(new)
+    for i, block in enumerate(model.layers):
+        state = cache.layers[i]
+        if i not in new.layers:
+            cache.layers[i] = None
+            continue
+        if not isinstance(state, MambaState) or i not in old.layers:
+            continue
+        mixer = block.mixer
+        src = mixer._layout(old_m.layers[i].width, old_m.mamba_head_dim, state.ssm.device)
+        dst = mixer._layout(new_m.layers[i].width, new_m.mamba_head_dim, state.ssm.device)
+        conv = _move(state.conv, 1, mixer.conv_dim, src.sel.conv, dst.sel.conv)  # (B, C, K-1)
+        ssm = _move(state.ssm, 1, mixer.num_heads, src.sel.heads, dst.sel.heads)  # (B, h, c_old, N)
+        if dst.head_dim > src.head_dim:
+            ssm = torch.nn.functional.pad(ssm, (0, 0, 0, dst.head_dim - src.head_dim))
+        cache.layers[i] = MambaState(conv, ssm[:, :, : dst.head_dim].contiguous())

@@ -14,9 +14,10 @@ Rows of different sub-models (budgets) share a step in one of two ways (`mixed`)
 
 - `group` (default): one forward per active sub-model per step, each sliced to its sub-model with caches
   of its own size, so a row costs what its sub-model costs;
-- `widest`: one forward at the parent's width for all rows, each row masked to its sub-model
-  (`ElasticMasks.per_row`, nesting makes every sub-model a prefix of the parent), caches at the parent's
-  size: one forward per step whatever the mix, but every row costs the parent's compute.
+- `widest`: one forward for all rows, sliced to the union of their sub-models (the widest active budget)
+  and each row masked to its own (`ElasticMasks.per_row`: nesting makes every sub-model a prefix of the
+  union); the caches follow the union's layout (`batch_cache.relayout` when it changes). One forward per step
+  whatever the mix; a batch of one budget runs exactly as under `group`.
 
 benchmarks/serve_load.py measures both. A row leaves when it
 samples a stop token, reaches `max_new_tokens`, or is cancelled. Each row's tokens equal that request
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config.spec import SubnetSpec
-from .batch_cache import BatchCache, PagePool
+from .batch_cache import BatchCache, PagePool, relayout
 from .decode import sample_next
 from .masks import ElasticMasks
 
@@ -89,6 +90,7 @@ class _Group:
     running: BatchCache
     prefill_rows: list[_Row] = field(default_factory=list)
     rows: list[_Row] = field(default_factory=list)
+    layout: SubnetSpec | None = None  # widest: the sub-model the caches are laid out for (their union)
 
 
 class ContinuousBatcher:
@@ -112,6 +114,7 @@ class ContinuousBatcher:
         self.mixed = mixed
         model.new_batch_cache(0, kv_cache)  # refuses an unknown kind here, in one line
         self.model, self.kv_cache, self.prefill_chunk = model, kv_cache, prefill_chunk
+        self._full = SubnetSpec.full(model.config)
         self.device = model.embeddings.weight.device
         self._groups: dict[object, _Group] = {}
         self._next_id = 0
@@ -150,16 +153,9 @@ class ContinuousBatcher:
     def has_work(self) -> bool:
         return bool(self._finished_early) or self.active > 0
 
-    def running_per_group(self) -> dict[object, int]:
-        """Rows per sub-model key (the SubnetSpec, or id of the masks; None for the parent)."""
-        return {key: len(g.prefill_rows) + len(g.rows) for key, g in self._groups.items()}
-
     def cache_bytes(self) -> int:
-        """Bytes held by every live cache (KV, Mamba states; the paged pools in full)."""
-        total = 0
-        for g in self._groups.values():
-            total += g.prefill.nbytes() + g.running.nbytes()
-        return total
+        """Bytes held by every live cache (KV with its padding or whole blocks, Mamba states)."""
+        return sum(g.prefill.nbytes() + g.running.nbytes() for g in self._groups.values())
 
     def _group(self, subnet: SubnetSpec | ElasticMasks | None) -> _Group:
         if self.mixed == "widest":  # one group at the parent's width: every row masked to its own sub-model
@@ -183,6 +179,8 @@ class ContinuousBatcher:
         events, self._finished_early = self._finished_early, []
         for group in self._groups.values():
             events += self._drop_cancelled(group)
+            if self.mixed == "widest":
+                self._fit_layout(group)
             events += self._prefill(group)
             events += self._decode(group)
         self._cancelled.clear()
@@ -207,6 +205,20 @@ class ContinuousBatcher:
                 setattr(group, cache_attr, cache.drop(gone))
                 setattr(group, attr, [row for b, row in enumerate(rows) if b not in gone])
         return events
+
+    def _spec(self, row: _Row) -> SubnetSpec:
+        return row.request.subnet or self._full
+
+    def _fit_layout(self, group: _Group) -> None:
+        """Lay the group's caches out for the union of its rows' sub-models (widest)."""
+        rows = group.prefill_rows + group.rows
+        if not rows:
+            return
+        union = SubnetSpec.union([self._spec(r) for r in rows])
+        if group.layout is not None and group.layout != union:
+            relayout(group.prefill, self.model, group.layout, union)
+            relayout(group.running, self.model, group.layout, union)
+        group.layout = union
 
     def _prefill(self, group: _Group) -> list[TokenEvent]:
         if not group.prefill_rows:
@@ -243,10 +255,13 @@ class ContinuousBatcher:
     def _forward(self, group: _Group, cache: BatchCache, pieces: list[list[int]], rows: list[_Row]) -> torch.Tensor:
         """Feed each row its piece (ragged, right-padded) -> logits (B, V) at each row's last real token."""
         subnet = group.subnet
-        specs = [row.request.subnet for row in rows]
-        if self.mixed == "widest" and any(s is not None for s in specs):
+        if self.mixed == "widest":  # sliced to the union; rows of a smaller sub-model masked inside it
+            specs, union = [self._spec(row) for row in rows], group.layout
             weight = self.model.embeddings.weight
-            subnet = ElasticMasks.per_row(specs, self.model.config, weight.dtype, weight.device)
+            if any(s != union for s in specs):
+                subnet = ElasticMasks.per_row(specs, union, weight.dtype, weight.device)
+            else:
+                subnet = None if union.is_full() else ElasticMasks.from_spec(union)
         width = max(len(p) for p in pieces)
         x = torch.zeros(len(pieces), width, dtype=torch.long)
         for b, piece in enumerate(pieces):
@@ -265,11 +280,7 @@ class ContinuousBatcher:
             if req.temperature > 0:
                 token = int(sample_next(logits[b : b + 1], req.temperature, req.top_k, req.top_p, row.generator)[0])
             row.last, row.produced = token, row.produced + 1
-            finish = None
-            if token in req.stop_token_ids:
-                finish = "stop"
-            elif row.produced >= req.max_new_tokens:
-                finish = "length"
+            finish = "stop" if token in req.stop_token_ids else "length" if row.produced >= req.max_new_tokens else None
             events.append(TokenEvent(row.rid, token, finish))
         return events
 

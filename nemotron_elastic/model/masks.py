@@ -103,25 +103,25 @@ class ElasticMasks:
         return cls(axis(spec.hidden, p.hidden_size), axis(spec.mamba_head_dim, p.mamba_head_dim), layers)
 
     @classmethod
-    def per_row(cls, specs: list[SubnetSpec | None], parent, dtype: torch.dtype, device=None) -> "ElasticMasks":
-        """Masks of a batch whose row b runs sub-model `specs[b]` (None: the parent): every axis at the
-        parent's full size with (B, 1, size) 0/1 prefix weights, and a (B, 1, 1) 0/1 gate on every layer (0
-        where a row's sub-model drops it). The forward then runs all rows at the parent's width in one pass
-        and each row equals its own sub-model (masked == sliced, row by row)."""
+    def per_row(cls, specs: list[SubnetSpec], union: SubnetSpec, dtype: torch.dtype, device=None) -> "ElasticMasks":
+        """Masks of a batch whose row b runs sub-model `specs[b]` inside `union` (a spec containing them all,
+        `SubnetSpec.union`): every axis sliced to the union's size with (B, 1, size) 0/1 prefix weights, and a
+        (B, 1, 1) 0/1 gate on every kept layer (0 where a row's sub-model drops it). One forward then runs all
+        rows and each row equals its own sub-model (masked == sliced, row by row)."""
 
-        def prefix(sizes: list[int], full: int) -> Axis:
+        def prefix(sizes: list[int], size: int) -> Axis:
             kept = torch.tensor(sizes, device=device)[:, None, None]  # (B, 1, 1)
-            return Axis(full, (torch.arange(full, device=device)[None, None, :] < kept).to(dtype))
+            return Axis(size, (torch.arange(size, device=device)[None, None, :] < kept).to(dtype))
 
-        full = [SubnetSpec.full(parent) if s is None else s for s in specs]
-        layers = []
-        for i, char in enumerate(parent.pattern):
-            groups = {"-": 1, "*": parent.num_key_value_heads, "M": parent.mamba_n_groups}[char]
-            widths = [s.layer_width(i) // groups for s in full]
-            kept = torch.tensor([i in s.layers for s in full], device=device, dtype=dtype)[:, None, None]
-            layers.append(LayerMasks(prefix(widths, parent.layer_sizes(i) // groups), kept))
-        return cls(prefix([s.hidden for s in full], parent.hidden_size),
-                   prefix([s.mamba_head_dim for s in full], parent.mamba_head_dim), layers)
+        parent = union.parent
+        layers: list[LayerMasks | None] = [None] * parent.num_layers
+        for i in union.layers:
+            groups = {"-": 1, "*": parent.num_key_value_heads, "M": parent.mamba_n_groups}[parent.pattern[i]]
+            widths = [s.layer_width(i) // groups for s in specs]
+            kept = torch.tensor([i in s.layers for s in specs], device=device, dtype=dtype)[:, None, None]
+            layers[i] = LayerMasks(prefix(widths, union.layer_width(i) // groups), kept)
+        return cls(prefix([s.hidden for s in specs], union.hidden),
+                   prefix([s.mamba_head_dim for s in specs], union.mamba_head_dim), layers)
 
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> "ElasticMasks":
         """Cast every weight / scale / gate tensor (masks must match the activations' dtype)."""

@@ -47,7 +47,7 @@ class DecodeLoop:
         self._inbox: list[Ticket] = []
         self._tickets: dict[int, Ticket] = {}
         self._closed = False
-        self.snapshot = {"active": 0, "cache_bytes": 0, "per_group": {}}
+        self.snapshot = {"active": 0, "cache_bytes": 0}
         self._thread = threading.Thread(target=self._run, name="decode-loop", daemon=True)
         self._thread.start()
 
@@ -101,5 +101,4 @@ class DecodeLoop:
                 ticket.events.put(event)
                 if event.finish is not None:
                     del self._tickets[event.rid]
-            self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes(),
-                             "per_group": self.batcher.running_per_group()}
+            self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes()}

@@ -126,3 +126,28 @@ def test_bad_counts_and_kinds_are_refused():
         model(torch.zeros(2, 3, dtype=torch.long), cache=model.new_batch_cache(3), counts=torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="BatchCache"):
         model(torch.zeros(1, 3, dtype=torch.long), counts=torch.tensor([1]))
+
+
+@pytest.mark.parametrize("kind", KV_KINDS)
+def test_relayout_between_sub_models_keeps_every_row_exact(kind):
+    """A row decoded in its own sub-model's layout, moved to a wider union (another row of a bigger
+    sub-model joins, masks per row) and back: every logit equals the row alone (batch_cache.relayout)."""
+    from nemotron_elastic.model.masks import ElasticMasks
+    from nemotron_elastic.model.batch_cache import relayout
+
+    model = build(**HYBRID)
+    small = SubnetSpec.from_dict({"hidden": 24, "mlp": 32, "attention_heads": 2, "mamba_heads": 3,
+                                  "mamba_head_dim": 3, "layers": [0, 1, 2, 4, 5]}, model.config)
+    big = SubnetSpec.from_dict({"hidden": 28, "mamba_heads": [3, 6], "mamba_head_dim": 4}, model.config)
+    union = SubnetSpec.union([small, big])
+    seq = torch.randint(0, 97, (12,), generator=torch.Generator().manual_seed(3)).tolist()
+    cache = model.new_batch_cache(1, kind)
+    got = [_feed(model, cache, [seq[:5]], subnet=small)[0]]
+    relayout(cache, model, small, union)
+    for t in range(5, 9):  # in the union's layout, masked to `small`
+        got.append(_feed(model, cache, [[seq[t]]], subnet=ElasticMasks.per_row([small], union, torch.float64))[0])
+    relayout(cache, model, union, small)
+    for t in range(9, 12):
+        got.append(_feed(model, cache, [[seq[t]]], subnet=small)[0])
+    torch.testing.assert_close(torch.cat(got), _full(model, seq, small), rtol=0, atol=1e-10)
+    assert union.hidden == 28 and union.layers == tuple(range(6)) and union.mamba_heads == (3, 6)
