@@ -101,8 +101,9 @@ class ManyInOneEngine:
         max_context: prompt + completion limit (default: the config's max_position_embeddings).
         kv_cache: "padded" or "paged" KV storage of the batched decoder (model/batch_cache.py).
         prefill_chunk: prompt tokens a new request feeds per decoding step (model/batcher.py).
-        mixed: how requests of different budgets share a decoding step: "group" (one sliced forward per
-            budget) or "widest" (one forward at the parent's width, rows masked) (model/batcher.py).
+        mixed: how requests of different budgets share a decoding step: "widest" (one forward sliced to
+            the widest active budget, rows masked to theirs) or "group" (one sliced forward per budget)
+            (model/batcher.py; widest measured 1.3-2.3x faster on mixed traffic, equal on one budget).
     """
 
     def __init__(
@@ -114,7 +115,7 @@ class ManyInOneEngine:
         max_context: int | None = None,
         kv_cache: str = "padded",
         prefill_chunk: int = 256,
-        mixed: str = "group",
+        mixed: str = "widest",
     ) -> None:
         self.path = Path(path)
         self.model = load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval()

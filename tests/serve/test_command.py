@@ -17,7 +17,7 @@ def test_defaults_and_flags():
     args = parse("--model", "m")
     assert (args.host, args.port, args.max_concurrency, args.max_queue) == ("127.0.0.1", 8000, 16, 16)
     assert args.threads is None and args.max_context is None and args.dtype is None
-    assert (args.kv_cache, args.prefill_chunk, args.mixed_budgets) == ("padded", 256, "group")
+    assert (args.kv_cache, args.prefill_chunk, args.mixed_budgets) == ("padded", 256, "widest")
     args = parse(
         "--model", "m", "--port", "0", "--max-queue", "0", "--max-concurrency", "3", "--max-context", "512"
     )

@@ -168,7 +168,7 @@ def test_a_plain_model_serves_as_one_budget(engine, tmp_path):
         plain.resolve("plain-0.5")
 
 
-@pytest.mark.parametrize(("kv_cache", "mixed"), [("paged", "group"), ("padded", "widest")])
+@pytest.mark.parametrize(("kv_cache", "mixed"), [("paged", "widest"), ("padded", "group")])
 def test_concurrent_budgets_equal_each_request_alone_for_every_batching_option(engine, elastic_dir, kv_cache, mixed):
     """Requests of every budget in flight together (one batch) give the greedy text each gives alone; with
     the paged KV cache and with one forward at the parent's width (rows masked to their budgets). float64:
