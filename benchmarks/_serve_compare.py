@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The in-process part of benchmarks/serve_load.py: the batched decoder next to its alternatives.
 
+- `gemm_scaling`: one linear layer at 1 / 8 / 16 rows (float32, bfloat16): the most batching can gain.
 - `kv_kinds`: the padded and the paged KV cache (model/batch_cache.py) decoding 8 and 16 rows: tokens/s
   and the bytes the caches hold (padding / whole blocks included), interleaved repeats, medians.
 - `mixed_strategies`: rows of three budgets decoded with one sliced forward per budget (group) vs one
@@ -37,6 +38,28 @@ def _decode_run(model, kind: str, rows: int, tokens: int, specs=(None,), mixed: 
         produced += sum(e.token is not None for e in batcher.step())
         peak = max(peak, batcher.cache_bytes())
     return produced / (time.perf_counter() - start), peak
+
+
+def gemm_scaling(hidden: int, repeats: int = 200) -> dict[str, Any]:
+    """What batching can gain at most on this CPU: one (4 hidden x hidden) linear layer at 1 / 8 / 16 rows,
+    float32 and bfloat16: milliseconds per call and rows per millisecond relative to one row."""
+    out: dict[str, Any] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        weight = torch.randn(4 * hidden, hidden).to(dtype)
+        times = {}
+        for rows in (1, 8, 16):
+            x = torch.randn(rows, hidden).to(dtype)
+            for _ in range(10):
+                torch.nn.functional.linear(x, weight)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.nn.functional.linear(x, weight)
+            times[rows] = (time.perf_counter() - start) / repeats * 1e3
+        out[str(dtype).removeprefix("torch.")] = {
+            "ms": {str(r): t for r, t in times.items()},
+            "throughput_over_1_row": {str(r): r * times[1] / t for r, t in times.items()},
+        }
+    return out
 
 
 def kv_kinds(model, tokens: int, repeats: int = 3) -> dict[str, Any]:
@@ -124,7 +147,9 @@ def hf_generate(model, model_dir: Path, work: Path, tokens: int, rows: int = 8, 
 
 
 def compare_all(model, specs, model_dir: Path, tokens: int, work: Path) -> dict[str, Any]:
-    out = {"kv_cache_kinds": kv_kinds(model, tokens)}
+    out = {"gemm_scaling": gemm_scaling(model.config.hidden_size)}
+    print(f"gemm scaling: {out['gemm_scaling']}", flush=True)
+    out["kv_cache_kinds"] = kv_kinds(model, tokens)
     print(f"kv kinds: {out['kv_cache_kinds']}", flush=True)
     out["mixed_budget_strategies"] = mixed_strategies(model, specs, tokens)
     print(f"mixed budgets: {out['mixed_budget_strategies']}", flush=True)

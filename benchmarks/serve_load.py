@@ -2,7 +2,7 @@
 """Loopback load test of `python -m nemotron_elastic.serve` with continuous batching, and the batched
 decoder next to its alternatives, in one run.
 
-1. Builds a random-weights elastic checkpoint (budgets 1.0 / 0.75 / 0.5 of a ~56M-parameter hybrid,
+1. Builds a random-weights elastic checkpoint (budgets 1.0 / 0.75 / 0.5 of a 56M-parameter hybrid,
    `serve_memory.bench_config`) and starts the real server in a subprocess on a free loopback port.
 2. Reference pass: every (endpoint, prompt, budget) once, one at a time, greedy.
 3. Sweeps: concurrency 1 / 4 / 8 / 16 (closed loop: each client sends its next request when its last one
@@ -15,7 +15,7 @@ decoder next to its alternatives, in one run.
    and 16 rows); lm-eval `generate_until` one at a time vs batched (same outputs, seconds); our batched
    `generate` vs transformers' batched `generate` of the exported HF checkpoint on the same prompts.
 
-    python benchmarks/serve_load.py [--hidden 1024 --max-tokens 32 --rounds 2]
+    python benchmarks/serve_load.py [--hidden 1088 --max-tokens 32 --rounds 2]
 
 Writes benchmarks/results/serve_load.json.
 """
@@ -92,7 +92,7 @@ async def sweep(url: str, names: dict[float, str], args: argparse.Namespace) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=1024, help="parent hidden size (default 1024: ~56M params)")
+    ap.add_argument("--hidden", type=int, default=1088, help="parent hidden size (default 1088: ~56M params)")
     ap.add_argument("--repeat", type=int, default=1, help="repeats of the 8-block pattern (default 1)")
     ap.add_argument("--max-tokens", type=int, default=32, help="tokens per request (EOS ignored; default 32)")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client per point (default 2)")

@@ -4,24 +4,24 @@ vs three separate sliced models. Goal (issue 8): one engine <= 1.05x the parent 
 take about 1 + 0.75 + 0.5 = 2.25x.
 
 Each scenario runs in a fresh subprocess (so nothing of one leaks into the next) that imports everything,
-records its RSS (the import baseline), loads its model(s), serves the same load, three concurrent
-requests (three threads, three decoding caches alive together), and records RSS again (VmRSS and the
-peak VmHWM from /proc/self/status):
+records its RSS (the import baseline), loads its model(s), serves the same load, `--per-budget` requests
+per budget at once (threads calling the engine; the engine decodes them in one continuous batch), and
+records RSS again (VmRSS and the peak VmHWM from /proc/self/status), and the peak bytes of the batch's
+KV + Mamba state (sampled from the engine while the requests decode), reported on their own:
 
-    parent       ManyInOneEngine on a plain checkpoint of the parent: three requests at 1.0
-    many-in-one  ManyInOneEngine on the elastic checkpoint: one request each at 1.0, 0.75 and 0.5
-    separate     three engines on three standalone sliced checkpoints (1.0, 0.75, 0.5), one request each
+    parent       ManyInOneEngine on a plain checkpoint of the parent: every request at 1.0
+    many-in-one  ManyInOneEngine on the elastic checkpoint: requests at 1.0, 0.75 and 0.5
+    separate     three engines on three standalone sliced checkpoints (1.0, 0.75, 0.5)
 
-What many-in-one adds over the parent is per-request working memory of the sliced forward: where a
-sub-model keeps a per-group prefix (Mamba heads, query heads), `model/ops.sub_linear` gathers the kept
-weight rows for each step, a temporary of up to one projection matrix per running request, which the
-allocator keeps for reuse. The weights themselves are held once (`weights` ratio 1.000).
+The weights themselves are held once (`weights` ratio 1.000); what many-in-one adds over the parent is the
+working memory of the sliced forward (activations of a batch at the widest active budget, output
+selections) and the decoding state of requests of other budgets.
 
 Ratios are given on the whole process RSS and on the model's share (RSS minus the import baseline). The
 model is random (weights, not quality, are measured): by default a 24-layer hybrid of d 1536 (~1.3 GB in
 float32), large enough that weights dominate the ~0.4 GB of the Python / torch runtime.
 
-    python benchmarks/serve_memory.py [--hidden 1536 --repeat 3 --tokens 16 --dtype float32]
+    python benchmarks/serve_memory.py [--hidden 1536 --repeat 3 --tokens 16 --per-budget 3 --dtype float32]
 
 Writes benchmarks/results/serve_memory.json.
 """
@@ -132,24 +132,22 @@ def _status() -> dict[str, int]:
     return out
 
 
-def child(scenario: str, work: Path, tokens: int, dtype: str) -> dict[str, Any]:
+def child(scenario: str, work: Path, tokens: int, dtype: str, per_budget: int) -> dict[str, Any]:
     """One scenario in this (fresh) process; returns its measurements."""
-    import torch
 
     from nemotron_elastic.serve.engine import ManyInOneEngine
     from nemotron_elastic.serve.memory import weight_bytes
 
-    torch.set_num_threads(1)  # three requests in parallel on few cores
     baseline = _status()["VmRSS"]
     if scenario == "parent":
         engines = [ManyInOneEngine(work / "parent", dtype=dtype)]
-        jobs = [(engines[0], 1.0)] * len(BUDGETS)
+        jobs = [(engines[0], 1.0)] * len(BUDGETS) * per_budget
     elif scenario == "many-in-one":
         engines = [ManyInOneEngine(work / "elastic", dtype=dtype)]
-        jobs = [(engines[0], b) for b in BUDGETS]
+        jobs = [(engines[0], b) for b in BUDGETS] * per_budget
     else:
         engines = [ManyInOneEngine(work / f"sliced-{b}", dtype=dtype) for b in BUDGETS]
-        jobs = [(e, 1.0) for e in engines]
+        jobs = [(e, 1.0) for e in engines] * per_budget
     loaded = _status()["VmRSS"]
     results: list[Any] = [None] * len(jobs)
 
@@ -158,17 +156,30 @@ def child(scenario: str, work: Path, tokens: int, dtype: str) -> dict[str, Any]:
         results[i] = engine.generate(prompt, budget, max_new_tokens=tokens, temperature=0, ignore_eos=True)
 
     threads = [threading.Thread(target=serve, args=(i, e, b)) for i, (e, b) in enumerate(jobs)]
+    peak_cache, done = [0], threading.Event()
+
+    def watch() -> None:  # the batch's KV + Mamba state bytes, sampled while the requests decode together
+        while not done.wait(0.005):
+            peak_cache[0] = max(peak_cache[0], sum(e.memory_report()["active_cache_bytes"] for e in engines))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    watcher.join()
     after = _status()
+    for engine in engines:
+        engine.close()
     return {
         "rss_after_imports": baseline,
         "rss_loaded": loaded,
         "rss_serving": after["VmRSS"],
         "peak_rss": after["VmHWM"],
         "weight_bytes_counted": sum(weight_bytes(e.model) for e in engines),
+        "batch_cache_bytes_peak": peak_cache[0],
         "cache_bytes": [r.stats.cache_bytes for r in results],
         "requests": [{"model": r.stats.model, "tokens": r.stats.completion_tokens} for r in results],
     }
@@ -182,12 +193,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the 8-block pattern (default 3)")
     ap.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--per-budget", type=int, default=3, help="concurrent requests per budget (default 3)")
     ap.add_argument("--out", default="serve_memory.json")
     ap.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # the measured subprocess
-        print(json.dumps(child(args.child, Path(args.work), args.tokens, args.dtype)))
+        print(json.dumps(child(args.child, Path(args.work), args.tokens, args.dtype, args.per_budget)))
         return
 
     from _timing import machine, write_json
@@ -198,7 +210,8 @@ def main() -> None:
         runs = {}
         for scenario in SCENARIOS:
             cmd = [sys.executable, __file__, "--child", scenario, "--work", str(work),
-                   "--tokens", str(args.tokens), "--dtype", args.dtype]  # fmt: skip
+                   "--tokens", str(args.tokens), "--dtype", args.dtype,
+                   "--per-budget", str(args.per_budget)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             runs[scenario] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{scenario:12s} RSS {runs[scenario]['rss_serving'] / 2**20:8.1f} MiB", flush=True)
@@ -216,6 +229,10 @@ def main() -> None:
             "model_rss_serving": ratio("rss_serving", scenario, True),
             "peak_rss": ratio("peak_rss", scenario, False),
             "weights_counted": runs[scenario]["weight_bytes_counted"] / parent["weight_bytes_counted"],
+            # RSS without the decoding state (KV + Mamba states, reported on its own below)
+            "rss_serving_without_cache": (runs[scenario]["rss_serving"] - runs[scenario]["batch_cache_bytes_peak"])
+            / (parent["rss_serving"] - parent["batch_cache_bytes_peak"]),
+            "batch_cache_bytes_peak": runs[scenario]["batch_cache_bytes_peak"] / max(1, parent["batch_cache_bytes_peak"]),
         }
         for scenario in SCENARIOS
     }
@@ -223,6 +240,7 @@ def main() -> None:
         "benchmark": "serve_memory",
         "dtype": args.dtype,
         "tokens_per_request": args.tokens,
+        "requests_per_budget": args.per_budget,
         **info,
         "runs": runs,
         "ratio_to_parent": ratios,
@@ -237,7 +255,8 @@ def main() -> None:
         r = ratios[scenario]
         print(f"{scenario:12s} x parent: RSS {r['rss_serving']:.3f}, "
               f"model share {r['model_rss_serving']:.3f}, "
-              f"peak {r['peak_rss']:.3f}, weights {r['weights_counted']:.3f}")  # fmt: skip
+              f"peak {r['peak_rss']:.3f}, weights {r['weights_counted']:.3f}, "
+              f"KV + state {runs[scenario]['batch_cache_bytes_peak'] / 2**20:.1f} MiB")  # fmt: skip
     print(f"wrote {path}")
 
 

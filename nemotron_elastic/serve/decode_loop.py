@@ -96,9 +96,10 @@ class DecodeLoop:
                     ticket.events.put(err)
                 self._tickets, self.batcher = {}, self._make()
                 continue
+            # before the events: a request that learns it finished sees itself gone from the snapshot
+            self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes()}
             for event in events:
                 ticket = self._tickets[event.rid]
                 ticket.events.put(event)
                 if event.finish is not None:
                     del self._tickets[event.rid]
-            self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes()}

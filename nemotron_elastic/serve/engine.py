@@ -214,6 +214,8 @@ class ManyInOneEngine:
                 event = ticket.events.get()
                 if isinstance(event, BaseException):
                     raise event
+                if finish is None and cancel is not None and cancel.is_set():
+                    finish = "cancelled"  # tokens the loop decoded ahead of the consumer are dropped
                 if event.token is not None and finish is None:  # tokens after a stop string are dropped
                     stats.completion_tokens += 1
                     if stats.first_token_seconds is None:
