@@ -43,11 +43,12 @@ PROMPTS = [
 LEVELS = (1, 4, 8, 16)
 
 
-def start_server(model_dir: Path, concurrency: int, queue: int, kv_cache: str) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, concurrency: int, queue: int, kv_cache: str, dtype: str | None = None,
+                 ) -> tuple[subprocess.Popen, str]:
     """`python -m nemotron_elastic.serve` on a free loopback port -> (process, URL)."""
     cmd = [sys.executable, "-m", "nemotron_elastic.serve", "--model", str(model_dir), "--quiet",
            "--port", "0", "--max-concurrency", str(concurrency), "--max-queue", str(queue),
-           "--kv-cache", kv_cache]  # fmt: skip
+           "--kv-cache", kv_cache] + (["--dtype", dtype] if dtype else [])  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32, help="tokens per request (EOS ignored; default 32)")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client per point (default 2)")
     ap.add_argument("--kv-cache", default="padded", help="the server's KV cache kind (default padded)")
+    ap.add_argument("--dtype", help="the server's dtype (default: as stored, float32)")
     ap.add_argument("--skip-in-process", action="store_true", help="only the server sweeps")
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args()
@@ -106,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve_load-") as tmp:
         model_dir = Path(tmp) / "elastic"
         model, specs = build_elastic_checkpoint(model_dir, bench_config(args.hidden, args.repeat, 4096))
-        proc, url = start_server(model_dir, max(LEVELS), 4 * max(LEVELS), args.kv_cache)
+        proc, url = start_server(model_dir, max(LEVELS), 4 * max(LEVELS), args.kv_cache, args.dtype)
         names = {b: f"elastic-{b!r}" for b in specs}
         print(f"server {url} ({model.num_parameters() / 1e6:.1f}M parameters)", flush=True)
         try:
@@ -129,7 +131,8 @@ def main() -> None:
         "benchmark": "serve_load",
         "model": {"hidden": args.hidden, "pattern_repeats": args.repeat,
                   "params": {str(b): s.param_count() for b, s in specs.items()}},
-        "server": {"max_concurrency": max(LEVELS), "max_queue": 4 * max(LEVELS), "kv_cache": args.kv_cache},
+        "server": {"max_concurrency": max(LEVELS), "max_queue": 4 * max(LEVELS), "kv_cache": args.kv_cache,
+                   "dtype": args.dtype or "float32"},
         "max_tokens": args.max_tokens,
         "requests_per_client": args.rounds,
         "points": points,
