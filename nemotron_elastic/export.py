@@ -11,9 +11,11 @@ last: its budgets.json / router give the spec). The written model is `slice_mode
   homogeneous spec (a Llama-family parent: whose kept blocks still pair up);
 - fmt="puzzle": NVIDIA's heterogeneous NemotronH format (`checkpoint/puzzle.py`): NemotronH specs whose only
   per-layer axis is the MLP width;
+- fmt="decilm": NVIDIA's heterogeneous Llama format (DeciLM / Llama-Nemotron, `checkpoint/decilm.py`): Llama
+  specs with per-layer MLP widths that are multiples of 256, and any Llama depth cut;
 - fmt="native": a native folder (config.yaml with per-layer widths, model.safetensors, tokenizer);
-- fmt="auto" (default): the most widely loadable of those that express the spec exactly: stock, else Puzzle,
-  else an HF folder with our own modeling code (`remote_code/`, transformers with `trust_remote_code=True`
+- fmt="auto" (default): the most widely loadable of those that express the spec exactly: stock, else Puzzle
+  (NemotronH) or DeciLM (Llama), else an HF folder with our own modeling code (`remote_code/`, transformers with `trust_remote_code=True`
   only). `ENGINES` says which engines load each kind (docs/SERVING.md, "Engines").
 
 A spec the requested format cannot express is refused in one line naming the axis that prevents it.
@@ -35,6 +37,7 @@ from typing import Any, Literal
 
 import torch
 
+from .checkpoint.decilm import decilm_blocker, write_decilm
 from .checkpoint.elastic import budget_spec, is_elastic
 from .checkpoint.hf import hf_export_kind, write_hf
 from .checkpoint.load import load_model
@@ -53,7 +56,7 @@ PROBE_RTOL = 1e-3  # max abs logit diff allowed, relative to max(1, max |logit|)
 PROBE_EPS_FACTOR = 8
 
 
-FORMATS = ("auto", "hf", "puzzle", "native")
+FORMATS = ("auto", "hf", "puzzle", "decilm", "native")
 # Which engines load each kind of export: only those whose loader was read for exactly that case
 # (docs/SERVING.md, "Engines", lists what was read; no engine is run by the tests).
 ENGINES = {
@@ -61,6 +64,9 @@ ENGINES = {
           "(vLLM, llama.cpp: their NemotronH loaders were read)",
     "puzzle": "transformers (trust_remote_code=True) and vLLM (NemotronHPuzzleForCausalLM, --trust-remote-code); "
               "not llama.cpp (its converter maps this architecture to its MoE variant)",
+    "decilm": "transformers (trust_remote_code=True) and vLLM (DeciLMForCausalLM, --trust-remote-code); "
+              "not llama.cpp (its graph drops the attention of a layer without an MLP, and sizes heads as "
+              "hidden / heads)",
     "hf-remote-code": "transformers only (trust_remote_code=True): no engine's format has per-layer attention "
                       "or Mamba heads",
     "native": "nemotron-elastic only (generate, evaluate, serve)",
@@ -76,14 +82,14 @@ class ExportResult:
     Attributes:
         path: the output folder.
         spec: the sub-model (bound to the parent's config).
-        kind: "native", "hf" (the family's stock class), "puzzle" (NVIDIA's per-layer NemotronH format) or
-            "hf-remote-code" (own modeling code).
+        kind: "native", "hf" (the family's stock class), "puzzle" (NVIDIA's per-layer NemotronH format),
+            "decilm" (NVIDIA's per-layer Llama format) or "hf-remote-code" (own modeling code).
         num_parameters: parameters of the exported model (a tied head counted once).
     """
 
     path: Path
     spec: SubnetSpec
-    kind: Literal["native", "hf", "puzzle", "hf-remote-code"]
+    kind: Literal["native", "hf", "puzzle", "decilm", "hf-remote-code"]
     num_parameters: int
 
     @property
@@ -98,7 +104,7 @@ def _per_layer_axes(config) -> list[str]:
 
 
 def export_kind(config, fmt: str) -> str:
-    """The kind `fmt` writes for the (sliced) `config`: "hf", "puzzle", "hf-remote-code" or "native".
+    """The kind `fmt` writes for the (sliced) `config`: "hf", "puzzle", "decilm", "hf-remote-code" or "native".
 
     Raises:
         ValueError: `fmt` cannot express `config`; one line naming the axis that prevents it.
@@ -112,14 +118,15 @@ def export_kind(config, fmt: str) -> str:
                else "a depth (layers) cut that splits a decoder layer's attention / MLP pair")  # fmt: skip
         raise ValueError(f"format hf: the stock {config.family} class cannot express {why} "
                          "(--format auto picks a format that can)")  # fmt: skip
-    blocker = puzzle_blocker(config)
-    if fmt == "puzzle" and blocker:
-        raise ValueError(f"format puzzle: cannot express {blocker} (--format auto picks a format that can)")
-    if fmt == "puzzle":
-        return "puzzle"
+    # per-layer formats: NVIDIA's for NemotronH (Puzzle) and for Llama (DeciLM); at most one can express a config
+    blockers = {"puzzle": puzzle_blocker(config), "decilm": decilm_blocker(config)}
+    if blockers.get(fmt):
+        raise ValueError(f"format {fmt}: cannot express {blockers[fmt]} (--format auto picks a format that can)")
+    if fmt in blockers:
+        return fmt
     if stock == "stock":
         return "hf"
-    return "puzzle" if blocker is None else "hf-remote-code"
+    return next((kind for kind, why in blockers.items() if why is None), "hf-remote-code")
 
 
 def _check_request(
@@ -175,6 +182,8 @@ def _verify(folder: Path, kind: str, ids: torch.Tensor, expected: torch.Tensor, 
             from transformers import AutoModelForCausalLM as cls
         elif kind == "puzzle":  # the modeling code copied into the folder, imported from this package
             from .checkpoint.remote_code.modeling_elastic_hybrid import NemotronHPuzzleForCausalLM as cls
+        elif kind == "decilm":
+            from .checkpoint.remote_code.modeling_decilm import DeciLMForCausalLM as cls
         else:  # the same files as the ones copied into the folder, imported from this package
             from .checkpoint.remote_code.modeling_elastic_hybrid import (
                 ElasticHybridForCausalLM as cls,  # deferred: imports transformers
@@ -196,7 +205,7 @@ def export_subnet(
     out_dir: str | os.PathLike,
     spec: SubnetSpec | dict | str | os.PathLike | None = None,
     budget: float | None = None,
-    fmt: Literal["auto", "hf", "puzzle", "native"] = "auto",
+    fmt: Literal["auto", "hf", "puzzle", "decilm", "native"] = "auto",
     overwrite: bool = False,
     verify: bool = True,
     device: torch.device | str = "cpu",
@@ -211,7 +220,8 @@ def export_subnet(
             None (with no budget) exports the whole parent.
         budget: instead of a spec, a budget of an elastic checkpoint (its trained spec, or the router's
             choice between two trained budgets).
-        fmt: "auto" (stock, else Puzzle, else own modeling code), "hf" (stock only), "puzzle" or "native".
+        fmt: "auto" (stock, else Puzzle / DeciLM, else own modeling code), "hf" (stock only), "puzzle",
+            "decilm" or "native".
         overwrite: replace an existing non-empty `out_dir` (only once the new folder is complete).
         verify: reload the written files and check their logits against the sliced model before the rename.
         device, dtype: where and in which dtype the check runs (None: float32). The model is sliced and
@@ -247,8 +257,8 @@ def export_subnet(
     with atomic_output_dir(out, overwrite) as tmp:
         if kind == "native":  # the files of save_native, written here so that this block is the one rename
             write_native(tmp, sub, tokenizer)
-        elif kind == "puzzle":
-            write_puzzle(sub, tmp)
+        elif kind in ("puzzle", "decilm"):
+            (write_puzzle if kind == "puzzle" else write_decilm)(sub, tmp)
             save_tokenizer(tokenizer, tmp)
         else:
             write_hf(sub, tmp, tokenizer, "stock" if kind == "hf" else "remote_code")

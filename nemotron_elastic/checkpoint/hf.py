@@ -13,7 +13,8 @@ tokenizer. A config the stock classes cannot express (per-layer widths, a Llama 
 dropped) is an error unless
 `allow_remote_code=True`: then the folder carries its own modeling code (`remote_code/`, loaded with
 `trust_remote_code=True`). `read_hf` reads both forms back (the remote-code one without running its code), and
-NVIDIA's heterogeneous NemotronH ("Puzzle", `puzzle.py`) format too.
+NVIDIA's heterogeneous NemotronH ("Puzzle", `puzzle.py`) and Llama ("DeciLM" / Llama-Nemotron, `decilm.py`)
+formats too.
 
 Official implementation: transformers `PreTrainedModel.save_pretrained` / `from_pretrained` (5.24).
 """
@@ -30,6 +31,8 @@ import torch
 
 from ..config.model import ModelConfig
 from ..io import atomic_output_dir, read_safetensors, save_tokenizer
+from .decilm import MODEL_TYPE as DECILM_MODEL_TYPE
+from .decilm import decilm_to_native_state_dict, native_config_from_decilm
 from .hf_config import hf_config_class, hf_config_to_native, native_to_hf_config
 from .keymap import (
     IGNORED_HF_KEYS,
@@ -180,6 +183,10 @@ def read_hf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tenso
         config = native_config_from_puzzle(raw, str(config_path))
         tensors, where = _read_weights(folder)
         return hf_to_native_state_dict(tensors, config, where)
+    if raw.get("model_type") == DECILM_MODEL_TYPE:  # NVIDIA's per-layer Llama format (Llama-Nemotron)
+        config = native_config_from_decilm(raw, str(config_path))
+        tensors, where = _read_weights(folder)
+        return config, decilm_to_native_state_dict(tensors, config, where)
     config = hf_config_to_native(_hf_config(raw, str(config_path)), str(config_path))
     tensors, where = _read_weights(folder)
     return hf_to_native_state_dict(tensors, config, where)

@@ -159,10 +159,11 @@ def register(add: Any) -> None:
     which.add_argument("--budget", type=float, metavar="B", help="a trained budget of an elastic checkpoint")
     p.add_argument(
         "--format",
-        choices=("auto", "hf", "puzzle", "native"),
+        choices=("auto", "hf", "puzzle", "decilm", "native"),
         default="auto",
         help="auto: the most widely loadable format that expresses the sub-model exactly (default); hf: the "
         "family's stock transformers class; puzzle: NVIDIA's per-layer NemotronH format (per-layer MLP widths); "
+        "decilm: NVIDIA's per-layer Llama format (Llama-Nemotron; MLP widths multiples of 256, any depth); "
         "native: config.yaml + safetensors. Per-layer attention / Mamba heads: auto writes its own modeling code",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")

@@ -128,7 +128,7 @@ def test_puzzle_refuses_a_llama_parent_and_bad_format_names(tmp_path):
     save_native(make_parent(LLAMA, 1), tmp_path / "llama")
     with pytest.raises(ValueError, match="format puzzle: .*llama"):
         export_subnet(tmp_path / "llama", tmp_path / "out", spec={"mlp": [64, 24, 8]}, fmt="puzzle")
-    with pytest.raises(ValueError, match="format: must be one of auto, hf, puzzle, native"):
+    with pytest.raises(ValueError, match="format: must be one of auto, hf, puzzle, decilm, native"):
         export_subnet(tmp_path / "llama", tmp_path / "out", fmt="gguf")
     assert export_subnet(tmp_path / "llama", tmp_path / "out", spec={"mlp": 40}).kind == "hf"  # auto: stock
 

@@ -14,6 +14,9 @@ Template files (copied verbatim into the export; they import only torch and tran
     mixers_elastic_hybrid.py          Mamba2, grouped-query attention (optional RoPE), MLP
     modeling_elastic_hybrid.py        blocks, decoding cache, ElasticHybridModel / ElasticHybridForCausalLM
 
+DeciLM / Llama-Nemotron exports (`../decilm.py`) copy `configuration_decilm.py` and `modeling_decilm.py` (Llama
+decoder layers whose attention or MLP may be dropped) with the mixers and SSD files above.
+
 `writer.py` (not copied) converts native configs and tensors to that format and back.
 """
 
