@@ -20,8 +20,12 @@ from typing import Any
 ENDPOINTS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
-async def request(url: str, kind: str, model: str, prompt: str, max_tokens: int, streamed: bool) -> dict[str, Any]:
-    """One request -> {"ok", "status", "model", "text", "tokens", "seconds", "ttft", "error"}."""
+async def request(url: str, kind: str, model: str, prompt: str, max_tokens: int, streamed: bool,
+                  chunk_times: list[float] | None = None) -> dict[str, Any]:
+    """One request -> {"ok", "status", "model", "text", "tokens", "seconds", "ttft", "error"}.
+
+    `chunk_times` (streams): a list that receives the arrival time of each text chunk, in seconds since the
+    request was sent (benchmarks/http_stack.py derives inter-chunk gaps from it)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
     body.update({"prompt": prompt} if kind == "completion" else {"messages": [{"role": "user", "content": prompt}]})
@@ -70,6 +74,8 @@ async def request(url: str, kind: str, model: str, prompt: str, max_tokens: int,
                     piece = choice.get("text") if kind == "completion" else choice["delta"].get("content")
                     if piece and out["ttft"] is None:
                         out["ttft"] = time.perf_counter() - start
+                    if piece and chunk_times is not None:
+                        chunk_times.append(time.perf_counter() - start)
                     pieces.append(piece or "")
                     finish = choice.get("finish_reason") or finish
             writer.close()

@@ -41,6 +41,14 @@ from .scheduler import QueueFullError, ShuttingDownError, WorkerPool
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections (16 clients that each open one
+    # per request) overflows it, and the kernel drops the SYNs, which clients resend only after 1 s (p95
+    # latency 2.1 s instead of 0.7 s at 16 concurrent requests: benchmarks/http_stack.py). uvicorn uses 2048.
+    request_queue_size = 2048
+    daemon_threads = True
+
+
 class ElasticServer:
     """The server around one engine. `start()` serves in a background thread; `serve_forever()` blocks.
 
@@ -72,8 +80,7 @@ class ElasticServer:
         self.closing = False
         self._handlers = 0
         self._handlers_lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer((host, port), _Handler)
         self.httpd.app = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 
@@ -125,6 +132,10 @@ class ElasticServer:
 class _Handler(RelayMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for JSON answers; streams close the connection at the end
     server_version = "nemotron-elastic"
+    # TCP_NODELAY: an answer is written as headers, then body (then SSE chunks); with Nagle's algorithm the
+    # second small write waits for the ACK of the first, which the client delays by up to 40 ms. Every
+    # keep-alive JSON answer took ~50 ms longer (benchmarks/http_stack.py, docs/SERVING.md "HTTP stack").
+    disable_nagle_algorithm = True
     timeout = 120  # seconds a socket read / write may block: idle keep-alive connections and stalled
     # clients release their thread (a streaming client that stops reading is cancelled when a write times out)
 
