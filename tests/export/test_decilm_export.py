@@ -157,7 +157,7 @@ def test_format_that_cannot_express_the_spec_names_the_axis(exported, tmp_path, 
 
 def test_auto_falls_back_to_own_format_and_decilm_refuses_other_families(exported, tmp_path):
     _, root, _ = exported
-    # our own format has no scaled RoPE (remote_code/writer.py KNOWN_FIELDS): a plain-RoPE parent shows the fallback
+    # MLP width 200 is no multiple of 256: DeciLM cannot express it, our own format can (any RoPE type)
     save_native(make_parent(replace(PARENT, rope_parameters=None), 4), tmp_path / "plain")
     own = export_subnet(tmp_path / "plain", tmp_path / "own", spec={"mlp": [512, 200, 256]})
     assert own.kind == "hf-remote-code"

@@ -23,6 +23,8 @@ import copy
 from transformers import PretrainedConfig
 
 _BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp"}
+# RoPE types the modeling code runs (transformers' names; the scaled ones come from its ROPE_INIT_FUNCTIONS).
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic", "longrope")
 _CHARS = {"attention_heads_per_layer": "*", "mlp_sizes_per_layer": "-", "mamba_heads_per_layer": "M"}
 
 
@@ -35,6 +37,9 @@ class ElasticHybridConfig(PretrainedConfig):
         mlp_sizes_per_layer: intermediate size of each '-' block.
         mamba_heads_per_layer: heads of each 'M' block (a multiple of `mamba_n_groups`).
         rope_theta: RoPE base for attention, or None for no positional encoding (NemotronH).
+        rope_parameters: scaled RoPE as transformers 5 writes it (rope_type default / linear / llama3 / yarn /
+            dynamic / longrope, rope_theta, factor, ...), or None for plain RoPE with base rope_theta. Kept
+            verbatim (not standardised by transformers), so that a read-back config is the written one.
         mlp_activation: "relu2" (NemotronH) or "silu"; mlp_gated: down(act(gate(x)) * up(x)) (Llama).
         family: the family of the model this one was cut from ("nemotron_h" or "llama"); informational.
         Other fields as in NemotronH / Llama configs.
@@ -53,6 +58,7 @@ class ElasticHybridConfig(PretrainedConfig):
         num_key_value_heads: int = 2,
         head_dim: int = 16,
         rope_theta: float | None = None,
+        rope_parameters: dict | None = None,
         attention_bias: bool = False,
         max_position_embeddings: int = 4096,
         mlp_sizes_per_layer: list[int] | None = None,
@@ -114,8 +120,34 @@ class ElasticHybridConfig(PretrainedConfig):
         self.mamba_heads_per_layer = _widths(
             "mamba_heads_per_layer", mamba_heads_per_layer, pattern, 4 * mamba_n_groups
         )
+        self._check_rope(rope_parameters)
         self._check()
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        # Set after PretrainedConfig.__init__ on purpose: an attribute present there is "standardised" in place
+        # (keys added), and the modeling code and the reader want exactly what nemotron-elastic wrote.
+        self.rope_parameters = copy.deepcopy(rope_parameters)
+
+    def _check_rope(self, params: dict | None) -> None:
+        """One line naming the key for RoPE parameters the modeling code cannot run."""
+        if params is None:
+            return
+        if self.rope_theta is None:
+            raise ValueError("rope_parameters: set without rope_theta (a model without RoPE)")
+        if not isinstance(params, dict):  # a hand-edited config.json
+            raise TypeError(f"rope_parameters: expected a dict, got {params!r}")
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_parameters.rope_type: unsupported {rope_type!r} (supported: {', '.join(ROPE_TYPES)})")
+        if params.get("rope_theta", self.rope_theta) != self.rope_theta:
+            raise ValueError(f"rope_parameters.rope_theta: {params['rope_theta']!r} differs from rope_theta "
+                             f"{self.rope_theta!r}")  # fmt: skip
+
+    @property
+    def num_attention_heads(self) -> int:
+        """The widest attention layer's query heads. Not used by the model (attention_heads_per_layer is); read
+        by transformers' generic code, e.g. its longrope check on save, which evaluates hidden_size //
+        num_attention_heads even when head_dim is set."""
+        return max(self.attention_heads_per_layer, default=self.num_key_value_heads)
 
     def _check(self) -> None:
         """One-line errors for a config the model cannot be built from (a hand-edited config.json)."""
@@ -176,6 +208,7 @@ class NemotronHPuzzleConfig(ElasticHybridConfig):
     """
 
     model_type = "nemotron_h_puzzle"
+    num_attention_heads = 4  # a plain field here (NemotronH's global heads, set in __init__), not the derived view
 
     def __init__(
         self,

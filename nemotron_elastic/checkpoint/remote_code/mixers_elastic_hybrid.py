@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The three mixers of the exported elastic hybrid model: Mamba2 ('M'), grouped-query attention ('*'), MLP ('-').
 
-Copied into heterogeneous Hugging Face exports written by nemotron-elastic; needs only torch. Each mixer takes
+Copied into heterogeneous Hugging Face exports written by nemotron-elastic; needs only torch (and transformers'
+RoPE registry for scaled RoPE, `RotaryEmbedding`). Each mixer takes
 its own width (one layer of a per-layer model), so layers may differ. The math mirrors nemotron_elastic's
 model/mamba2.py, attention.py and mlp.py on their full-width path; parameter names are those of transformers'
 NemotronH (`in_proj`, `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`, `q_proj`..., `up_proj`...).
@@ -14,6 +15,8 @@ Official implementation: transformers `NemotronHMamba2Mixer.torch_forward`, `Nem
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +137,66 @@ def rope_cos_sin(
     if emb.dim() == 3:  # per-row positions: broadcast over the heads
         emb = emb[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class RotaryEmbedding:
+    """cos / sin at given positions for every RoPE type nemotron-elastic runs (default, linear, llama3, yarn,
+    dynamic, longrope). No buffers: nothing to restore after loading weights onto a meta-built model.
+
+    `default` is `rope_cos_sin`; the scaled types take their inverse frequencies and attention factor (yarn,
+    longrope) from transformers' public `ROPE_INIT_FUNCTIONS`, called as its `LlamaRotaryEmbedding` calls them.
+    Frequencies that depend on the sequence length follow the length of the sequence so far (cached + new
+    positions): dynamic rescales past `max_position_embeddings`, longrope switches to its long factors past
+    `original_max_position_embeddings`.
+
+    Args:
+        rope_parameters: transformers' dict (rope_type, rope_theta, factor, ...; legacy "type" accepted).
+        head_dim: rotated dimension (full rotation); max_position_embeddings: the config's.
+    """
+
+    def __init__(self, rope_parameters: dict, head_dim: int, max_position_embeddings: int) -> None:
+        params = copy.deepcopy(rope_parameters)  # the registry functions add defaults in place
+        params.setdefault("rope_type", params.pop("type", "default"))
+        self.rope_type, self.theta, self.head_dim = params["rope_type"], float(params["rope_theta"]), head_dim
+        self.max_positions = max_position_embeddings
+        self.original_max = int(params.get("original_max_position_embeddings") or 0)
+        self.scaling, self.inv_freq, self.long_inv_freq = 1.0, None, None
+        if self.rope_type != "default":
+            from transformers import PretrainedConfig  # deferred: only scaled RoPE needs the registry
+
+            # the attributes the registry reads; hidden / heads only give head_dim back where it is derived
+            self._hf = PretrainedConfig()
+            self._hf.head_dim, self._hf.hidden_size, self._hf.num_attention_heads = head_dim, head_dim, 1
+            self._hf.max_position_embeddings, self._hf.rope_parameters = max_position_embeddings, params
+            with torch.device("cpu"):  # real CPU tensors even under a meta-device context
+                self.inv_freq, self.scaling = self._registry(self.rope_type)(self._hf, None)
+                if self.rope_type == "longrope":  # the frequencies once a sequence outgrows the original length
+                    self.long_inv_freq, _ = self._registry("longrope")(self._hf, None, seq_len=self.original_max + 1)
+
+    @staticmethod
+    def _registry(rope_type: str):
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        return ROPE_INIT_FUNCTIONS[rope_type]
+
+    def __call__(self, positions: torch.Tensor, seq_len: int, dtype: torch.dtype):
+        """positions (T,) or (B, T) of a sequence of `seq_len` positions so far (cache + T) -> cos, sin of
+        shape (T, hd) or (B, 1, T, hd) in `dtype`."""
+        if self.rope_type == "default":
+            return rope_cos_sin(positions, self.head_dim, self.theta, dtype)
+        inv_freq = self.inv_freq
+        if self.rope_type == "dynamic" and seq_len > self.max_positions:
+            # transformers passes max(position_ids) + 1 as an int64 tensor: the new base is float32 arithmetic
+            with torch.device("cpu"):
+                inv_freq, _ = self._registry("dynamic")(self._hf, None, seq_len=torch.tensor(seq_len))
+        elif self.rope_type == "longrope" and seq_len > self.original_max:
+            inv_freq = self.long_inv_freq
+        cdt = compute_dtype(dtype)
+        freqs = positions.to(cdt)[..., None] * inv_freq.to(device=positions.device, dtype=cdt)  # (..., T, hd/2)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        if emb.dim() == 3:  # per-row positions: broadcast over the heads
+            emb = emb[:, None]
+        return (emb.cos() * self.scaling).to(dtype), (emb.sin() * self.scaling).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

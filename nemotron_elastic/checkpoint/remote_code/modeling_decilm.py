@@ -22,19 +22,18 @@ Shapes: B batch, T new tokens, D hidden, hd head dim.
 
 from __future__ import annotations
 
-import copy
 from types import SimpleNamespace
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_decilm import DeciLMConfig
-from .mixers_elastic_hybrid import MLP, Attention, rope_cos_sin
-from .ssd_elastic_hybrid import compute_dtype, rms_norm
+from .mixers_elastic_hybrid import MLP, Attention, RotaryEmbedding
+from .ssd_elastic_hybrid import rms_norm
 
 # transformers 5.x names the output field `cache`; older releases called it `past_key_values`.
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -66,49 +65,6 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.weight, self.eps)
-
-
-class RotaryEmbedding:
-    """cos / sin (T, hd) or (B, 1, T, hd) at given positions; no buffers (nothing to restore after loading)."""
-
-    def __init__(self, config: DeciLMConfig) -> None:
-        params = config.rope_parameters
-        self.rope_type, self.theta, self.head_dim = params["rope_type"], params["rope_theta"], config.head_dim
-        self.max_positions = config.max_position_embeddings
-        self.original_max = int(params.get("original_max_position_embeddings") or 0)
-        self.scaling, self.inv_freq, self.long_inv_freq = 1.0, None, None
-        if self.rope_type != "default":
-            # transformers' RoPE functions read these attributes; a private copy, as they add defaults in place
-            self._hf = PretrainedConfig()
-            self._hf.head_dim, self._hf.hidden_size, self._hf.num_attention_heads = self.head_dim, self.head_dim, 1
-            self._hf.max_position_embeddings, self._hf.rope_parameters = self.max_positions, copy.deepcopy(params)
-            with torch.device("cpu"):
-                self.inv_freq, self.scaling = self._registry(self.rope_type)(self._hf, None)
-                if self.rope_type == "longrope":  # the frequencies once a sequence outgrows the original length
-                    self.long_inv_freq, _ = self._registry("longrope")(self._hf, None, seq_len=self.original_max + 1)
-
-    @staticmethod
-    def _registry(rope_type: str):
-        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
-        return ROPE_INIT_FUNCTIONS[rope_type]
-
-    def __call__(self, positions: torch.Tensor, seq_len: int, dtype: torch.dtype):
-        """positions (T,) or (B, T) of a sequence of `seq_len` positions so far (cache + T)."""
-        if self.rope_type == "default":
-            return rope_cos_sin(positions, self.head_dim, self.theta, dtype)
-        inv_freq = self.inv_freq
-        if self.rope_type == "dynamic" and seq_len > self.max_positions:
-            with torch.device("cpu"):
-                inv_freq, _ = self._registry("dynamic")(self._hf, None, seq_len=torch.tensor(seq_len))
-        elif self.rope_type == "longrope" and seq_len > self.original_max:
-            inv_freq = self.long_inv_freq
-        cdt = compute_dtype(dtype)
-        freqs = positions.to(cdt)[..., None] * inv_freq.to(device=positions.device, dtype=cdt)  # (..., T, hd/2)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        if emb.dim() == 3:  # per-row positions: broadcast over the heads
-            emb = emb[:, None]
-        return (emb.cos() * self.scaling).to(dtype), (emb.sin() * self.scaling).to(dtype)
 
 
 class DeciLMDecoderLayer(nn.Module):
@@ -173,7 +129,7 @@ class DeciLMModel(DeciLMPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DeciLMDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.rotary = RotaryEmbedding(config)
+        self.rotary = RotaryEmbedding(config.rope_parameters, config.head_dim, config.max_position_embeddings)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -15,6 +15,11 @@ Parameter names mirror transformers' NemotronH (`backbone.embeddings`, `backbone
 `backbone.layers.i.mixer.*`, `backbone.norm_f`, `lm_head`). `generate` works with a decoding cache of its own
 (KV for attention, conv + SSM state for Mamba2), or with `use_cache=False` (full recomputation).
 
+RoPE (Llama-family stacks): default, or a scaled type (`rope_parameters`: linear, llama3, yarn, dynamic,
+longrope) whose frequencies and attention factor come from transformers' public `ROPE_INIT_FUNCTIONS`
+(`mixers_elastic_hybrid.RotaryEmbedding`); dynamic and longrope follow the length of the sequence so far
+(cached + new tokens), as the native model does.
+
 Official implementation: transformers `models/nemotron_h/modeling_nemotron_h.py` (5.24).
 """
 
@@ -29,7 +34,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_elastic_hybrid import ElasticHybridConfig, NemotronHPuzzleConfig
-from .mixers_elastic_hybrid import MLP, Attention, Mamba2Mixer, rope_cos_sin
+from .mixers_elastic_hybrid import MLP, Attention, Mamba2Mixer, RotaryEmbedding
 from .ssd_elastic_hybrid import rms_norm
 
 # transformers 5.x names the output field `cache`; older releases called it `past_key_values`.
@@ -147,6 +152,11 @@ class ElasticHybridModel(ElasticHybridPreTrainedModel):
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ElasticHybridBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
+        self.rotary = None  # no positional encoding (NemotronH attention)
+        if config.rope_theta is not None:
+            rope = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default"})
+            rope.setdefault("rope_theta", config.rope_theta)
+            self.rotary = RotaryEmbedding(rope, config.head_dim, config.max_position_embeddings)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -164,10 +174,11 @@ class ElasticHybridModel(ElasticHybridPreTrainedModel):
             key_mask = attention_mask[:, -(start + t) :].bool()  # (B, S) over cached + new tokens
             pad_mask = key_mask[:, -t:] if t > 1 else None
         rope = None
-        if self.config.rope_theta is not None:
+        if self.rotary is not None:
             if position_ids is None:
                 position_ids = torch.arange(start, start + t, device=h.device)
-            rope = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, h.dtype)
+            # dynamic / longrope frequencies follow the sequence so far (cached + new), as the native model's
+            rope = self.rotary(position_ids, start + t, h.dtype)
         for i, block in enumerate(self.layers):
             state = None
             if cache is not None:

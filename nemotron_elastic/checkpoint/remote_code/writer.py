@@ -10,7 +10,8 @@ single blocks dropped, ...) is written as:
     *_elastic_hybrid.py    the modeling code (copied from this package: TEMPLATE_FILES)
     generation_config.json when the config has token ids; tokenizer files are added by the caller
 
-so that `AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` computes the native function.
+so that `AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` computes the native function,
+scaled RoPE included (`rope_parameters` is written verbatim and read back unchanged).
 `read_remote_code` reads such a folder back as (ModelConfig, native state dict) without running its code.
 """
 
@@ -54,7 +55,8 @@ _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 KNOWN_FIELDS = frozenset(
     {
         "family", "pattern", "vocab_size", "hidden_size", "tie_word_embeddings", "norm_eps",
-        "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta", "attention_bias",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "rope_theta", "rope_parameters",
+        "attention_bias",
         "max_position_embeddings", "intermediate_size", "mlp_activation", "mlp_gated", "mlp_bias",
         "mamba_num_heads", "mamba_head_dim", "mamba_n_groups", "ssm_state_size", "conv_kernel", "use_conv_bias",
         "mamba_proj_bias", "chunk_size", "time_step_min", "time_step_max", "time_step_floor",
