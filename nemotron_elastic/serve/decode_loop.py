@@ -16,19 +16,20 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..model.batcher import ContinuousBatcher, SequenceRequest, TokenEvent
 
 
 @dataclass(eq=False)
 class Ticket:
-    """One request in the loop. `events` receives TokenEvents (the last has a finish) or one exception;
-    set `cancel` (or the caller's `external` event) to end it at the next step."""
+    """One request in the loop. `events` (anything with `put`) receives TokenEvents (the last has a finish)
+    or one exception; set `cancel` (or the caller's `external` event) to end it at the next step."""
 
     request: SequenceRequest
     external: threading.Event | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    events: queue.Queue = field(default_factory=queue.Queue)
+    events: Any = field(default_factory=queue.Queue)
     rid: int | None = None
 
     def cancelled(self) -> bool:
@@ -51,9 +52,15 @@ class DecodeLoop:
         self._thread = threading.Thread(target=self._run, name="decode-loop", daemon=True)
         self._thread.start()
 
-    def submit(self, request: SequenceRequest, cancel: threading.Event | None = None) -> Ticket:
-        """Hand a request to the loop; read its events from the returned ticket."""
+    def submit(self, request: SequenceRequest, cancel: threading.Event | None = None, events=None,
+               row_cancel: threading.Event | None = None) -> Ticket:
+        """Hand a request to the loop; its events go to `events.put` (default: a queue on the ticket).
+        `cancel` (the caller's) or `row_cancel` (set by whoever reads the events) end it at the next step."""
         ticket = Ticket(request, cancel)
+        if events is not None:
+            ticket.events = events
+        if row_cancel is not None:
+            ticket.cancel = row_cancel
         with self._cv:
             if self._closed:
                 raise RuntimeError("the decoding loop is closed")

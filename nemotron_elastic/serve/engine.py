@@ -17,8 +17,8 @@ they are produced and `generate` collects them; both may be called from any numb
 
 from __future__ import annotations
 
+import queue
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +30,12 @@ from ..checkpoint.load import load_model
 from ..config.spec import SubnetSpec
 from ..io import load_tokenizer
 from ..model.batcher import ContinuousBatcher, SequenceRequest
-from ..subnet.cost import cache_profile, predicted_cache_bytes, predicted_memory
+from ..subnet.cost import cache_profile, predicted_memory
 from .decode_loop import DecodeLoop
 from .memory import process_rss_bytes, weight_bytes
 from .model_table import ModelTable, ServedModel
-from .text import IncrementalDetokenizer, StopMatcher, chat_prompt_text
+from .request_stream import GenerationStats, RequestStream, StreamEvent
+from .text import chat_prompt_text
 
 
 class ContextLengthError(ValueError):
@@ -53,31 +54,6 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
-
-
-@dataclass
-class GenerationStats:
-    """What one request used: tokens, measured and predicted cache bytes, wall time."""
-
-    model: str
-    budget: float
-    prompt_tokens: int
-    completion_tokens: int = 0
-    cache_bytes: int = 0
-    predicted_cache_bytes: int = 0
-    seconds: float = 0.0
-    first_token_seconds: float | None = None
-
-
-@dataclass
-class StreamEvent:
-    """One step of a stream: new text (may be empty) and token ids; the last event has a finish_reason
-    ("stop", "length" or "cancelled") and the stats."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None = None
-    stats: GenerationStats | None = None
 
 
 @dataclass
@@ -177,6 +153,31 @@ class ManyInOneEngine:
             )
 
     # --- generation --------------------------------------------------------------------------------------
+    def start(
+        self,
+        prompt_ids: Sequence[int],
+        model: str | float | SubnetSpec | ServedModel | None,
+        params: SamplingParams,
+        sink: Any,
+        cancel: threading.Event | None = None,
+    ) -> RequestStream:
+        """Queue a request in the running batch; its StreamEvents go to `sink.put` from the decoding thread
+        (the last one has finish_reason and stats; an exception that ends it goes there too). Returns its
+        RequestStream (`finished` is set after the last event, `close()` drops the row)."""
+        served = self.resolve(model)
+        if not prompt_ids:
+            raise ValueError("prompt: empty (and the tokenizer has no BOS token to start from)")
+        self.check_lengths(len(prompt_ids), params.max_new_tokens)
+        stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+        request = SequenceRequest(
+            [int(t) for t in prompt_ids], params.max_new_tokens, None if served.masks is None else served.spec,
+            params.temperature, params.top_k, params.top_p, params.seed, stops,
+        )
+        stats = GenerationStats(served.name, served.budget, len(prompt_ids))
+        stream = RequestStream(self, served, params, stats, stops, sink, cancel)
+        self.loop.submit(request, cancel, events=stream, row_cancel=stream.cancel)
+        return stream
+
     def stream(
         self,
         prompt_ids: Sequence[int],
@@ -194,50 +195,18 @@ class ManyInOneEngine:
             params: sampling parameters.
             cancel: set it (from any thread) to stop after the current step (finish_reason "cancelled").
         """
-        params = params or SamplingParams()
-        served = self.resolve(model)
-        if not prompt_ids:
-            raise ValueError("prompt: empty (and the tokenizer has no BOS token to start from)")
-        self.check_lengths(len(prompt_ids), params.max_new_tokens)
-        stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
-        request = SequenceRequest(
-            [int(t) for t in prompt_ids], params.max_new_tokens, None if served.masks is None else served.spec,
-            params.temperature, params.top_k,
-            params.top_p, params.seed, stops,
-        )
-        detok, matcher = IncrementalDetokenizer(self.decode), StopMatcher(params.stop)
-        stats = GenerationStats(served.name, served.budget, len(prompt_ids))
-        start, finish, tail_ids = time.perf_counter(), None, []
-        ticket = self.loop.submit(request, cancel)
+        events: queue.Queue = queue.Queue()
+        stream = self.start(prompt_ids, model, params or SamplingParams(), events, cancel)
         try:
             while True:
-                event = ticket.events.get()
+                event = events.get()
                 if isinstance(event, BaseException):
                     raise event
-                if finish is None and cancel is not None and cancel.is_set():
-                    finish = "cancelled"  # tokens the loop decoded ahead of the consumer are dropped
-                if event.token is not None and finish is None:  # tokens after a stop string are dropped
-                    stats.completion_tokens += 1
-                    if stats.first_token_seconds is None:
-                        stats.first_token_seconds = time.perf_counter() - start
-                    if event.token in stops:  # EOS / stop id: counted, but not part of the text
-                        tail_ids = [event.token]
-                    else:
-                        text, stopped = matcher.feed(detok.push(event.token))
-                        yield StreamEvent(text, [event.token])
-                        if stopped:  # a stop string: the row leaves at the next step
-                            finish = "stop"
-                            ticket.cancel.set()
-                if event.finish is not None:
-                    finish = finish or event.finish
-                    break
-            tail = "" if matcher.stopped else matcher.feed(detok.flush())[0] + matcher.flush()
-            stats.seconds = time.perf_counter() - start
-            stats.cache_bytes = event.cache_bytes
-            stats.predicted_cache_bytes = predicted_cache_bytes(served.spec, event.seen, self.dtype)
-            yield StreamEvent(tail, tail_ids, finish, stats)
+                yield event
+                if event.finish_reason is not None:
+                    return
         finally:
-            ticket.cancel.set()  # a consumer that stops early frees the row at the next step
+            stream.close()  # a consumer that stops early frees the row at the next step
 
     def generate(
         self,

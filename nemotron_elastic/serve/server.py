@@ -30,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .engine import ContextLengthError, ManyInOneEngine, SamplingParams
+from .engine import ContextLengthError, ManyInOneEngine
 from .handlers import GenerationCall, RelayMixin, prepare_call
 from .metrics import ServeMetrics
 from .model_table import UnknownModelError
@@ -321,18 +321,37 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             self._relay_whole(call, job)
 
 
+class _MeteredSink:
+    """The handler's event queue, counting tokens and the time to the first one for /metrics on the way. An
+    exception that ends the request stays with its RequestStream: `_run` raises it and the pool reports it
+    as the job's error."""
+
+    def __init__(self, job: Any, metrics: ServeMetrics, model: str) -> None:
+        self.job, self.metrics, self.model = job, metrics, model
+        self.start, self.first = time.monotonic(), True
+
+    def put(self, event: Any) -> None:
+        if isinstance(event, BaseException):
+            return
+        if event.token_ids:
+            if self.first:
+                self.metrics.first_token(time.monotonic() - self.start)
+                self.first = False
+            self.metrics.tokens(self.model, len(event.token_ids))
+        self.job.events.put(event)
+
+
 def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any, metrics: ServeMetrics) -> None:
-    """A worker's part: generate, push every event to the handler, count tokens for /metrics."""
-    params: SamplingParams = call.params
-    model, start, first = call.served.name, time.monotonic(), True
+    """A worker's part: hold a slot while the request decodes. Its events go from the decoding thread
+    straight to the handler's queue (one hop per token: `request_stream.py`); an exception that ended it
+    is raised here, so the pool records it as the job's error."""
+    model = call.served.name
     metrics.started(model, len(call.prompt_ids))
     try:
-        for event in engine.stream(call.prompt_ids, call.served, params, cancel=job.cancel):
-            if event.token_ids:
-                if first:
-                    metrics.first_token(time.monotonic() - start)
-                    first = False
-                metrics.tokens(model, len(event.token_ids))
-            job.events.put(event)
+        sink = _MeteredSink(job, metrics, model)
+        stream = engine.start(call.prompt_ids, call.served, call.params, sink, cancel=job.cancel)
+        stream.finished.wait()
+        if stream.error is not None:
+            raise stream.error
     finally:
         metrics.finished(model)
