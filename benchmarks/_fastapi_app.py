@@ -9,7 +9,7 @@ the answer and chunk builders (`GenerationCall`) and the error objects (`APIErro
 So the benchmark compares the HTTP layers alone.
 
 The bridge from the engine's threads to the event loop is the usual one (vLLM's AsyncLLM output handler
-does the same): a pool worker runs `engine.stream` and hands each event to the request's asyncio.Queue
+does the same): the decoding thread hands each text event to the request's asyncio.Queue
 with `loop.call_soon_threadsafe`; the handler awaits that queue, so no event-loop thread ever blocks on
 decoding. Tokenisation in `prepare_call` runs inline on the loop: it is short next to a decoding step,
 and a hop to a thread pool would add its own latency to every request.
@@ -125,15 +125,18 @@ def build_app(engine: ManyInOneEngine, max_concurrency: int = 16, max_queue: int
             raise APIError(400, str(err), param=param, code="context_length_exceeded") from None
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
-        def work(job: Any) -> None:  # on a pool worker: the engine's events onto the event loop
+        class Sink:  # the decoding thread's text events straight onto the event loop (one hop, as stdlib)
+            def put(self, event: Any) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def work(job: Any) -> None:  # on a pool worker: hold the slot while the request decodes
             put = events.put_nowait
             loop.call_soon_threadsafe(put, _STARTED)
             try:
-                for event in engine.stream(call.prompt_ids, call.served, call.params, cancel=job.cancel):
-                    loop.call_soon_threadsafe(put, event)
-            except BaseException as err:
-                loop.call_soon_threadsafe(put, err)
-                raise
+                stream = engine.start(call.prompt_ids, call.served, call.params, Sink(), cancel=job.cancel)
+                stream.finished.wait()
+                if stream.error is not None:
+                    raise stream.error
             finally:
                 loop.call_soon_threadsafe(put, _END)
 
