@@ -32,7 +32,9 @@ from typing import Any
 import torch
 
 from ..config.model import ModelConfig
-from .remote_code.configuration_decilm import FFN_ROUNDING, ffn_width
+from .hf_decoder import rope_from_hf
+from .keymap import check_state_dict, native_shapes
+from .remote_code.configuration_decilm import FFN_ROUNDING, DeciLMConfig, ffn_width
 from .remote_code.writer import TEMPLATE_DIR
 from .stream import write_tensors
 
@@ -115,7 +117,6 @@ def decilm_config(config: ModelConfig) -> dict[str, Any]:
 
 def key_map(config: ModelConfig) -> dict[str, str]:
     """Native key -> DeciLM key for every tensor of `config` (a tied head left out, as in stock Llama)."""
-    from .keymap import native_shapes
 
     where = {}  # native block -> (decoder layer, is_mlp)
     for layer, (attn, mlp) in enumerate(layer_plan(config.pattern)):
@@ -143,7 +144,6 @@ def write_decilm(model: torch.nn.Module, folder: Path) -> None:
     """
     from transformers import GenerationConfig
 
-    from .remote_code.configuration_decilm import DeciLMConfig  # deferred: transformers
 
     blocker = decilm_blocker(model.config)
     if blocker:
@@ -164,8 +164,6 @@ def write_decilm(model: torch.nn.Module, folder: Path) -> None:
 
 def native_config_from_decilm(raw: dict[str, Any], where: str) -> ModelConfig:
     """The ModelConfig of a DeciLM config.json (parsed), with one-line errors naming the key."""
-    from .hf_decoder import rope_from_hf
-    from .remote_code.configuration_decilm import DeciLMConfig  # deferred: transformers
 
     try:
         cfg = DeciLMConfig.from_dict({k: v for k, v in raw.items() if k != "auto_map"})
@@ -209,7 +207,6 @@ def decilm_to_native_state_dict(
     tensors: dict[str, torch.Tensor], config: ModelConfig, where: str
 ) -> dict[str, torch.Tensor]:
     """Rename DeciLM tensors to native keys and check them against `config` (a tied head's copy dropped)."""
-    from .keymap import check_state_dict
 
     inverse = {hf: k for k, hf in key_map(config).items()}
     if config.tie_word_embeddings:

@@ -61,8 +61,9 @@ class RouterConfig:
     # argmax, whose cost can land outside the dead zone.
     decision: Literal["within_budget", "argmax"] = "within_budget"
     # Which export formats every budget's sub-model must fit (docs/SERVING.md, "Engines"): "stock" = one width
-    # per axis (no per-layer menus), loadable by every engine; "puzzle" = per-layer MLP widths only (NemotronH:
-    # NVIDIA's Puzzle format, which vLLM loads); "any" = every menu, per-layer heads exporting with own code.
+    # per axis (no per-layer menus), loadable by every engine; "puzzle" = NVIDIA's per-layer format of the
+    # parent's family, which vLLM loads (NemotronH: Puzzle; Llama: DeciLM, MLP widths multiples of 256; none
+    # for Qwen2 / Qwen3 / Mistral): per-layer MLP widths only; "any" = every menu, per-layer heads with own code.
     exportable: Literal["stock", "puzzle", "any"] = "any"
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ own size for fraction 1.0), one row per layer of the axis' type:
 `per_layer` says whether the router picks one column per layer (heterogeneous, docs/METHOD.md 7.1
 `--flex-hetero-*`) or one column for all layers. Depth choices count the layers dropped from the head of the
 depth ranking (`drop_order`, least important first). `menus_from_config` builds the menus of a training
-config, refusing (`check_exportable`) per-layer menus whose sub-models `router.exportable` rules out.
+config, refusing (`check_exportable`) menus whose sub-models `router.exportable` rules out.
 """
 
 from __future__ import annotations
@@ -130,30 +130,51 @@ def read_drop_order(ranking: Path) -> list[int]:
     return [int(i) for i in order]
 
 
+# NVIDIA's heterogeneous per-layer format of each family ("puzzle" in router.exportable); other families have none.
+PER_LAYER_FORMATS = {"nemotron_h": "Puzzle", "llama": "DeciLM"}
+# DeciLM gives an MLP int(2 * ffn_mult * hidden / 3) rounded up to a multiple of 256 (checkpoint/decilm.py,
+# docs/SERVING.md "Engines"): exactly the multiples of 256 are expressible (at any hidden size below ~3e6).
+DECILM_FFN_ROUNDING = 256
+
+
 def check_exportable(parent: ModelConfig, menus: MenuConfig, exportable: str) -> None:
     """Refuse menus whose sub-models would not all export to `exportable` ("stock", "puzzle" or "any"; the
-    config's router.exportable), in one line naming the menu key.
+    config's router.exportable), in one line naming the key.
 
-    stock: one width per axis (no per-layer menus). puzzle: per-layer MLP widths only, on a NemotronH parent
-    with relu2 MLPs (NVIDIA's Puzzle format). A Llama-family parent's depth menu drops single blocks, which no
-    stock Llama config expresses, so it needs "any".
+    stock: one width per axis (no per-layer menus); a Llama-family parent's depth menu drops single blocks,
+    which no stock config expresses. puzzle: NVIDIA's per-layer format of the parent's family, so per-layer
+    MLP widths only and global heads: Puzzle for NemotronH (relu2 MLPs, any depth), DeciLM for Llama (any
+    depth; every MLP width the menus can pick a multiple of 256). Qwen2 / Qwen3 / Mistral have no such format.
     """
     if exportable == "any":
         return
-    per_layer = [axis for axis in menus.per_layer if getattr(menus, axis) is not None]
-    allowed = ["mlp"] if exportable == "puzzle" else []
-    bad = [axis for axis in per_layer if axis not in allowed]
     fix = "; set router.exportable=any to allow it"
+    fmt = PER_LAYER_FORMATS.get(parent.family)
+    if exportable == "puzzle" and fmt is None:
+        raise ValueError(f"router.exportable: puzzle means NVIDIA's per-layer format of the parent's family (Puzzle "
+                         f"for nemotron_h, DeciLM for llama); a {parent.family} parent has none (use stock or any)")
+    per_layer = [axis for axis in menus.per_layer if getattr(menus, axis) is not None]
+    bad = [axis for axis in per_layer if axis != "mlp" or exportable == "stock"]
     if bad:
-        kind = "the Puzzle format (per-layer MLP widths only)" if exportable == "puzzle" else "stock classes"
+        kind = f"the {fmt} format (per-layer MLP widths only)" if exportable == "puzzle" else "stock classes"
         raise ValueError(f"menus.per_layer: {', '.join(bad)} per layer cannot be exported to {kind} "
                          f"(router.exportable={exportable}){fix}")  # fmt: skip
-    if "mlp" in per_layer and (parent.family != "nemotron_h" or parent.mlp_activation != "relu2"):
-        raise ValueError(f"menus.per_layer: per-layer mlp exports to the Puzzle format only from a NemotronH parent "
-                         f"with relu2 MLPs (router.exportable=puzzle){fix}")  # fmt: skip
-    if menus.depth is not None and parent.family != "nemotron_h":
-        raise ValueError(f"menus.depth: dropping single blocks of a {parent.family} parent exports only with own "
-                         f"modeling code (router.exportable={exportable}){fix}")  # fmt: skip
+    if parent.family == "nemotron_h":
+        if per_layer and parent.mlp_activation != "relu2":
+            raise ValueError(f"menus.per_layer: per-layer mlp exports to the Puzzle format only from a NemotronH "
+                             f"parent with relu2 MLPs (router.exportable=puzzle){fix}")  # fmt: skip
+        return
+    if menus.depth is not None and exportable == "stock":
+        also = " in the DeciLM format (router.exportable=puzzle) or" if fmt else ""
+        raise ValueError(f"menus.depth: dropping single blocks of a {parent.family} parent exports only{also} with "
+                         f"own modeling code, not to stock classes (router.exportable=stock){fix}")  # fmt: skip
+    if per_layer or menus.depth is not None:  # a Llama sub-model that only DeciLM expresses: its widths must fit
+        mlp = build_menu(parent, "mlp", list(menus.mlp), "mlp" in menus.per_layer) if menus.mlp is not None else None
+        widths = sorted(set(mlp.choices.flatten().tolist() if mlp is not None else parent.mlp_sizes_per_layer()))
+        odd = [w for w in widths if w % DECILM_FFN_ROUNDING]
+        if odd:
+            raise ValueError(f"menus.mlp: MLP width {odd[0]} is not a multiple of {DECILM_FFN_ROUNDING}, which the "
+                             f"DeciLM format needs (router.exportable=puzzle on a llama parent){fix}")  # fmt: skip
 
 
 def menus_from_config(

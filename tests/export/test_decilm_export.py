@@ -3,7 +3,7 @@
 
 - transformers loads the export through `auto_map` and gives the native sub-model's logits (fp32, 1e-4), with
   llama3 RoPE, q/k/v/o biases, a dropped attention and a dropped MLP;
-- config.json and tensor names hold what vLLM 0.34's DeciLM loader reads (read from the wheel:
+- config.json and tensor names hold what vLLM 0.34.0's DeciLM loader reads (read from the wheel:
   vllm/model_executor/models/nemotron_nas.py, registry.py, transformers_utils/model_arch_config_convertor.py;
   no engine runs here, docs/SERVING.md "Engines");
 - the config has the keys and block structure of nvidia/Llama-3_3-Nemotron-Super-49B-v1's config.json

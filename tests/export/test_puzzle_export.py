@@ -2,7 +2,7 @@
 """Per-layer MLP sub-models of a NemotronH parent exported in NVIDIA's heterogeneous "Puzzle" format.
 
 - transformers loads the export through `auto_map` and gives the native sub-model's logits (fp32, 1e-4);
-- config.json and tensor names hold what vLLM 0.33's NemotronH loader reads (read from the wheel:
+- config.json and tensor names hold what vLLM 0.34.0's NemotronH loader reads (read from the wheel:
   vllm/model_executor/models/nemotron_h.py and registry.py; no engine runs here, docs/SERVING.md);
 - the config has the keys and structure of NVIDIA's published Puzzle checkpoint, as recorded in
   fixtures/nemotron_h_puzzle_structure.json (reconstructed from code that reads nvidia/NVIDIA-Nemotron-Labs-3-
@@ -27,7 +27,7 @@ FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "nemotron_h_puzzle_st
 # per-layer MLP widths, a narrower hidden size and Mamba heads (uniform), one layer dropped
 SPEC = {"hidden": 24, "mlp": [40, 16, 8], "mamba_heads": 4, "layers": [0, 1, 2, 3, 4, 6, 7]}
 IDS = torch.randint(0, 96, (2, 13), generator=torch.Generator().manual_seed(2))
-# What vLLM 0.33 reads from the config object (nemotron_h.py: NemotronHModel, the four decoder layers,
+# What vLLM 0.34.0 reads from the config object (nemotron_h.py: NemotronHModel, the four decoder layers,
 # NemotronHForCausalLM's Mamba state shapes; the arch-config convertor).
 VLLM_GLOBAL = ("vocab_size", "hidden_size", "hybrid_override_pattern", "layer_norm_epsilon", "ssm_state_size",
                "conv_kernel", "mamba_num_heads", "mamba_head_dim", "use_conv_bias", "use_bias", "n_groups",
