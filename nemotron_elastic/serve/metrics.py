@@ -109,3 +109,23 @@ class ServeMetrics:
                    [*buckets, ("_sum", self.ttft_sum), ("_count", cumulative)])
         # a histogram's samples are the family name + "_bucket{le=...}" / "_sum" / "_count"
         return "\n".join(lines) + "\n"
+
+
+class MeteredSink:
+    """A request's event queue (`events.put`) that counts its tokens and the time to its first one for
+    /metrics on the way. An exception that ends the request is not passed on: it stays with the request's
+    RequestStream, whose owner raises it (server.py `_run`: the pool reports it as the job's error)."""
+
+    def __init__(self, events: Any, metrics: ServeMetrics, model: str) -> None:
+        self.events, self.metrics, self.model = events, metrics, model
+        self.start, self.first = time.monotonic(), True
+
+    def put(self, event: Any) -> None:
+        if isinstance(event, BaseException):
+            return
+        if event.token_ids:
+            if self.first:
+                self.metrics.first_token(time.monotonic() - self.start)
+                self.first = False
+            self.metrics.tokens(self.model, len(event.token_ids))
+        self.events.put(event)

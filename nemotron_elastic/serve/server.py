@@ -32,7 +32,7 @@ from typing import Any
 
 from .engine import ContextLengthError, ManyInOneEngine
 from .handlers import GenerationCall, RelayMixin, prepare_call
-from .metrics import ServeMetrics
+from .metrics import MeteredSink, ServeMetrics
 from .model_table import UnknownModelError
 from .openai_schema import APIError
 from .responses import model_card
@@ -321,26 +321,6 @@ class _Handler(RelayMixin, BaseHTTPRequestHandler):
             self._relay_whole(call, job)
 
 
-class _MeteredSink:
-    """The handler's event queue, counting tokens and the time to the first one for /metrics on the way. An
-    exception that ends the request stays with its RequestStream: `_run` raises it and the pool reports it
-    as the job's error."""
-
-    def __init__(self, job: Any, metrics: ServeMetrics, model: str) -> None:
-        self.job, self.metrics, self.model = job, metrics, model
-        self.start, self.first = time.monotonic(), True
-
-    def put(self, event: Any) -> None:
-        if isinstance(event, BaseException):
-            return
-        if event.token_ids:
-            if self.first:
-                self.metrics.first_token(time.monotonic() - self.start)
-                self.first = False
-            self.metrics.tokens(self.model, len(event.token_ids))
-        self.job.events.put(event)
-
-
 def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any, metrics: ServeMetrics) -> None:
     """A worker's part: hold a slot while the request decodes. Its events go from the decoding thread
     straight to the handler's queue (one hop per token: `request_stream.py`); an exception that ended it
@@ -348,7 +328,7 @@ def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any, metrics: Serve
     model = call.served.name
     metrics.started(model, len(call.prompt_ids))
     try:
-        sink = _MeteredSink(job, metrics, model)
+        sink = MeteredSink(job.events, metrics, model)
         stream = engine.start(call.prompt_ids, call.served, call.params, sink, cancel=job.cancel)
         stream.finished.wait()
         if stream.error is not None:
