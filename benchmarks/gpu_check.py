@@ -295,7 +295,7 @@ def stage_scoring(device: torch.device, root: Path, sizes: dict) -> dict:
 
 
 def stage_serve(device: torch.device, sizes: dict) -> dict:
-    from nemotron_elastic.model.decode import generate
+    from nemotron_elastic.model.batcher import generate
 
     cfg = dataclasses.replace(get_preset("tiny-hybrid"), **sizes["model"])
     model = HybridLM(cfg).to(device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
