@@ -7,7 +7,8 @@ events into cancellations (the row leaves at that step), runs one `step()` and r
 ticket. All requests in flight are therefore decoded together, one forward per active budget per step.
 
 A failing step (an out-of-memory error, a bug) fails every request then in flight with that error and
-starts over with an empty batcher; the loop itself keeps running.
+starts over with an empty batcher; a request whose events cannot be handled (its sink raises) ends alone,
+its row cancelled. The loop itself keeps running.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class DecodeLoop:
                 try:
                     ticket.rid = self.batcher.submit(ticket.request)
                 except ValueError as err:
-                    ticket.events.put(err)
+                    _deliver_error(ticket, err)
                     continue
                 self._tickets[ticket.rid] = ticket
             for rid, ticket in self._tickets.items():
@@ -100,13 +101,29 @@ class DecodeLoop:
                 events = self.batcher.step()
             except Exception as err:  # noqa: BLE001  every request in flight learns it; the loop goes on
                 for ticket in self._tickets.values():
-                    ticket.events.put(err)
+                    _deliver_error(ticket, err)
                 self._tickets, self.batcher = {}, self._make()
                 continue
             # before the events: a request that learns it finished sees itself gone from the snapshot
             self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes()}
             for event in events:
-                ticket = self._tickets[event.rid]
-                ticket.events.put(event)
+                ticket = self._tickets.get(event.rid)
+                if ticket is None:  # failed on an earlier event of this step
+                    continue
+                try:
+                    ticket.events.put(event)
+                except Exception as err:  # noqa: BLE001  (e.g. text that cannot be decoded) ends this request only
+                    self.batcher.cancel(event.rid)
+                    del self._tickets[event.rid]
+                    _deliver_error(ticket, err)
+                    continue
                 if event.finish is not None:
                     del self._tickets[event.rid]
+
+
+def _deliver_error(ticket: Ticket, err: BaseException) -> None:
+    """Hand `err` to the request; a sink that fails even at that is left behind, never the loop."""
+    try:
+        ticket.events.put(err)
+    except Exception:  # noqa: BLE001, S110  the request is over either way
+        pass

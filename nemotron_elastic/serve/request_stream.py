@@ -73,8 +73,10 @@ class RequestStream:
             return
         if isinstance(event, BaseException):
             self.error = event
-            self.sink.put(event)
-            self.finished.set()
+            try:
+                self.sink.put(event)
+            finally:  # even a sink that fails here must not leave its owner waiting
+                self.finished.set()
             return
         if self.finish is None and self.external is not None and self.external.is_set():
             self.finish = "cancelled"  # tokens decoded after the caller cancelled are dropped

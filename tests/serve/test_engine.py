@@ -3,6 +3,7 @@
 HF checkpoint of that budget run in transformers), streaming, stops, cancellation, memory accounting."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -193,3 +194,21 @@ def test_concurrent_budgets_equal_each_request_alone_for_every_batching_option(e
         t.join()
     other.close()
     assert got == alone
+
+
+def test_a_request_whose_events_fail_ends_alone_and_the_loop_keeps_serving(engine):
+    """A sink that raises (text that cannot be handled, say) fails its own request only: its row leaves
+    the batch and the next request is served."""
+
+    class Broken:
+        def put(self, event):
+            raise RuntimeError("cannot handle this")
+
+    stream = engine.start(engine.encode(PROMPT), "micro-0.5", SamplingParams(max_new_tokens=50), Broken())
+    assert stream.finished.wait(10) and isinstance(stream.error, RuntimeError)
+    done = engine.generate(engine.encode(PROMPT), "micro", max_new_tokens=4, temperature=0)
+    assert done.finish_reason == "length" and done.stats.completion_tokens == 4
+    deadline = time.monotonic() + 5
+    while engine.memory_report()["active_requests"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.memory_report()["active_requests"] == 0
