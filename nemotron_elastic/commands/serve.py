@@ -107,8 +107,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         type=positive_int,
         default=256,
         metavar="N",
-        help="prompt tokens a new request feeds per decoding step, so running requests keep streaming "
-        "(default 256)",
+        help="prompt tokens fed per decoding step over all new requests (a long prompt takes several steps, "
+        "short ones share one), so running requests keep streaming (default 256)",
     )
     parser.add_argument(
         "--max-context",

@@ -5,9 +5,9 @@ The one decoding loop of the project: `generate`, the serving engine and lm-eval
 their requests through it (docs/SERVING.md, batched decoding). Each `step()`:
 
 1. drops cancelled requests (their cache rows are freed at once);
-2. prefills: every waiting request of a sub-model is fed the next `prefill_chunk` tokens of its prompt in
-   one ragged forward (model/batch_cache.py); a request whose prompt is done samples its first token and
-   joins that sub-model's running batch;
+2. prefills: at most `prefill_chunk` prompt tokens per sub-model and step, in arrival order (a long prompt
+   takes several steps; short ones share a step), in one ragged forward (model/batch_cache.py); a request
+   whose prompt is done samples its first token and joins that sub-model's running batch;
 3. decodes: one forward per sub-model with running rows feeds each row its last token and samples the next.
 
 Rows of different sub-models (budgets) share a step in one of two ways (`mixed`):
@@ -34,41 +34,10 @@ import torch
 
 from ..config.spec import SubnetSpec
 from .batch_cache import BatchCache, PagePool, relayout
-from .decode import sample_next
+from .decode import SequenceRequest, TokenEvent, sample_next
 from .masks import ElasticMasks
 
 MIXED = ("group", "widest")
-
-
-@dataclass
-class SequenceRequest:
-    """One sequence to continue.
-
-    prompt: token ids (non-empty); subnet: the sub-model (None: the parent); stop_token_ids: ids that end the
-    row (the id is emitted, then the row leaves); seed: the sampling generator's seed (None: random);
-    generator: a generator to use instead of a seeded one (rows may share it)."""
-
-    prompt: list[int]
-    max_new_tokens: int
-    subnet: SubnetSpec | ElasticMasks | None = None
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop_token_ids: frozenset[int] = frozenset()
-    generator: torch.Generator | None = None
-
-
-@dataclass
-class TokenEvent:
-    """What a step produced for one request: a new token (None when it ended without one) and, on its last
-    event, why it ended: "stop" (a stop token), "length" (max_new_tokens) or "cancelled"."""
-
-    rid: int
-    token: int | None
-    finish: str | None = None
-    seen: int = 0  # last event: tokens the request's cache held (prompt + completion - 1, or fewer)
-    cache_bytes: int = 0  # last event: bytes of that state (the row's KV at its length + its Mamba states)
 
 
 @dataclass(eq=False)
@@ -88,6 +57,7 @@ class _Group:
     subnet: SubnetSpec | ElasticMasks | None
     prefill: BatchCache
     running: BatchCache
+    waiting: list[_Row] = field(default_factory=list)  # submitted, no prompt token fed yet
     prefill_rows: list[_Row] = field(default_factory=list)
     rows: list[_Row] = field(default_factory=list)
     layout: SubnetSpec | None = None  # widest: the sub-model the caches are laid out for (their union)
@@ -97,8 +67,8 @@ class ContinuousBatcher:
     """Args:
         model: a HybridLM (eval mode).
         kv_cache: "padded" or "paged" (model/batch_cache.py; benchmarks/serve_load.py measures both).
-        prefill_chunk: prompt tokens fed per request per step (bounds how long a step of the running rows
-            waits behind a long new prompt).
+        prefill_chunk: prompt tokens fed per sub-model and step, over all new requests (bounds how long a
+            step of the running rows waits behind new prompts).
         mixed: how rows of different sub-models share a step: "group" or "widest" (see the module doc;
             "widest" takes SubnetSpec sub-models only).
     Not thread-safe: one thread calls submit / cancel / step (the serving engine wraps it in one).
@@ -120,6 +90,7 @@ class ContinuousBatcher:
         self._next_id = 0
         self._cancelled: set[int] = set()
         self._finished_early: list[TokenEvent] = []
+        self.prefill_tokens = 0  # prompt tokens of the last prefill forward (tests, logs)
 
     # --- requests ----------------------------------------------------------------------------------------
     def submit(self, request: SequenceRequest) -> int:
@@ -138,17 +109,18 @@ class ContinuousBatcher:
         if generator is None and request.temperature > 0:
             seed = request.seed if request.seed is not None else secrets.randbits(63)
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        self._group(request.subnet).prefill_rows.append(_Row(rid, request, generator))
+        self._group(request.subnet).waiting.append(_Row(rid, request, generator))
         return rid
 
     def cancel(self, rid: int) -> None:
         """End request `rid` at the next step (finish "cancelled"); unknown or finished ids are ignored."""
         self._cancelled.add(rid)
 
+
     @property
     def active(self) -> int:
         """Requests not finished yet (prefilling or decoding)."""
-        return sum(len(g.prefill_rows) + len(g.rows) for g in self._groups.values())
+        return sum(len(g.waiting) + len(g.prefill_rows) + len(g.rows) for g in self._groups.values())
 
     def has_work(self) -> bool:
         return bool(self._finished_early) or self.active > 0
@@ -185,16 +157,13 @@ class ContinuousBatcher:
             events += self._decode(group)
         self._cancelled.clear()
         # a sub-model with no rows left gives back its caches (and paged pool) until it is asked for again
-        self._groups = {k: g for k, g in self._groups.items() if g.prefill_rows or g.rows}
+        self._groups = {k: g for k, g in self._groups.items() if g.waiting or g.prefill_rows or g.rows}
         return events
 
     def _drop_cancelled(self, group: _Group) -> list[TokenEvent]:
-        new = len(group.prefill_rows) - group.prefill.rows  # rows submitted since the last step get cache rows
-        if new:
-            group.prefill = BatchCache.concat([group.prefill, self._empty(new, group.prefill.pool)])
-        if not self._cancelled:
-            return []
-        events = []
+        """Drop cancelled requests (their rows leave at once), then admit waiting ones."""
+        events = [TokenEvent(r.rid, None, "cancelled") for r in group.waiting if r.rid in self._cancelled]
+        group.waiting = [r for r in group.waiting if r.rid not in self._cancelled]
         for attr, cache_attr in (("prefill_rows", "prefill"), ("rows", "running")):
             rows: list[_Row] = getattr(group, attr)
             gone = [b for b, row in enumerate(rows) if row.rid in self._cancelled]
@@ -204,14 +173,29 @@ class ContinuousBatcher:
                            for b in gone]
                 setattr(group, cache_attr, cache.drop(gone))
                 setattr(group, attr, [row for b, row in enumerate(rows) if b not in gone])
+        self._admit(group)
         return events
+
+    def _admit(self, group: _Group) -> None:
+        """Waiting requests start their prefill while this step's prompt tokens stay within prefill_chunk
+        (the rows already prefilling come first; only the last row of a step can be cut short, so every
+        row in the prefill cache gets tokens each step)."""
+        budget = self.prefill_chunk - sum(len(r.request.prompt) - r.fed for r in group.prefill_rows)
+        admitted = 0
+        while group.waiting and (budget > 0 or not group.prefill_rows):
+            row = group.waiting.pop(0)
+            group.prefill_rows.append(row)
+            budget -= len(row.request.prompt)
+            admitted += 1
+        if admitted:
+            group.prefill = BatchCache.concat([group.prefill, self._empty(admitted, group.prefill.pool)])
 
     def _spec(self, row: _Row) -> SubnetSpec:
         return row.request.subnet or self._full
 
     def _fit_layout(self, group: _Group) -> None:
         """Lay the group's caches out for the union of its rows' sub-models (widest)."""
-        rows = group.prefill_rows + group.rows
+        rows = group.waiting + group.prefill_rows + group.rows
         if not rows:
             return
         union = SubnetSpec.union([self._spec(r) for r in rows])
@@ -223,7 +207,11 @@ class ContinuousBatcher:
     def _prefill(self, group: _Group) -> list[TokenEvent]:
         if not group.prefill_rows:
             return []
-        pieces = [row.request.prompt[row.fed : row.fed + self.prefill_chunk] for row in group.prefill_rows]
+        pieces, budget = [], self.prefill_chunk
+        for row in group.prefill_rows:  # in arrival order, within this step's budget of prompt tokens
+            pieces.append(row.request.prompt[row.fed : row.fed + budget])
+            budget -= len(pieces[-1])
+        self.prefill_tokens = sum(len(p) for p in pieces)
         logits = self._forward(group, group.prefill, pieces, group.prefill_rows)  # (B, V) at last fed tokens
         done = []
         for b, (row, piece) in enumerate(zip(group.prefill_rows, pieces)):
@@ -328,7 +316,7 @@ def generate(
     if max_new_tokens == 0 or input_ids.shape[0] == 0:
         return input_ids
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    batcher = ContinuousBatcher(model, prefill_chunk=max(1, input_ids.shape[1]))
+    batcher = ContinuousBatcher(model, prefill_chunk=max(1, input_ids.numel()))  # every prompt in one step
     rids = [
         batcher.submit(SequenceRequest(row, max_new_tokens, subnet, temperature, top_k, top_p,
                                        stop_token_ids=frozenset(eos), generator=generator))

@@ -8,12 +8,14 @@ the updated one, so incremental decoding is the same computation as the full for
 Generation (model/batcher.py) runs one prefill pass, then one token per step: each step feeds only the new
 token; attention reads the KV cache and Mamba2 blocks continue from their conv + SSM states, so a step costs
 O(1) in the Mamba layers and O(S) in the attention layers. Batches of sequences at different lengths keep
-their state in a `BatchCache` (model/batch_cache.py) instead.
+their state in a `BatchCache` (model/batch_cache.py) instead; `SequenceRequest` and `TokenEvent` are what
+the continuous batcher (model/batcher.py) takes and gives per request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -73,3 +75,34 @@ def sample_next(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class SequenceRequest:
+    """One sequence to continue.
+
+    prompt: token ids (non-empty); subnet: the sub-model (None: the parent); stop_token_ids: ids that end the
+    row (the id is emitted, then the row leaves); seed: the sampling generator's seed (None: random);
+    generator: a generator to use instead of a seeded one (rows may share it)."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    subnet: Any = None  # a SubnetSpec, ElasticMasks or None (the parent)
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_token_ids: frozenset[int] = frozenset()
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class TokenEvent:
+    """What a step produced for one request: a new token (None when it ended without one) and, on its last
+    event, why it ended: "stop" (a stop token), "length" (max_new_tokens) or "cancelled"."""
+
+    rid: int
+    token: int | None
+    finish: str | None = None
+    seen: int = 0  # last event: tokens the request's cache held (prompt + completion - 1, or fewer)
+    cache_bytes: int = 0  # last event: bytes of that state (the row's KV at its length + its Mamba states)

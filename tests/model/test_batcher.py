@@ -134,3 +134,22 @@ def test_bad_requests_are_refused():
         batcher.submit(SequenceRequest([1], -1))
     rid = batcher.submit(SequenceRequest([1], 0))
     assert [(e.rid, e.token, e.finish) for e in batcher.step()] == [(rid, None, "length")]
+
+
+def test_a_step_feeds_at_most_prefill_chunk_prompt_tokens():
+    """New prompts share a step's budget of prompt tokens in arrival order (a long one takes several steps,
+    short ones share one), so running rows never wait behind more than prefill_chunk prompt tokens."""
+    model = build(**HYBRID)
+    batcher = ContinuousBatcher(model, prefill_chunk=6)
+    long_prompt, short = list(range(1, 18)), [[5, 6], [7, 8, 9], [10]]
+    ids = [batcher.submit(SequenceRequest(p, 3)) for p in [long_prompt, *short]]
+    fed, events = [], {}
+    while batcher.has_work():
+        for e in batcher.step():
+            events.setdefault(e.rid, []).append(e.token)
+        fed.append(batcher.prefill_tokens)
+        batcher.prefill_tokens = 0
+    assert max(fed) <= 6 and sum(fed) == 17 + 2 + 3 + 1
+    assert fed[:3] == [6, 6, 6]  # the long prompt first: 6 + 6 + 5, then the first short one joins its step
+    for rid, prompt in zip(ids, [long_prompt, *short]):
+        assert [t for t in events[rid] if t is not None] == _alone(model, prompt, 3, None, frozenset())
