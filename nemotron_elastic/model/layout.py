@@ -95,16 +95,40 @@ def _take(t: torch.Tensor, dim: int, sel: Select) -> torch.Tensor:
     return t.index_select(dim, sel)
 
 
-# With this few tokens (decoding), gathering the kept weight rows / columns costs more than computing the
-# unneeded outputs from a view and dropping them: keep the weights in place and select activations instead.
+# With this few tokens (decoding), gathering the kept weight rows / columns costs more than computing with
+# views of them: kept units are a few contiguous runs (a prefix per group), so the layer runs as one small
+# matmul per run on weight views, with no weight copy and no compute beyond the kept part.
 SMALL_BATCH_TOKENS = 8
+
+
+def _runs(sel: Select) -> list[tuple[int, int]]:
+    """Kept indices as contiguous runs [(start, length), ...] (a prefix length is one run)."""
+    if isinstance(sel, int):
+        return [(0, sel)]
+    breaks = ((sel[1:] - sel[:-1]) != 1).nonzero().flatten()  # positions where a run ends
+    starts = torch.cat([breaks.new_zeros(1), breaks + 1])
+    ends = torch.cat([breaks + 1, breaks.new_full((1,), sel.numel())])
+    return list(zip(sel[starts].tolist(), (ends - starts).tolist()))
+
+
+def _linear_by_runs(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:
+    """`sub_linear` as one matmul per (row run, column run) pair on views of the weight (the decoding path).
+    x: (..., len(cols)) -> (..., len(rows))."""
+    col_runs, outs = _runs(cols), []
+    for r0, rn in _runs(rows):
+        acc, offset = None, 0
+        for c0, cn in col_runs:
+            part = F.linear(x[..., offset : offset + cn], layer.weight[r0 : r0 + rn, c0 : c0 + cn])
+            acc, offset = part if acc is None else acc + part, offset + cn
+        outs.append(acc if layer.bias is None else acc + layer.bias[r0 : r0 + rn])
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
 
 def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:
     """`layer(x)` restricted to output rows `rows` and input columns `cols` of its weight.
 
     A prefix is a view of the weight (no copy); explicit indices gather the kept rows/columns, except for a
-    handful of tokens (decoding), where the activations are selected instead (same result, no weight copy).
+    handful of tokens (decoding), where each contiguous run of kept units is a view (`_linear_by_runs`).
     With the full sizes this is exactly `layer(x)`. x: (..., len(cols)) -> (..., len(rows)).
     """
     full = isinstance(rows, int) and isinstance(cols, int) and (rows, cols) == tuple(layer.weight.shape)
@@ -112,13 +136,7 @@ def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) ->
         return layer(x)
     tokens = x.numel() // max(1, x.shape[-1])
     if tokens <= SMALL_BATCH_TOKENS and not torch.is_grad_enabled():
-        if isinstance(cols, torch.Tensor):  # place the kept inputs in a zero vector of the full width
-            wide = x.new_zeros(*x.shape[:-1], layer.in_features)
-            x, cols = wide.index_copy(-1, cols, x), layer.in_features
-        out_rows = rows if isinstance(rows, int) else layer.out_features
-        y = F.linear(x, _take(_take(layer.weight, 0, out_rows), 1, cols),
-                     None if layer.bias is None else _take(layer.bias, 0, out_rows))
-        return y if isinstance(rows, int) else y.index_select(-1, rows)
+        return _linear_by_runs(x, layer, rows, cols)
     weight = _take(_take(layer.weight, 0, rows), 1, cols)
     bias = None if layer.bias is None else _take(layer.bias, 0, rows)
     return F.linear(x, weight, bias)
