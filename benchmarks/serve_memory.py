@@ -14,8 +14,8 @@ KV + Mamba state (sampled from the engine while the requests decode), reported o
     separate     three engines on three standalone sliced checkpoints (1.0, 0.75, 0.5)
 
 The weights themselves are held once (`weights` ratio 1.000); what many-in-one adds over the parent is the
-working memory of the sliced forward (activations of a batch at the widest active budget, output
-selections) and the decoding state of requests of other budgets.
+working memory of the sliced forward (activations of a batch at the widest active budget, small
+per-run products) and the decoding state of requests of other budgets.
 
 Ratios are given on the whole process RSS and on the model's share (RSS minus the import baseline). The
 model is random (weights, not quality, are measured): by default a 24-layer hybrid of d 1536 (~1.3 GB in
