@@ -144,7 +144,6 @@ def write_decilm(model: torch.nn.Module, folder: Path) -> None:
     """
     from transformers import GenerationConfig
 
-
     blocker = decilm_blocker(model.config)
     if blocker:
         raise ValueError(f"format decilm: cannot express {blocker}")

@@ -27,51 +27,11 @@ import torch.nn.functional as F
 
 from ..config.spec import SubnetSpec
 from .decode import MambaState
+from .kv_store import PAGE, PaddedKV, PagedKV, PagePool, RowStep
 from .layout import Select
 from .masks import ElasticMasks
-from .kv_store import PAGE, PaddedKV, PagedKV, PagePool
 
 KV_KINDS = ("padded", "paged")
-
-
-@dataclass
-class RowStep:
-    """What one batched forward feeds: starts (B,) positions of each row's first new token (its length so
-    far), counts (B,) valid new tokens per row, width T of the right-padded input."""
-
-    starts: torch.Tensor
-    counts: torch.Tensor
-    width: int
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """(B, T) position of every input slot (padded slots continue past the row's end)."""
-        return self.starts[:, None] + torch.arange(self.width, device=self.starts.device)[None, :]
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """(B, T) bool, True at real (not padded) new tokens."""
-        return torch.arange(self.width, device=self.counts.device)[None, :] < self.counts[:, None]
-
-    @property
-    def ends(self) -> torch.Tensor:
-        """(B,) each row's length after this step."""
-        return self.starts + self.counts
-
-    @property
-    def total(self) -> int:
-        """S: keys a step attends over (the longest row after this step)."""
-        return int((self.starts + self.counts).max()) if self.starts.numel() else 0
-
-    def attention_mask(self, window: int | None) -> torch.Tensor:
-        """(B, 1, T, S) bool, True where query j of row b may attend to key s: s <= lengths[b] + j, and
-        s > lengths[b] + j - window with a sliding window."""
-        q_pos = self.positions[:, None, :, None]  # (B, 1, T, 1)
-        k_pos = torch.arange(self.total, device=self.starts.device)[None, None, None, :]  # (1, 1, 1, S)
-        mask = k_pos <= q_pos
-        if window is not None:
-            mask = mask & (k_pos > q_pos - window)
-        return mask
 
 
 @dataclass

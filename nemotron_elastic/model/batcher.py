@@ -220,7 +220,7 @@ class ContinuousBatcher:
                 done.append(b)
         if not done:
             return []
-        events = self._sample(group, [group.prefill_rows[b] for b in done], logits[done])
+        events = self._sample([group.prefill_rows[b] for b in done], logits[done])
         moving = group.prefill.take(done)
         stays = [b for b in range(group.prefill.rows) if b not in done]
         group.prefill = group.prefill.take(stays)  # the moving rows' blocks now belong to `moving`
@@ -236,7 +236,7 @@ class ContinuousBatcher:
         if not group.rows:
             return []
         logits = self._forward(group, group.running, [[row.last] for row in group.rows], group.rows)
-        events = self._sample(group, group.rows, logits)
+        events = self._sample(group.rows, logits)
         group.running, group.rows = self._retire(group.running, group.rows, events)
         return events
 
@@ -258,7 +258,7 @@ class ContinuousBatcher:
         out = self.model(x.to(self.device), cache=cache, counts=counts, last_only=True, subnet=subnet)
         return out[:, 0]
 
-    def _sample(self, group: _Group, rows: list[_Row], logits: torch.Tensor) -> list[TokenEvent]:
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[TokenEvent]:
         """Each row's next token from its logits (R, V), with its own sampling parameters and generator."""
         greedy = logits.argmax(dim=-1).tolist()
         events = []

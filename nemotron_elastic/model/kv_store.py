@@ -6,19 +6,69 @@
   of one sub-model, and one block table per row (shared by all attention layers); memory follows each
   row's own length, and a step gathers each row's blocks.
 
-Both write a step's new keys / values at each row's own positions (`RowStep`) and return (B, Hkv, S, hd).
+Both write a step's new keys / values at each row's own positions (`RowStep`: what one batched forward feeds,
+its per-row positions, validity, write slots and attention masks computed once per step for all layers)
+and return (B, Hkv, S, hd).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
-if TYPE_CHECKING:
-    from .batch_cache import RowStep
-
 PAGE = 16  # tokens per block of the paged kind (a multiple of 8 keeps gathers aligned)
+
+
+@dataclass
+class RowStep:
+    """What one batched forward feeds: starts (B,) positions of each row's first new token (its length so
+    far), counts (B,) valid new tokens per row, width T of the right-padded input. Everything derived is
+    computed once per step and shared by every layer."""
+
+    starts: torch.Tensor
+    counts: torch.Tensor
+    width: int
+    _masks: dict = field(default_factory=dict, repr=False)  # window -> attention mask
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """(B, T) position of every input slot (padded slots continue past the row's end)."""
+        return self.starts[:, None] + torch.arange(self.width, device=self.starts.device)[None, :]
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        """(B, T) bool, True at real (not padded) new tokens."""
+        return torch.arange(self.width, device=self.counts.device)[None, :] < self.counts[:, None]
+
+    @cached_property
+    def writes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, slots), each (N,): the input slot (row, col) of every real token and its position."""
+        rows, cols = self.valid.nonzero(as_tuple=True)
+        return rows, cols, self.starts[rows] + cols
+
+    @property
+    def ends(self) -> torch.Tensor:
+        """(B,) each row's length after this step."""
+        return self.starts + self.counts
+
+    @cached_property
+    def total(self) -> int:
+        """S: keys a step attends over (the longest row after this step)."""
+        return int(self.ends.max()) if self.starts.numel() else 0
+
+    def attention_mask(self, window: int | None) -> torch.Tensor:
+        """(B, 1, T, S) bool, True where query j of row b may attend to key s: s <= lengths[b] + j, and
+        s > lengths[b] + j - window with a sliding window."""
+        if window not in self._masks:
+            q_pos = self.positions[:, None, :, None]  # (B, 1, T, 1)
+            k_pos = torch.arange(self.total, device=self.starts.device)[None, None, None, :]  # (1, 1, 1, S)
+            mask = k_pos <= q_pos
+            if window is not None:
+                mask = mask & (k_pos > q_pos - window)
+            self._masks[window] = mask
+        return self._masks[window]
 
 
 class PaddedKV:
@@ -37,8 +87,7 @@ class PaddedKV:
         if need > self.k.shape[2]:  # grow by doubling, so appends cost amortised O(1) copies
             cap = max(need, 2 * self.k.shape[2])
             self.k, self.v = _grow(self.k, cap), _grow(self.v, cap)
-        rows, cols = step.valid.nonzero(as_tuple=True)  # (N,), (N,)
-        slots = step.starts[rows] + cols
+        rows, cols, slots = step.writes  # (N,) each
         self.k[rows, :, slots] = k_new[rows, :, cols]  # (N, Hkv, hd)
         self.v[rows, :, slots] = v_new[rows, :, cols]
         return self.k[:, :, :need], self.v[:, :, :need]
@@ -112,8 +161,7 @@ class PagedKV:
     def update(self, k_new: torch.Tensor, v_new: torch.Tensor, step: RowStep) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k_new, v_new (B, Hkv, T, hd) into each row's blocks; return k, v (B, Hkv, S, hd)."""
         pool_k, pool_v = self.pool.layer(self.index, k_new)
-        rows, cols = step.valid.nonzero(as_tuple=True)
-        slots = step.starts[rows] + cols
+        rows, cols, slots = step.writes
         block = self.table[rows, slots // PAGE]
         pool_k[block, :, slots % PAGE] = k_new[rows, :, cols]
         pool_v[block, :, slots % PAGE] = v_new[rows, :, cols]
