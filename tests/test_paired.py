@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
 
+import claims as claims_table
 import paired as pr
 import report
 
@@ -183,10 +184,11 @@ def test_full_model_against_the_parent():
 # --- the report ------------------------------------------------------------------------------------------------
 
 
-def test_report_from_the_committed_json_calls_nothing_without_a_spread():
-    """The committed 2-seed JSON predates the spread runs: the doc renders, says the spread is unmeasured,
-    and no paired comparison is called."""
+def test_report_calls_nothing_without_a_spread():
+    """The committed JSON without its repeated runs (as studies before the spread runs were): the doc renders,
+    says the spread is unmeasured, and no paired comparison is called."""
     results = json.loads(COMMITTED.read_text())
+    results["runs"] = {k: v for k, v in results["runs"].items() if v.get("order_seed") is None}
     doc = report.render(results, {"curves": "c.png", "variants": "v.png"})
     assert "the spread is unmeasured" in doc
     for line in doc.splitlines():
@@ -220,7 +222,7 @@ def test_report_calls_effects_when_the_spread_is_measured():
             run["variant"] = "uniformspecs"
     results["plan"] = committed["plan"] | {"seq_len": 32, "long_seq": 64}
     results.pop("memory")
-    rows = report._claims(results, "32", "64")
+    rows = claims_table.claims(results, "32", "64")
     router = next(r for r in rows if r[0].startswith("Router-chosen specs"))
     assert router[2].startswith("**held**"), router
     parent = next(r for r in rows if r[0].startswith("The full model keeps"))
@@ -259,3 +261,7 @@ def test_prior_results_renames_the_old_route_runs(tmp_path):
     prior = run.prior_results(path, ex.Plan())
     assert set(prior["runs"]) == {"minitron-0.75-s0", "elastic-s0"}
     assert run.prior_results(path, ex.dataclasses.replace(plan, lr=1.0)) is None
+    assert run.prior_results(path, ex.Plan(), "ab" * 32) is None  # records no parent: not reused
+    path.write_text(json.dumps(old | {"scored_sha256": "ab" * 32}))
+    assert set(run.prior_results(path, ex.Plan(), "ab" * 32)["runs"]) == {"minitron-0.75-s0", "elastic-s0"}
+    assert run.prior_results(path, ex.Plan(), "cd" * 32) is None  # another parent

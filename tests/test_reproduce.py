@@ -14,8 +14,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
 
-import report
+import claims as claims_table
 import run
+import tables
 
 from nemotron_elastic.checkpoint import save_native
 from nemotron_elastic.config.presets import get_preset
@@ -94,6 +95,29 @@ def test_second_run_reuses_finished_runs(study, capsys):
     assert "elastic-s0: finished before, reused" in capsys.readouterr().out
 
 
+def test_runs_are_reused_from_the_json_only_for_the_same_scored_parent(study, tmp_path, capsys):
+    """runs/ gone (a fresh clone): the committed JSON's runs are reused when it records the same scored parent;
+    a JSON recording another one is not reused."""
+    import shutil
+
+    root, args = study
+    results = json.loads((root / "r.json").read_text())
+    assert results["scored_sha256"] == run.weights_sha256(root / "out" / "scored")
+    out = tmp_path / "out"
+    shutil.copytree(root / "out" / "scored", out / "scored")  # the parent scored, no run folder
+    moved = [a if a != str(root / "out") else str(out) for a in args]
+    moved[moved.index("--results") + 1] = str(tmp_path / "r.json")
+    moved[moved.index("--doc") + 1] = str(tmp_path / "doc" / "RESULTS.md")
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    run.main(moved)
+    log = capsys.readouterr().out
+    assert "elastic-s0: finished before (in the results JSON), reused" in log and "training" not in log
+    assert not (out / "elastic-s0").exists()
+    assert json.loads((tmp_path / "r.json").read_text())["runs"]["elastic-s0"] == results["runs"]["elastic-s0"]
+    (tmp_path / "r.json").write_text(json.dumps(results | {"scored_sha256": "0" * 64}))
+    assert run.prior_results(tmp_path / "r.json", run.QUICK, results["scored_sha256"]) is None
+
+
 def test_reading_follows_the_numbers(study):
     """Paired by seed: a same-sign difference beyond the spread of the repeated run is called; one whose sign
     differs between seeds is a tie."""
@@ -112,10 +136,10 @@ def test_reading_follows_the_numbers(study):
     for ctx in fake["runs"]["elastic-s0-o1000"]["eval"].values():  # the spread: 0.5
         for row in ctx.values():
             row["perplexity"] = 100.5
-    claims = {row[0]: row[2] for row in report._claims(fake, "32", "64")}
+    claims = {row[0]: row[2] for row in claims_table.claims(fake, "32", "64")}
     assert claims["Weighted stage-2 sampling beats uniform (Table 5)"].startswith("**not shown**")
     assert claims["Per-layer MLP menus beat one MLP size for all layers (budgets < 1)"].startswith("**held**")
-    table = "\n".join(report._paired_table(report.pr.compare_runs(fake, "elastic", "homogeneous", ["0.5"], ["32"]),
+    table = "\n".join(tables.paired_table(tables.pr.compare_runs(fake, "elastic", "homogeneous", ["0.5"], ["32"]),
                                            "lower", "higher"))
     assert "-10.00" in table and "0.50" in table and "**lower**" in table
 
@@ -125,3 +149,49 @@ def test_bad_parent_is_one_clear_error(tmp_path, capsys):
         run.main(["--parent", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert "not a model folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_gap_variants_pair_with_the_recipe_runs_of_the_study(study, tmp_path):
+    """gap.py on the quick study's folder: each variant's run is recorded with its changes, pairs with the
+    study's recipe run of the same seed, and the doc gets its section."""
+    import gap
+    import report
+    import tables
+
+    root, args = study
+    out = args[args.index("--out") + 1]
+    gap_json = tmp_path / "gap.json"
+    gap.main(["--parent", str(root / "parent"), "--out", out, "--quick", "--no-progress", "--seeds", "0",
+              "--variants", "fullpull-0", "len2T", "--results", str(gap_json)])
+    results = json.loads(gap_json.read_text())
+    assert results["complete"] and set(results["runs"]) == {"gap-fullpull-0-s0", "gap-len2T-s0"}
+    assert results["runs"]["gap-fullpull-0-s0"]["changes"] == {"router.full_pull": 0.0}
+    assert results["runs"]["gap-len2T-s0"]["tokens"] == 2 * results["runs"]["gap-fullpull-0-s0"]["tokens"]
+    cfg = (root / "out" / "gap-fullpull-0-s0" / "train_config.yaml").read_text()
+    assert "full_pull: 0.0" in cfg
+    study_json = json.loads((root / "r.json").read_text())
+    rows = tables.gap_analysis(study_json, results, "32")
+    assert set(rows) == {"fullpull-0", "len2T"}
+    for entries in rows.values():
+        assert [e["budget"] for e in entries] == ["1", "0.75", "0.5"]
+        assert all(set(e["comparison"].rows) == {0} for e in entries)  # paired with elastic-s0
+        assert all(set(e["gap_recipe"]) == {0} for e in entries[1:])  # and with the Minitron runs
+    doc = report.gap_section(study_json, results)
+    assert doc[0] == "## What closes the gap to Minitron" and any("fullpull-0" in line for line in doc)
+    assert tables.gap_analysis(study_json, results | {"scored_sha256": "x"}, "32") == {}
+    with pytest.raises(SystemExit):
+        gap.main(["--parent", str(root / "parent"), "--variants", "nosuch"])
+
+
+def test_override_sets_dotted_keys_and_a_misspelling_fails():
+    import experiments as ex
+
+    data = {"stages": [{"steps": 1}, {"steps": 2, "budget_weights": [0.5, 0.3, 0.2]}], "optim": {"lr": 1.0}}
+    new = ex.override(data, {"stages.1.budget_weights": [0.2, 0.3, 0.5], "router.full_pull": 0.0, "optim.lr": 2.0})
+    assert new["stages"][1]["budget_weights"] == [0.2, 0.3, 0.5] and new["router"] == {"full_pull": 0.0}
+    assert data["optim"]["lr"] == 1.0  # the input is not changed
+    with pytest.raises(IndexError):
+        ex.override(data, {"stages.5.steps": 3})
+    plan = ex.Plan()
+    with pytest.raises(Exception, match="ful_pull"):
+        ex.elastic_config(plan, "elastic", Path("p"), Path("o"), Path("t"), 0, changes={"router.ful_pull": 1.0})

@@ -125,11 +125,29 @@ def _common(plan: Plan, out: Path, tokens_dir: Path, seed: int, order_seed: int 
             "log_every": max(1, plan.steps // 30), "eval_every": every, "save_every": plan.steps}
 
 
+def override(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`data` with dotted keys set (`{"router.full_pull": 0.0}`, `{"stages.1.budget_weights": [...]}`; list
+    items by index; missing sections are created). A misspelled key is not ignored: the config loader
+    refuses unknown keys, and an index past a list's end raises IndexError."""
+    data = json.loads(json.dumps(data))
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node: Any = data
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
 def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir: Path, seed: int,
                    specs: list[str] | None = None, budgets: tuple[float, ...] = BUDGETS,
-                   order_seed: int | None = None):
+                   order_seed: int | None = None, changes: dict[str, Any] | None = None):
     """The TrainConfig of one elastic variant (or, with `specs`, of a fixed-spec run); `order_seed`: another
-    data order than the seed's (a repeated run for the spread)."""
+    data order than the seed's (a repeated run for the spread); `changes`: settings over the recipe's
+    (`override`), validated by the config like any other."""
     from nemotron_elastic.config.run import TrainConfig
 
     menus = dict(plan.menus)
@@ -140,7 +158,7 @@ def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir
         "optim": {"lr": plan.lr, "warmup_steps": max(1, plan.steps // 10)},
         "stages": plan.stages("single" if len(budgets) == 1 else variant),
     }
-    return from_dict(TrainConfig, data)
+    return from_dict(TrainConfig, override(data, changes or {}))
 
 
 def scratch_config(plan: Plan, spec: SubnetSpec, parent: Path, out: Path, tokens_dir: Path, seed: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from report import BUDGET_LABELS, _stat, _values
+from tables import BUDGET_LABELS, mean_halfrange, variant_values
 
 
 def plot_curves(results: dict, path: Path) -> None:
@@ -57,7 +57,7 @@ def plot_variants(results: dict, ctx: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.8))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
-        means = [(_stat(_values(results, v, b, ctx)) or (float("nan"), 0))[0] for b in BUDGET_LABELS]
+        means = [(mean_halfrange(variant_values(results, v, b, ctx)) or (float("nan"), 0))[0] for b in BUDGET_LABELS]
         ax.bar([j + i * width for j in range(3)], means, width, label=v)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(3)], [f"budget {b}" for b in BUDGET_LABELS])
     ax.set_ylabel(f"held-out perplexity @ {ctx} tokens")

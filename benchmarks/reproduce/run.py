@@ -114,15 +114,34 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def prior_results(path: Path | None, plan: ex.Plan) -> dict[str, Any] | None:
+def weights_sha256(folder: Path) -> str:
+    """SHA-256 over a model folder's safetensors files (names and bytes, sorted by name): the identity of the
+    scored parent every run of the study starts from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.safetensors")):
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def prior_results(path: Path | None, plan: ex.Plan, scored_sha256: str | None = None) -> dict[str, Any] | None:
     """The study's JSON from an earlier invocation when its runs were trained with this plan's settings
-    (`Plan.training_key`; the seeds may differ), with the Minitron and scratch runs of the old layout
-    (`minitron-0.75`, one seed) renamed as today's (`minitron-0.75-s0`); None otherwise."""
+    (`Plan.training_key`; the seeds may differ) from the same scored parent (`scored_sha256`, when given:
+    a JSON that records another parent or none is not reused), with the Minitron and scratch runs of the old
+    layout (`minitron-0.75`, one seed) renamed as today's (`minitron-0.75-s0`); None otherwise."""
     if path is None or not path.is_file():
         return None
     prior = json.loads(path.read_text())
     if any(prior.get("plan", {}).get(k) != v for k, v in plan.training_key().items()):
         _log(f"{path}: trained with other settings, its runs are not reused")
+        return None
+    if scored_sha256 is not None and prior.get("scored_sha256") != scored_sha256:
+        _log(f"{path}: trained from another scored parent (weights SHA-256 "
+             f"{str(prior.get('scored_sha256'))[:12]} vs {scored_sha256[:12]}), its runs are not reused")
         return None
     runs = {}
     for name, run in prior.get("runs", {}).items():
@@ -149,10 +168,12 @@ def run_study(parent: Path, out: Path, plan: ex.Plan, progress: bool = True, res
     scored = _scored(parent, out, plan, progress)
     config = load_model(scored).config
     tokens_dir = out / "tokens"
-    prior = prior_results(results_path, plan) if reuse_results else None
+    fingerprint = weights_sha256(scored)
+    prior = prior_results(results_path, plan, fingerprint) if reuse_results else None
     runs: dict[str, dict[str, Any]] = {}
     results: dict[str, Any] = {
         "parent": str(parent), "scored": str(scored), "plan": ex.dataclasses.asdict(plan) | {"tokens": plan.tokens},
+        "scored_sha256": fingerprint,
         "parent_params": config.num_parameters(), "parent_tokens": _parent_tokens(parent),
         "device": _device(), "commit": _commit(), "started_at": (prior or {}).get("started_at") or _now(),
         "planned_runs": plan.run_names(), "complete": False, "runs": runs,
@@ -271,6 +292,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parent", help="the pretrained parent (native or HF folder with tokenizer)")
     ap.add_argument("--out", default="runs/reproduce", help="work folder (runs, exports, tokens)")
     ap.add_argument("--results", default=str(ROOT.parent / "results" / "reproduce.json"))
+    ap.add_argument("--scoring-results", default=str(ROOT.parent / "results" / "retrained_scoring.json"),
+                    help="the retrained scoring comparison (scoring.py) the doc reads when the file exists")
+    ap.add_argument("--gap-results", default=str(ROOT.parent / "results" / "gap_study.json"),
+                    help="the gap study (gap.py) the doc reads when the file exists")
     ap.add_argument("--doc", default=str(ROOT.parent.parent / "docs" / "RESULTS.md"))
     ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test of the study)")
     ap.add_argument("--seeds", type=int, nargs="+", help="seeds of the elastic variants (default 0 1 2)")
@@ -286,9 +311,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from report import write_results
 
+    extras = {name: json.loads(Path(p).read_text()) if Path(p).is_file() else None
+              for name, p in (("scoring", args.scoring_results), ("gap", args.gap_results))}
     if args.report_only:
         results = json.loads(Path(args.results).read_text())
-        paths = write_results(results, None, Path(args.doc))
+        paths = write_results(results, None, Path(args.doc), **extras)
         _log("wrote " + ", ".join(str(p) for p in paths))
         return
     if args.parent is None:
@@ -312,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(str(e))
     results = run_study(parent, Path(args.out), plan, progress=not args.no_progress, results_path=Path(args.results),
                         reuse_results=not args.no_reuse_results)
-    paths = write_results(results, Path(args.results), Path(args.doc))
+    paths = write_results(results, Path(args.results), Path(args.doc), **extras)
     _log("wrote " + ", ".join(str(p) for p in paths))
 
 
