@@ -20,7 +20,9 @@ nothing.
 **The tie rule.** An effect is called only when the difference has the same sign in every seed (at least
 `MIN_SEEDS`) and every |difference| is larger than the spread of repeated identical runs: the |perplexity
 difference| between the same variant and seed trained on another data order (`data.order_seed`; the
-study's spread runs). Everything else is a tie or, while the spread is unmeasured, not called.
+study's spread runs), at equal size (when the repeat's router landed on another size, the two runs' size
+curves are read at the budget's nominal size). Everything else is a tie or, while the spread is
+unmeasured, not called.
 
 Every verdict here is computed from numbers; facts that follow from arithmetic alone (file sizes) are
 labelled `arithmetic`.
@@ -192,7 +194,10 @@ def route_curves(results: Mapping[str, Any], variant: str, ctx: str,
 
 @dataclass(frozen=True)
 class SpreadPair:
-    """One repeated run: the same variant and seed on another data order, and its partner."""
+    """One repeated run: the same variant and seed on another data order, and its partner. When the repeat
+    landed on another size (a router run can), `matched` is the distance of the two runs' size curves at the
+    budget's nominal size (None when either curve was not fitted over it): the spread of identical runs at
+    equal size, not the difference between two architectures."""
 
     seed: int
     order_seed: int
@@ -200,31 +205,46 @@ class SpreadPair:
     repeat: float
     main_size: float
     repeat_size: float
+    matched: float | None = None
 
     @property
-    def diff(self) -> float:
-        return abs(self.main - self.repeat)
+    def same_size(self) -> bool:
+        return abs(self.main_size - self.repeat_size) <= SIZE_EPS
+
+    @property
+    def diff(self) -> float | None:
+        """The spread this pair measures: |run - repeat| at the same size, else `matched`."""
+        return abs(self.main - self.repeat) if self.same_size else self.matched
 
 
 def spread_pairs(results: Mapping[str, Any], label: str, ctx: str, variant: str = "elastic",
                  key: str = "perplexity") -> list[SpreadPair]:
     pairs = []
+    curves = route_curves(results, variant, ctx)
     for r in results["runs"].values():
         if r.get("variant") != variant or r.get("order_seed") is None:
             continue
-        main = series(results, variant, label, ctx).get(int(r["seed"]))
+        seed = int(r["seed"])
+        main = series(results, variant, label, ctx).get(seed)
         rep = r.get("eval", {}).get(ctx, {}).get(label)
-        if main is not None and rep is not None:
-            pairs.append(SpreadPair(int(r["seed"]), int(r["order_seed"]), main[key], rep[key],
-                                    main["param_ratio"], rep["param_ratio"]))
+        if main is None or rep is None:
+            continue
+        matched = None
+        own = route_curves({"runs": {"repeat": r}}, variant, ctx, r["order_seed"]).get(seed)
+        size = float(label)
+        if own is not None and seed in curves and own.covers(size) and curves[seed].covers(size):
+            matched = abs(curves[seed](size) - own(size))
+        pairs.append(SpreadPair(seed, int(r["order_seed"]), main[key], rep[key], main["param_ratio"],
+                                rep["param_ratio"], matched))
     return pairs
 
 
 def spread(results: Mapping[str, Any], label: str, ctx: str, variant: str = "elastic") -> float | None:
-    """The largest |perplexity difference| at `label` between a run and its repeat on another data order;
-    None when the study has no repeated run."""
-    pairs = spread_pairs(results, label, ctx, variant)
-    return max(p.diff for p in pairs) if pairs else None
+    """The largest spread at `label` over the repeated runs (each: |run - repeat| at the same size, or their
+    size curves' distance at the nominal size when the repeat landed elsewhere); None when the study has no
+    repeated run or none measurable at that size."""
+    diffs = [p.diff for p in spread_pairs(results, label, ctx, variant) if p.diff is not None]
+    return max(diffs) if diffs else None
 
 
 def curve_spread(results: Mapping[str, Any], size: float, ctx: str, variant: str = "elastic") -> float | None:
@@ -341,8 +361,9 @@ def compare_kd_before_after(results: Mapping[str, Any], label: str, variant: str
     for r in results["runs"].values():
         if r.get("variant") == variant and r.get("order_seed") is not None and int(r["seed"]) in rows:
             after = (r.get("budgets") or {}).get("final_eval", {}).get(label)
-            if after is not None:
-                pairs.append(abs(after["kd"] - rows[int(r["seed"])].a))
+            main = rows[int(r["seed"])]
+            if after is not None and abs(after["param_ratio"] - main.size_a) <= SIZE_EPS:  # equal size only
+                pairs.append(abs(after["kd"] - main.a))
     spr = max(pairs) if pairs else None
     return Comparison(f"{variant} after training", "before training", label, "train-eval", "same spec", rows,
                       spr, tie_rule({s: r.diff for s, r in rows.items()}, spr, min_seeds))

@@ -83,9 +83,10 @@ RULE = [
      "(`benchmarks/reproduce/paired.py`, `tie_rule`): **an effect is called only when a − b has the same sign "
      "in every seed (at least 2) and every |a − b| is larger than the spread of repeated identical runs**: "
      "the |perplexity difference| between the recipe run and the same run (same seed) trained on another "
-     "data order (`data.order_seed`). A sign that differs between seeds is a tie; so is a same-sign "
-     "difference inside the spread. The spread measured on the recipe stands for every route (the others "
-     "are not repeated)."),
+     "data order (`data.order_seed`), at equal size: where the repeat's router landed on another size, the "
+     "difference of the two runs' size curves at the budget's nominal size (two architectures differ by more "
+     "than noise). A sign that differs between seeds is a tie; so is a same-sign difference inside the "
+     "spread. The spread measured on the recipe stands for every route (the others are not repeated)."),
     "",
     ("Sizes: two sub-models are compared directly only when their parameter counts are equal (\"same spec\"). "
      "Otherwise each route gets a size curve per seed, log(ppl) = a + b·log(param_ratio), fitted by least "

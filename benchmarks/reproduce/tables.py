@@ -140,13 +140,16 @@ def spread_table(results: dict, ctxs: list[str]) -> list[str]:
     for ctx in ctxs:
         for b in BUDGET_LABELS:
             for p in pr.spread_pairs(results, b, ctx):
+                how = ("same size" if p.same_size else "on the size curves at {b}x" if p.diff is not None
+                       else "other sizes, outside the fitted curves: not measured")
                 rows.append([f"{b} @ {ctx}", str(p.seed), str(p.order_seed), f"{p.main:.2f} ({p.main_size:.2f}x)",
-                             f"{p.repeat:.2f} ({p.repeat_size:.2f}x)", f"{p.diff:.2f}"])
+                             f"{p.repeat:.2f} ({p.repeat_size:.2f}x)",
+                             "-" if p.diff is None else f"{p.diff:.2f} ({how.format(b=b)})"])
     if not rows:
         return [("No repeated run in this JSON: the spread is unmeasured, so no paired comparison below calls an "
                 "effect (signs that differ between seeds are still ties). The study's current plan repeats "
                 "`elastic-s0` on another data order (`elastic-s0-o1000`).")]
-    return md_table(["budget @ context", "seed", "data order of the repeat", "run", "repeat", "spread |run − repeat|"],
+    return md_table(["budget @ context", "seed", "data order of the repeat", "run", "repeat", "spread (|run − repeat| at equal size)"],
                   rows)
 
 
