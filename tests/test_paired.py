@@ -282,3 +282,29 @@ def test_a_repeat_on_another_size_is_read_on_the_size_curves():
     assert pr.spread(results, "1", "32") == pytest.approx(0.2)
     rep["0.5"] = {"perplexity": 60.0, "param_ratio": 0.60, "params": 600_000}  # the repeat's curve: 0.6 - 1
     assert pr.spread(results, "0.5", "32") is None  # 0.5x outside its fitted sizes: not measured
+
+
+def test_curves_are_read_at_the_nearest_covered_size_within_the_dead_zone():
+    """Every homogeneous run landed just above 0.5x: the curves are read at the smallest size they all cover
+    (within 5% of the budget), not refused, and not beyond the dead zone."""
+    c = {0: pr.fit_power_law([(1.0, 40.0), (0.504, 60.0)]), 1: pr.fit_power_law([(1.0, 41.0), (0.512, 62.0)])}
+    e = {0: pr.fit_power_law([(1.0, 40.0), (0.48, 70.0)]), 1: pr.fit_power_law([(1.0, 41.0), (0.49, 66.0)])}
+    assert pr.matched_size(e, c, 0.5) == pytest.approx(0.512)
+    assert pr.matched_size(e, c, 0.75) == pytest.approx(0.75)  # covered: the nominal size
+    far = {0: pr.fit_power_law([(1.0, 40.0), (0.6, 50.0)])}
+    assert pr.matched_size(e, far, 0.5) is None  # 0.6x is 20% off the budget: refused
+    rows, verdict = pr.compare_at_size(e, c, pr.matched_size(e, c, 0.5), 0.1)
+    assert set(rows) == {0, 1} and verdict.status == pr.CALLED
+
+
+def test_kd_spread_falls_back_to_held_out_nats_when_the_repeat_landed_elsewhere():
+    results = _results(spread_shift=0.2) | {"plan": {"seq_len": 32}}
+    for name, kd in (("elastic-s0", 0.5), ("elastic-s1", 0.6), ("elastic-s0-o1000", 0.55)):
+        size = results["runs"][name]["eval"]["32"]["0.5"]["param_ratio"]
+        results["runs"][name]["budgets"] = {
+            "before_training_eval": {"0.5": {"kd": 2.0, "param_ratio": size}},
+            "final_eval": {"0.5": {"kd": kd, "param_ratio": size + (0.01 if "o1000" in name else 0.0)}}}
+    c = pr.compare_kd_before_after(results, "0.5")
+    (pair,) = pr.spread_pairs(results, "0.5", "32")
+    assert c.spread == pytest.approx(pair.log_diff) and c.spread < 0.05  # nats, not the KD of another spec
+    assert (c.verdict.status, c.verdict.effect) == (pr.CALLED, -1)

@@ -13,9 +13,10 @@ per route and seed, a power law fitted by least squares over that route's budget
 
     log(ppl) = a + b * log(param_ratio)        (param_ratio = sub-model parameters / parent parameters)
 
-and the two curves are read at the same size (the budget's nominal size, e.g. 0.75x). A comparison at a
-size outside the range of sizes either curve was fitted on is refused: an extrapolated curve decides
-nothing.
+and the two curves are read at the same size: the budget's nominal size (e.g. 0.75x), or, when some curve
+was not fitted over it, the size nearest to it that every curve covers, if that is within the budget's
+dead zone (5%: where its sub-models land). A comparison at a size outside the range of sizes either curve
+was fitted on is refused: an extrapolated curve decides nothing.
 
 **The tie rule.** An effect is called only when the difference has the same sign in every seed (at least
 `MIN_SEEDS`) and every |difference| is larger than the spread of repeated identical runs: the |perplexity
@@ -37,6 +38,7 @@ from typing import Any
 
 MIN_SEEDS = 2  # "the same sign in every seed" says nothing with one seed
 SIZE_EPS = 1e-9  # float slack when testing a size against a curve's fitted range
+DEAD_ZONE = 0.05  # router.dead_zone of the study: a budget's sub-models land within 5% of it
 
 CALLED, TIE, NOT_CALLED, REFUSED, ARITHMETIC, SINGLE = (
     "called", "tie", "not called", "refused", "arithmetic", "single measurement")
@@ -206,6 +208,12 @@ class SpreadPair:
     main_size: float
     repeat_size: float
     matched: float | None = None
+    matched_log: float | None = None  # the same in log perplexity (nats per token)
+
+    @property
+    def log_diff(self) -> float | None:
+        """The spread in held-out nats per token: |ln run - ln repeat| at the same size, else on the curves."""
+        return abs(math.log(self.main / self.repeat)) if self.same_size else self.matched_log
 
     @property
     def same_size(self) -> bool:
@@ -229,13 +237,14 @@ def spread_pairs(results: Mapping[str, Any], label: str, ctx: str, variant: str 
         rep = r.get("eval", {}).get(ctx, {}).get(label)
         if main is None or rep is None:
             continue
-        matched = None
+        matched = matched_log = None
         own = route_curves({"runs": {"repeat": r}}, variant, ctx, r["order_seed"]).get(seed)
         size = float(label)
         if own is not None and seed in curves and own.covers(size) and curves[seed].covers(size):
             matched = abs(curves[seed](size) - own(size))
+            matched_log = abs(math.log(curves[seed](size) / own(size)))
         pairs.append(SpreadPair(seed, int(r["order_seed"]), main[key], rep[key], main["param_ratio"],
-                                rep["param_ratio"], matched))
+                                rep["param_ratio"], matched, matched_log))
     return pairs
 
 
@@ -323,13 +332,29 @@ def compare(results: Mapping[str, Any], a: str, b: str, label: str, ctx: str, mi
         spr = spread(results, label, ctx, spread_variant)
         return Comparison(a, b, label, ctx, "same spec", rows, spr,
                           tie_rule({s: r.diff for s, r in rows.items()}, spr, min_seeds))
-    size = float(label)
+    ca, cb = route_curves(results, a, ctx), route_curves(results, b, ctx)
+    size = matched_size(ca, cb, float(label)) or float(label)
     spr = curve_spread(results, size, ctx, spread_variant)
-    rows, verdict = compare_at_size(route_curves(results, a, ctx), route_curves(results, b, ctx), size, spr,
-                                    min_seeds)
+    rows, verdict = compare_at_size(ca, cb, size, spr, min_seeds)
     if not seeds and verdict.status != REFUSED:
         verdict = Verdict(NOT_CALLED, 0, "no common seed")
-    return Comparison(a, b, label, ctx, f"curves at {size:g}x", rows, spr, verdict)
+    return Comparison(a, b, label, ctx, f"curves at {size:.3g}x", rows, spr, verdict)
+
+
+def matched_size(curves_a: Mapping[int, PowerLaw], curves_b: Mapping[int, PowerLaw], nominal: float,
+                 dead_zone: float = DEAD_ZONE) -> float | None:
+    """Where two routes' curves are read for a budget: its nominal size when every curve (of the seeds both
+    routes have) was fitted over it, else the size nearest to it inside all their fitted ranges, when that
+    is within the budget's dead zone (a budget's sub-models land anywhere in it); None otherwise."""
+    seeds = set(curves_a) & set(curves_b)
+    curves = [curves_a[s] for s in seeds] + [curves_b[s] for s in seeds]
+    if not curves:
+        return None
+    lo, hi = max(c.lo for c in curves), min(c.hi for c in curves)
+    if lo > hi + SIZE_EPS:
+        return None
+    size = min(max(nominal, lo), hi)
+    return size if abs(size / nominal - 1) <= dead_zone + SIZE_EPS else None
 
 
 def compare_to_parent(results: Mapping[str, Any], variant: str, ctx: str,
@@ -349,7 +374,10 @@ def compare_to_parent(results: Mapping[str, Any], variant: str, ctx: str,
 def compare_kd_before_after(results: Mapping[str, Any], label: str, variant: str = "elastic",
                             min_seeds: int = MIN_SEEDS) -> Comparison:
     """Held-out KD to the parent of each run's own spec at `label`: after training (a) versus the same spec
-    cut from the parent before training (b). The spread is that of the after-training KD over repeats."""
+    cut from the parent before training (b). The spread is that of the after-training KD over repeats on the
+    same spec; where the repeat landed on another spec, the spread of held-out nats per token (log
+    perplexity) at equal size (`SpreadPair.log_diff`): the teacher is fixed, so KD and cross-entropy move
+    together."""
     rows = {}
     for r in _runs(results, variant):
         info = r.get("budgets") or {}
@@ -364,6 +392,10 @@ def compare_kd_before_after(results: Mapping[str, Any], label: str, variant: str
             main = rows[int(r["seed"])]
             if after is not None and abs(after["param_ratio"] - main.size_a) <= SIZE_EPS:  # equal size only
                 pairs.append(abs(after["kd"] - main.a))
+    if not pairs and "plan" in results:  # the repeat's spec differs: the held-out nats spread at equal size
+        logs = [p.log_diff for p in spread_pairs(results, label, str(results["plan"]["seq_len"]), variant)
+                if p.log_diff is not None]
+        pairs = logs
     spr = max(pairs) if pairs else None
     return Comparison(f"{variant} after training", "before training", label, "train-eval", "same spec", rows,
                       spr, tie_rule({s: r.diff for s, r in rows.items()}, spr, min_seeds))

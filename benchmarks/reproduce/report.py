@@ -91,7 +91,9 @@ RULE = [
     ("Sizes: two sub-models are compared directly only when their parameter counts are equal (\"same spec\"). "
      "Otherwise each route gets a size curve per seed, log(ppl) = a + b·log(param_ratio), fitted by least "
      "squares over that route's budgets (1, 0.75, 0.5 of an elastic run; one run per size for the Minitron "
-     "and scratch routes), and the two routes are read at the budget's nominal size (0.75x, 0.5x). A size "
+     "and scratch routes), and the two routes are read at the budget's nominal size (0.75x, 0.5x) or, where "
+     "some curve does not reach it, at the nearest size every curve covers, if within the budget's 5% dead "
+     "zone (the column says which size). A size "
      "outside the sizes either curve was fitted on is refused. On the curves the spread is the distance "
      "between the curve of the recipe run and that of its repeat at the same size."),
     "",

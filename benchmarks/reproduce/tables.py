@@ -149,7 +149,7 @@ def spread_table(results: dict, ctxs: list[str]) -> list[str]:
         return [("No repeated run in this JSON: the spread is unmeasured, so no paired comparison below calls an "
                 "effect (signs that differ between seeds are still ties). The study's current plan repeats "
                 "`elastic-s0` on another data order (`elastic-s0-o1000`).")]
-    return md_table(["budget @ context", "seed", "data order of the repeat", "run", "repeat", "spread (|run − repeat| at equal size)"],
+    return md_table(["budget @ context", "seed", "data order of the repeat", "run", "repeat", "spread (run against repeat, at equal size)"],
                   rows)
 
 
