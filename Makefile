@@ -37,7 +37,7 @@ $(PARENT): | $(STAMP)
 
 # The reproduction study (docs/RESULTS.md): every run of benchmarks/reproduce/run.py (28 runs: 3 seeds of every
 # elastic variant, 2 of each route, 1 repeat; finished runs are reused, also from the committed JSON when the
-# scored parent is the same). About 2.5 h on 2 cores after the parent (25 of the 28 runs: 122 min of training).
+# scored parent is the same). About 2.5 h on 2 cores after the parent (26 of the 28 runs: 128 min of training).
 reproduce: $(PARENT)
 	$(PY) benchmarks/reproduce/run.py --parent runs/parent/model --out runs/reproduce
 
