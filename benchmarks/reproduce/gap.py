@@ -24,7 +24,6 @@ by weights SHA-256); `run.py --report-only` puts its reading into docs/RESULTS.m
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -37,7 +36,17 @@ sys.path.insert(0, str(ROOT))
 
 import experiments as ex
 from measure import evaluate_run
-from run import QUICK, _device, _log, _now, _scored, _train, _write_json, weights_sha256
+from run import (
+    _device,
+    _log,
+    _now,
+    _scored,
+    _train,
+    _write_json,
+    follow_up_parser,
+    follow_up_plan,
+    weights_sha256,
+)
 
 
 def variants(plan: ex.Plan) -> dict[str, tuple[ex.Plan, dict[str, Any]]]:
@@ -98,20 +107,10 @@ def run_gap(parent: Path, out: Path, plan: ex.Plan, names: list[str], results_pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parent", required=True, help="the parent of the reproduction study")
-    ap.add_argument("--out", default="runs/reproduce", help="the reproduction study's work folder")
-    ap.add_argument("--results", default=str(ROOT.parent / "results" / "gap_study.json"))
+    ap = follow_up_parser(__doc__, "runs/reproduce", "gap_study.json")
     ap.add_argument("--variants", nargs="+", help="which variants (default: all, in the order listed)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test)")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    parent = Path(args.parent)
-    if not (parent / "config.yaml").is_file() and not (parent / "config.json").is_file():
-        ap.error(f"--parent: {parent} is not a model folder (no config.yaml / config.json)")
-    plan = dataclasses.replace(QUICK if args.quick else ex.Plan(), seeds=tuple(args.seeds),
-                               route_seeds=tuple(args.seeds[:1]), spread_seed=args.seeds[0])
+    parent, plan = follow_up_plan(ap, args)
     known = list(variants(plan))
     unknown = [v for v in args.variants or [] if v not in known]
     if unknown:

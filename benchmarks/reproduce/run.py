@@ -287,6 +287,28 @@ def _parent_tokens(parent: Path) -> int | None:
     return sum(s.steps * s.micro_batch * s.grad_accum * s.seq_len for s in cfg.stages)
 
 
+def follow_up_parser(doc: str, out: str, results: str) -> argparse.ArgumentParser:
+    """The arguments every follow-up study on the study's parent takes (`scoring.py`, `gap.py`)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parent", required=True, help="the pretrained parent (native or HF folder with tokenizer)")
+    ap.add_argument("--out", default=out, help="work folder (scored parent, runs, tokens)")
+    ap.add_argument("--results", default=str(ROOT.parent / "results" / results))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def follow_up_plan(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Path, ex.Plan]:
+    """The checked parent and the plan (`--quick`, `--seeds`) of a follow-up study."""
+    parent = Path(args.parent)
+    if not (parent / "config.yaml").is_file() and not (parent / "config.json").is_file():
+        ap.error(f"--parent: {parent} is not a model folder (no config.yaml / config.json)")
+    plan = ex.dataclasses.replace(QUICK if args.quick else ex.Plan(), seeds=tuple(args.seeds),
+                                  route_seeds=tuple(args.seeds[:1]), spread_seed=args.seeds[0])
+    return parent, plan
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parent", help="the pretrained parent (native or HF folder with tokenizer)")

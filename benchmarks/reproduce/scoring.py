@@ -24,7 +24,6 @@ docs/RESULTS.md reads it (`run.py --report-only`). `--quick` runs a few steps (t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -37,7 +36,17 @@ sys.path.insert(0, str(ROOT))
 import experiments as ex
 import paired as pr
 from measure import evaluate_run
-from run import QUICK, _calibration, _device, _log, _now, _train, _write_json, weights_sha256
+from run import (
+    _calibration,
+    _device,
+    _log,
+    _now,
+    _train,
+    _write_json,
+    follow_up_parser,
+    follow_up_plan,
+    weights_sha256,
+)
 
 # axis -> (the score_model keyword, the default point, the alternative point)
 AXES = {
@@ -170,20 +179,10 @@ def analyse(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parent", required=True, help="the pretrained parent (native or HF folder with tokenizer)")
-    ap.add_argument("--out", default="runs/scoring", help="work folder (scored parents, runs, tokens)")
-    ap.add_argument("--results", default=str(ROOT.parent / "results" / "retrained_scoring.json"))
+    ap = follow_up_parser(__doc__, "runs/scoring", "retrained_scoring.json")
     ap.add_argument("--axes", nargs="+", choices=list(AXES), default=list(AXES))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test)")
-    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    parent = Path(args.parent)
-    if not (parent / "config.yaml").is_file() and not (parent / "config.json").is_file():
-        ap.error(f"--parent: {parent} is not a model folder (no config.yaml / config.json)")
-    plan = ex.dataclasses.replace(QUICK if args.quick else ex.Plan(), seeds=tuple(args.seeds),
-                                  route_seeds=tuple(args.seeds[:1]), spread_seed=args.seeds[0])
+    parent, plan = follow_up_plan(ap, args)
     results = run_study(parent, Path(args.out), plan, args.axes, Path(args.results), not args.no_progress)
     for axis, per_ctx in results["verdicts"].items():
         for ctx, v in per_ctx.items():
