@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench reproduce reproduce-scoring reproduce-gap gpu-check clean
+.PHONY: install test test-slow demo bench reproduce reproduce-scoring reproduce-gap reproduce-decision gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ $(PARENT): | $(STAMP)
 
 # The reproduction study (docs/RESULTS.md): every run of benchmarks/reproduce/run.py (28 runs: 3 seeds of every
 # elastic variant, 2 of each route, 1 repeat; finished runs are reused, also from the committed JSON when the
-# scored parent is the same). About 2.5 h on 2 cores after the parent (26 of the 28 runs: 128 min of training).
+# scored parent is the same). About 2.5 h on 2 cores after the parent (the 28 runs: 137 min of training).
 reproduce: $(PARENT)
 	$(PY) benchmarks/reproduce/run.py --parent runs/parent/model --out runs/reproduce
 
@@ -49,6 +49,12 @@ reproduce-scoring: $(PARENT)
 # What closes the gap to Minitron (benchmarks/reproduce/gap.py): after `make reproduce`, on its folder.
 reproduce-gap: $(PARENT)
 	$(PY) benchmarks/reproduce/gap.py --parent runs/parent/model --out runs/reproduce
+	$(PY) benchmarks/reproduce/run.py --report-only
+
+# The router's deployment decision (benchmarks/reproduce/decision.py: 9 elastic runs, about 55 min): after
+# `make reproduce`, on its folder.
+reproduce-decision: $(PARENT)
+	$(PY) benchmarks/reproduce/decision.py --parent runs/parent/model --out runs/reproduce
 	$(PY) benchmarks/reproduce/run.py --report-only
 
 # The prepared GPU check (benchmarks/gpu_check.py): about 5 minutes on one H200; results in benchmarks/results/.

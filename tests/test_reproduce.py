@@ -3,13 +3,11 @@
 trained, evaluated and reported, finished runs are reused, and the generated reading follows the numbers."""
 
 import copy
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
@@ -18,12 +16,6 @@ import claims as claims_table
 import run
 import tables
 
-from nemotron_elastic.checkpoint import save_native
-from nemotron_elastic.config.presets import get_preset
-from nemotron_elastic.data.corpus import default_corpus
-from nemotron_elastic.data.tokenizer import train_bpe
-from nemotron_elastic.model import HybridLM
-
 RUNS = {"elastic-s0", "elastic-s0-o1000", "stage1only-s0", "stage2uniform-s0", "homogeneous-s0", "uniformspecs-s0",
         "minitron-0.75-s0", "minitron-0.5-s0", "minitronhalf-0.75-s0", "minitronhalf-0.5-s0", "scratch-0.75-s0",
         "scratch-0.5-s0", "parent-sliced"}
@@ -31,14 +23,9 @@ ROUTES = ("minitron", "minitronhalf", "scratch")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, micro_parent):
     root = tmp_path_factory.mktemp("reproduce")
-    tok = train_bpe(default_corpus("train")[:200], 512)
-    cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
-    torch.manual_seed(0)
-    model = HybridLM(cfg)
-    model.init_weights()
-    save_native(model, root / "parent", tokenizer=tok)
+    (root / "parent").symlink_to(micro_parent, target_is_directory=True)
     args = ["--parent", str(root / "parent"), "--out", str(root / "out"), "--quick", "--no-progress",
             "--results", str(root / "r.json"), "--doc", str(root / "doc" / "RESULTS.md")]
     run.main(args)
@@ -181,6 +168,42 @@ def test_gap_variants_pair_with_the_recipe_runs_of_the_study(study, tmp_path):
     assert tables.gap_analysis(study_json, results | {"scored_sha256": "x"}, "32") == {}
     with pytest.raises(SystemExit):
         gap.main(["--parent", str(root / "parent"), "--variants", "nosuch"])
+
+
+def test_decision_variants_record_landing_and_pair_with_the_recipe(study, tmp_path):
+    """decision.py on the quick study's folder: the paper's decision is trained (its config says so), its
+    landing and the router's argmax are recorded, it pairs with the recipe run of the same seed, and the doc
+    gets the section with a verdict line per form."""
+    import decision
+    import landing
+    import report
+
+    root, args = study
+    out = args[args.index("--out") + 1]
+    dec_json = tmp_path / "decision.json"
+    decision.main(["--parent", str(root / "parent"), "--out", out, "--quick", "--no-progress", "--seeds", "0",
+                   "--variants", "argmax", "--results", str(dec_json)])
+    results = json.loads(dec_json.read_text())
+    entry = results["runs"]["decision-argmax-s0"]
+    assert results["complete"] and entry["changes"] == {"router.decision": "argmax"}
+    assert "decision: argmax" in (root / "out" / "decision-argmax-s0" / "train_config.yaml").read_text()
+    assert set(entry["router_argmax"]) == {"1", "0.75", "0.5"}
+    study_json = json.loads((root / "r.json").read_text())
+    rows = landing.analysis(study_json, results, "32")
+    assert set(rows) == {"recipe", "argmax"}
+    for name, entries in rows.items():
+        assert [e["budget"] for e in entries] == ["1", "0.75", "0.5"]
+        assert all(set(e["deployed"]) == {0} and 0 <= e["landed"] <= 1 for e in entries)
+        assert all((e["comparison"] is None) == (name == "recipe") for e in entries)
+    assert all(set(e["comparison"].rows) <= {0} for e in rows["argmax"])
+    # the argmax of the paper's decision is the deployed sub-model itself
+    assert all(abs(e["argmax"][0] - e["deployed"][0]) < 1e-9 for e in rows["argmax"])
+    doc = report.decision_section(study_json, results)
+    assert doc[0] == "## The router's deployment decision"
+    assert sum(line.startswith("- `router.") for line in doc) == 2
+    assert landing.analysis(study_json, results | {"scored_sha256": "x"}, "32") == {}
+    with pytest.raises(SystemExit):
+        decision.main(["--parent", str(root / "parent"), "--variants", "nosuch"])
 
 
 def test_override_sets_dotted_keys_and_a_misspelling_fails():

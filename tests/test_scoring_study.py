@@ -4,26 +4,18 @@ numbers, and a quick study on a micro parent that scores, cuts, distils, evaluat
 report."""
 
 import copy
-import dataclasses
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
 
 import report
 import scoring
-
-from nemotron_elastic.checkpoint import save_native
-from nemotron_elastic.config.presets import get_preset
-from nemotron_elastic.data.corpus import default_corpus
-from nemotron_elastic.data.tokenizer import train_bpe
-from nemotron_elastic.model import HybridLM
 
 
 def _run(axis, point, seed, ppl, order=None):
@@ -58,6 +50,22 @@ def test_mixed_signs_or_a_gap_inside_the_spread_or_no_repeat_is_not_a_win():
     assert (unmeasured["status"], unmeasured["spread"]) == ("not called", None)
 
 
+def test_the_chosen_point_is_the_winner_else_the_paper_point_else_the_default():
+    """A point called lower wins its axis; a tie restores the paper's point; attention, where the paper gives
+    no point, keeps its default on a tie."""
+    import tables
+
+    won = scoring.analyse(_results({0: 50.0, 1: 52.0, 2: 51.0}, {0: 53.0, 1: 54.0, 2: 55.0}, 50.5))
+    assert tables.chosen_points({"axes": {"mlp": scoring.AXES["mlp"]}, "verdicts": won})["mlp"]["point"] == "post"
+    tie = scoring.analyse(_results({0: 50.0, 1: 55.0, 2: 51.0}, {0: 53.0, 1: 54.0, 2: 55.0}, 50.1))
+    assert tables.chosen_points({"axes": {"mlp": scoring.AXES["mlp"]}, "verdicts": tie})["mlp"]["point"] == "pre"
+    att = {"axes": {"attention_heads": scoring.AXES["attention_heads"]}, "verdicts": {"attention_heads": tie["mlp"]}}
+    assert tables.chosen_points(att)["attention_heads"]["point"] == "head_output"
+    # opposite winners at two contexts are no winner
+    both = {"mlp": {"32": tie["mlp"]["32"] | {"winner": "post"}, "64": tie["mlp"]["32"] | {"winner": "pre"}}}
+    assert tables.chosen_points({"axes": {"mlp": scoring.AXES["mlp"]}, "verdicts": both})["mlp"]["point"] == "pre"
+
+
 def test_planned_runs_pair_both_points_per_seed_and_repeat_the_default_once_per_axis():
     runs = scoring.planned_runs(["mlp", "attention_heads"], (3, 4))
     assert len(runs) == 2 * 2 * 2 + 2
@@ -67,14 +75,9 @@ def test_planned_runs_pair_both_points_per_seed_and_repeat_the_default_once_per_
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(tmp_path_factory, micro_parent):
     root = tmp_path_factory.mktemp("scoring")
-    tok = train_bpe(default_corpus("train")[:200], 512)
-    cfg = dataclasses.replace(get_preset("micro-hybrid"), vocab_size=len(tok))
-    torch.manual_seed(0)
-    model = HybridLM(cfg)
-    model.init_weights()
-    save_native(model, root / "parent", tokenizer=tok)
+    (root / "parent").symlink_to(micro_parent, target_is_directory=True)
     args = ["--parent", str(root / "parent"), "--out", str(root / "out"), "--quick", "--no-progress",
             "--axes", "mlp", "--seeds", "0", "1", "--results", str(root / "r.json")]
     scoring.main(args)
@@ -117,3 +120,17 @@ def test_quick_study_reuses_the_json_for_the_same_parent_only(quick, capsys):
 def test_bad_parent_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit):
         scoring.main(["--parent", str(tmp_path / "nothing")])
+
+
+def test_plan_options_shorten_the_plan_and_bad_values_are_one_clear_error(micro_parent, capsys):
+    import run
+
+    ap = run.follow_up_parser("doc", "out", "r.json")
+    args = ap.parse_args(["--parent", str(micro_parent), "--stage-steps", "20", "8", "--eval-tokens", "4096"])
+    _, plan = run.follow_up_plan(ap, args)
+    assert (plan.stage1_steps, plan.stage2_steps, plan.eval_tokens) == (20, 8, 4096)
+    assert (plan.half().stage1_steps, plan.half().stage2_steps) == (10, 4)
+    for bad in (["--stage-steps", "1", "8"], ["--eval-tokens", "0"], ["--stage-steps", "20"]):
+        with pytest.raises(SystemExit):
+            run.follow_up_plan(ap, ap.parse_args(["--parent", str(micro_parent), *bad]))
+    assert "--stage-steps" in capsys.readouterr().err

@@ -142,6 +142,12 @@ def override(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# The router settings the study's runs were trained with, named rather than left to the library defaults so a
+# later change of default keeps them comparable (and their committed JSON reusable): the study predates
+# `router.budget_probs: sampled` becoming the default (docs/METHOD.md 11; `decision.py` measured both).
+RECIPE_ROUTER = {"budget_probs": "unsharpened", "decision": "within_budget"}
+
+
 def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir: Path, seed: int,
                    specs: list[str] | None = None, budgets: tuple[float, ...] = BUDGETS,
                    order_seed: int | None = None, changes: dict[str, Any] | None = None):
@@ -155,6 +161,7 @@ def elastic_config(plan: Plan, variant: str, scored: Path, out: Path, tokens_dir
         menus["per_layer"] = []
     data = _common(plan, out, tokens_dir, seed, order_seed) | {
         "parent": str(scored), "budgets": list(budgets), "menus": menus, "specs": specs,
+        "router": dict(RECIPE_ROUTER),
         "optim": {"lr": plan.lr, "warmup_steps": max(1, plan.steps // 10)},
         "stages": plan.stages("single" if len(budgets) == 1 else variant),
     }

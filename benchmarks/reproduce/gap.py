@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 import experiments as ex
-from measure import evaluate_run
+from measure import evaluate_run, router_argmax_ratios
 from run import (
     _device,
     _log,
@@ -66,7 +66,16 @@ def variants(plan: ex.Plan) -> dict[str, tuple[ex.Plan, dict[str, Any]]]:
 
 def run_gap(parent: Path, out: Path, plan: ex.Plan, names: list[str], results_path: Path | None,
             progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every (variant, seed) run, reusing finished ones; returns the results dict."""
+    """Train and evaluate every (variant, seed) run of the gap study, reusing finished ones."""
+    return run_variants(parent, out, plan, variants(plan), names, "gap", results_path, progress)
+
+
+def run_variants(parent: Path, out: Path, plan: ex.Plan, table: dict[str, tuple[ex.Plan, dict[str, Any]]],
+                 names: list[str], study: str, results_path: Path | None, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate every (variant, seed) run of a follow-up study (`table`: {name: (plan, config
+    changes over the recipe)}), in folders `{study}-{name}-s{seed}` of `out`, reusing finished folders and
+    the entries of `results_path` scored from the same parent; writes `results_path` after every run and
+    returns the results dict. Each entry records where the router's own argmax lands (`router_argmax`)."""
     from nemotron_elastic.train.elastic import ElasticTrainer
 
     start = time.perf_counter()
@@ -79,11 +88,10 @@ def run_gap(parent: Path, out: Path, plan: ex.Plan, names: list[str], results_pa
     results = {"parent": str(parent), "scored_sha256": sha, "training_key": plan.training_key(),
                "plan": dataclasses.asdict(plan) | {"tokens": plan.tokens}, "device": _device(),
                "started_at": prior.get("started_at") or _now(), "complete": False, "runs": runs}
-    table = variants(plan)
     for seed in plan.seeds:
         for name in names:
             run_plan, changes = table[name]
-            key = f"gap-{name}-s{seed}"
+            key = f"{study}-{name}-s{seed}"
             folder = out / key
             old = prior.get("runs", {}).get(key)
             if not ex.run_complete(folder) and old is not None:
@@ -91,11 +99,12 @@ def run_gap(parent: Path, out: Path, plan: ex.Plan, names: list[str], results_pa
                 runs[key] = old
                 continue
             cfg = ex.elastic_config(run_plan, "elastic", scored, folder, out / "tokens", seed, changes=changes)
-            entry = {"variant": f"gap:{name}", "seed": seed, "tokens": run_plan.tokens, "changes": changes}
+            entry = {"variant": f"{study}:{name}", "seed": seed, "tokens": run_plan.tokens, "changes": changes}
             entry["train_seconds"] = _train(key, folder, lambda resume, cfg=cfg: ElasticTrainer(
                 cfg, resume=resume, progress=progress))
             entry["eval"] = evaluate_run(folder, plan, progress)
             entry["budgets"] = json.loads((folder / "model" / "budgets.json").read_text())
+            entry["router_argmax"] = router_argmax_ratios(folder / "model")
             runs[key] = entry
             results |= {"seconds": round(time.perf_counter() - start, 1), "updated_at": _now()}
             if results_path is not None:

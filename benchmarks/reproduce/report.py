@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import landing
 import paired as pr
 from claims import reading
 from tables import (
     BUDGET_LABELS,
     ROUTES,
     SUB_LABELS,
+    chosen_points,
     curve_table,
     depth_table,
     duration,
@@ -103,7 +105,8 @@ RULE = [
 ]
 
 
-def render(results: dict, figures: dict[str, str], scoring: dict | None = None, gap: dict | None = None) -> str:
+def render(results: dict, figures: dict[str, str], scoring: dict | None = None, gap: dict | None = None,
+           decision: dict | None = None) -> str:
     """The doc; `scoring` (the retrained scoring comparison, `scoring.py`) and `gap` (the gap study, `gap.py`)
     each get a section of their own when given."""
     plan = results["plan"]
@@ -198,6 +201,7 @@ def render(results: dict, figures: dict[str, str], scoring: dict | None = None, 
         "",
         *scoring_section(scoring),
         *gap_section(results, gap),
+        *decision_section(results, decision),
         "## Training checks",
         "",
         ("Where each budget's router decision landed, and the held-out KD loss (to the parent) of that "
@@ -237,6 +241,11 @@ def scoring_section(scoring: dict | None) -> list[str]:
         "",
         *scoring_table(scoring),
         "",
+        ("The point each axis takes by this evidence: the one called lower (at some context, and the other way "
+         "at none); with nothing called, the paper's point; attention has no paper point, so its default stays."),
+        "",
+        *[f"- `{axis}`: **{c['point']}** ({c['why']})" for axis, c in chosen_points(scoring).items()],
+        "",
     ]
 
 
@@ -259,8 +268,33 @@ def gap_section(results: dict, gap: dict | None) -> list[str]:
     ]
 
 
+def decision_section(results: dict, decision: dict | None) -> list[str]:
+    if not decision or not decision.get("runs"):
+        return []
+    ctx = str(results["plan"]["seq_len"])
+    rows = landing.analysis(results, decision, ctx)
+    return [
+        "## The router's deployment decision",
+        "",
+        ("`benchmarks/reproduce/decision.py` (`benchmarks/results/decision_study.json`): the recipe (the "
+         "project's `router.decision: within_budget` and `router.budget_probs: unsharpened`) against the "
+         "paper's forms, one at a time (`argmax`, `sampled`) and together (`paper`), every seed paired with "
+         "the recipe run of the same seed. \"Landed\" counts the seeds whose deployed sub-model is within 5% "
+         "of the budget; perplexity is compared at matched size (the tie rule above; where a variant's "
+         "sub-models land outside the dead zone, at their own size on the recipe's size curve of the same "
+         "seed). The rule for each form is in `benchmarks/reproduce/landing.py`: the project's form stays "
+         "only where it is called lower, or lands more often without being called higher; a tie goes to "
+         "the paper."),
+        "",
+        *landing.decision_table(rows, ctx),
+        "",
+        *landing.verdict_lines(rows),
+        "",
+    ]
+
+
 def write_results(results: dict[str, Any], json_path: Path | None, doc_path: Path,
-                  scoring: dict | None = None, gap: dict | None = None) -> list[Path]:
+                  scoring: dict | None = None, gap: dict | None = None, decision: dict | None = None) -> list[Path]:
     """results JSON (unless `json_path` is None), the plots next to the doc (in `results/`) and the doc; each
     written atomically."""
     import json
@@ -280,6 +314,6 @@ def write_results(results: dict[str, Any], json_path: Path | None, doc_path: Pat
     plot_curves(results, doc_path.parent / figures["curves"])
     plot_variants(results, str(results["plan"]["seq_len"]), doc_path.parent / figures["variants"])
     tmp = doc_path.with_suffix(".tmp")
-    tmp.write_text(render(results, figures, scoring, gap))
+    tmp.write_text(render(results, figures, scoring, gap, decision))
     tmp.replace(doc_path)
     return written + [doc_path]

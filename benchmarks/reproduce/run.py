@@ -288,13 +288,17 @@ def _parent_tokens(parent: Path) -> int | None:
 
 
 def follow_up_parser(doc: str, out: str, results: str) -> argparse.ArgumentParser:
-    """The arguments every follow-up study on the study's parent takes (`scoring.py`, `gap.py`)."""
+    """The arguments every follow-up study on the study's parent takes (`scoring.py`, `gap.py`, `decision.py`)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parent", required=True, help="the pretrained parent (native or HF folder with tokenizer)")
     ap.add_argument("--out", default=out, help="work folder (scored parent, runs, tokens)")
     ap.add_argument("--results", default=str(ROOT.parent / "results" / results))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test)")
+    ap.add_argument("--stage-steps", type=int, nargs=2, metavar=("S1", "S2"),
+                    help="steps of stage 1 and stage 2 of a full run T (default 150 60): a shorter plan for a "
+                         "larger parent; studies that train T/2 take half of each")
+    ap.add_argument("--eval-tokens", type=int, help="held-out tokens of each final evaluation (default 16384)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -304,8 +308,17 @@ def follow_up_plan(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tup
     parent = Path(args.parent)
     if not (parent / "config.yaml").is_file() and not (parent / "config.json").is_file():
         ap.error(f"--parent: {parent} is not a model folder (no config.yaml / config.json)")
+    changes: dict[str, Any] = {}
+    if args.stage_steps is not None:
+        if min(args.stage_steps) < 2:
+            ap.error(f"--stage-steps: each stage needs at least 2 steps (half of them for T/2), got {args.stage_steps}")
+        changes |= {"stage1_steps": args.stage_steps[0], "stage2_steps": args.stage_steps[1]}
+    if args.eval_tokens is not None:
+        if args.eval_tokens < 1:
+            ap.error(f"--eval-tokens: expected a positive count, got {args.eval_tokens}")
+        changes["eval_tokens"] = args.eval_tokens
     plan = ex.dataclasses.replace(QUICK if args.quick else ex.Plan(), seeds=tuple(args.seeds),
-                                  route_seeds=tuple(args.seeds[:1]), spread_seed=args.seeds[0])
+                                  route_seeds=tuple(args.seeds[:1]), spread_seed=args.seeds[0], **changes)
     return parent, plan
 
 
@@ -318,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="the retrained scoring comparison (scoring.py) the doc reads when the file exists")
     ap.add_argument("--gap-results", default=str(ROOT.parent / "results" / "gap_study.json"),
                     help="the gap study (gap.py) the doc reads when the file exists")
+    ap.add_argument("--decision-results", default=str(ROOT.parent / "results" / "decision_study.json"),
+                    help="the decision study (decision.py) the doc reads when the file exists")
     ap.add_argument("--doc", default=str(ROOT.parent.parent / "docs" / "RESULTS.md"))
     ap.add_argument("--quick", action="store_true", help="a few steps per run (a smoke test of the study)")
     ap.add_argument("--seeds", type=int, nargs="+", help="seeds of the elastic variants (default 0 1 2)")
@@ -334,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     from report import write_results
 
     extras = {name: json.loads(Path(p).read_text()) if Path(p).is_file() else None
-              for name, p in (("scoring", args.scoring_results), ("gap", args.gap_results))}
+              for name, p in (("scoring", args.scoring_results), ("gap", args.gap_results),
+                                                ("decision", args.decision_results))}
     if args.report_only:
         results = json.loads(Path(args.results).read_text())
         paths = write_results(results, None, Path(args.doc), **extras)

@@ -76,7 +76,9 @@ def planned_runs(axes: list[str], seeds: tuple[int, ...]) -> list[tuple[str, str
 
 
 def _score(parent: Path, out: Path, key: str, point: str, plan: ex.Plan, progress: bool) -> Path:
-    """The parent scored with `key=point` (every other point at its default), once per point."""
+    """The parent scored with `key=point`, every other point at the project's point of `AXES` (named, not
+    left to the library defaults, so a later change of default keeps this study's scored parents), once per
+    point."""
     folder = out / "scored" / point
     if not (folder / "ranking.json").is_file():
         from nemotron_elastic.importance.pipeline import score_model
@@ -84,7 +86,7 @@ def _score(parent: Path, out: Path, key: str, point: str, plan: ex.Plan, progres
         _log(f"score the parent ({key}={point})")
         score_model(parent, _calibration(out), folder, samples=plan.score_samples, seq_len=plan.seq_len,
                     depth_samples=2, depth_seq_len=plan.seq_len // 2, max_depth_drops=1, progress=progress,
-                    overwrite=True, **{key: point})
+                    overwrite=True, **({kw: ours for kw, ours, _ in AXES.values()} | {key: point}))
     return folder
 
 

@@ -219,11 +219,43 @@ def scoring_table(scoring: dict) -> list[str]:
                      "alternative (difference)"), "spread", "verdict", "zero shot: default vs alternative"], rows)
 
 
+# The paper's scoring point per axis (docs/METHOD.md 4.1); the paper gives no attention formula, so that axis
+# has none to restore (Model-Optimizer's `o_proj_input` is the scoring study's alternative).
+PAPER_POINTS = {"mlp": "pre", "mamba_heads": "x", "attention_heads": None}
+
+
+def chosen_points(scoring: dict) -> dict[str, dict[str, str]]:
+    """{axis: {"point", "why"}} from the scoring study (`scoring.py`): the point called lower at some context
+    and at none the other way; with no such winner the paper's point (a tie restores the paper), or the
+    study's default where the paper gives none (attention)."""
+    out = {}
+    for axis, per_ctx in scoring.get("verdicts", {}).items():
+        default = scoring["axes"][axis][1]
+        winners = {v["winner"] for v in per_ctx.values() if v["winner"]}
+        why = "opposite calls at two contexts" if winners else "no effect called"
+        if len(winners) == 1:
+            out[axis] = {"point": winners.pop(), "why": "called lower after distillation"}
+        elif PAPER_POINTS.get(axis):
+            out[axis] = {"point": PAPER_POINTS[axis], "why": f"{why}; the paper's point"}
+        else:
+            out[axis] = {"point": default, "why": f"{why}; the paper gives no point, the default stays"}
+    return out
+
+
+def pairs_with(study: dict, follow: dict) -> bool:
+    """Whether a follow-up study's runs (`gap.py`, `decision.py`) pair with the study's: the same scored
+    parent (weights SHA-256) and the same plan (steps, contexts, evaluation tokens, ...)."""
+    if follow.get("scored_sha256") != study.get("scored_sha256"):
+        return False
+    plan = study.get("plan", {})
+    return all(plan.get(k) == v for k, v in follow.get("training_key", {}).items() if k in plan)
+
+
 def gap_analysis(study: dict, gap: dict, ctx: str) -> dict[str, list[dict]]:
     """Per variant of the gap study (`gap.py`) and budget: a = the variant against b = the recipe (its paired
     differences, spread and the tie rule's verdict), and the gap to the Minitron route of both (a - Minitron
-    per seed). Empty when the two JSONs come from different scored parents (nothing pairs then)."""
-    if gap.get("scored_sha256") != study.get("scored_sha256"):
+    per seed). Empty when the two JSONs come from different scored parents or plans (nothing pairs then)."""
+    if not pairs_with(study, gap):
         return {}
     merged = {"runs": study["runs"] | gap["runs"]}
     out: dict[str, list[dict]] = {}

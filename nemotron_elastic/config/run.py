@@ -52,10 +52,10 @@ class RouterConfig:
     dead_zone: float = 0.05
     full_pull: float = 10.0
     loss_weight: float = 1.0  # lambda
-    # The budget loss reads softmax(logits) without Gumbel noise, temperature or logit scale
-    # ("unsharpened"), so its gradient never vanishes once the sampled decisions are sharp; "sampled" uses
-    # the sharpened Gumbel probabilities (NVIDIA's code), which can lock a budget at a wrong size.
-    budget_probs: Literal["unsharpened", "sampled"] = "unsharpened"
+    # The probabilities the budget loss reads: "sampled" = the step's sharpened Gumbel probabilities (the
+    # paper and NVIDIA's code); "unsharpened" = softmax(logits) without noise, temperature or scale, whose
+    # gradient never vanishes. The decision study tied them (docs/METHOD.md 7.3, 11), so the paper's form.
+    budget_probs: Literal["unsharpened", "sampled"] = "sampled"
     # The sub-model a budget gets: "within_budget" = the one the router scores highest among those whose
     # cost is within dead_zone of the budget (router/decision.py); "argmax" = the paper's row-wise
     # argmax, whose cost can land outside the dead zone.
