@@ -37,7 +37,7 @@ EPILOGS = {"demo": """The pipeline: pretrain a tiny hybrid parent on the package
 beside the same specs sliced before training, and write DIR/report.md. Finished steps are reused.
 
 examples:
-  nemotron-elastic demo                      # about 25-30 minutes on 2 CPU cores
+  nemotron-elastic demo                      # about 10-15 minutes on 2 CPU cores
   nemotron-elastic demo --quick --out runs/q # the same pipeline on a micro model, about a minute
   nemotron-elastic demo --smollm2            # import the packaged SmolLM2-135M: perplexity and a sample"""}
 
