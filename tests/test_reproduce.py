@@ -202,6 +202,13 @@ def test_decision_variants_record_landing_and_pair_with_the_recipe(study, tmp_pa
     assert doc[0] == "## The router's deployment decision"
     assert sum(line.startswith("- `router.") for line in doc) == 2
     assert landing.analysis(study_json, results | {"scored_sha256": "x"}, "32") == {}
+    # another invocation with another variant adds its runs and keeps the earlier ones
+    decision.main(["--parent", str(root / "parent"), "--out", out, "--quick", "--no-progress", "--seeds", "0",
+                   "--variants", "sampled", "--results", str(dec_json)])
+    both = json.loads(dec_json.read_text())
+    assert set(both["runs"]) == {"decision-argmax-s0", "decision-sampled-s0"}
+    assert both["runs"]["decision-argmax-s0"] == entry
+    assert set(landing.analysis(study_json, both, "32")) == {"recipe", "argmax", "sampled"}
     with pytest.raises(SystemExit):
         decision.main(["--parent", str(root / "parent"), "--variants", "nosuch"])
 

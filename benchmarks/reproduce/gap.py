@@ -109,7 +109,9 @@ def run_variants(parent: Path, out: Path, plan: ex.Plan, table: dict[str, tuple[
             results |= {"seconds": round(time.perf_counter() - start, 1), "updated_at": _now()}
             if results_path is not None:
                 _write_json(results_path, results | {"runs": prior.get("runs", {}) | runs})
-    results |= {"complete": True, "seconds": round(time.perf_counter() - start, 1), "updated_at": _now()}
+    # runs of other variants (earlier invocations with other --variants) stay in the file
+    results |= {"complete": True, "seconds": round(time.perf_counter() - start, 1), "updated_at": _now(),
+                "runs": prior.get("runs", {}) | runs}
     if results_path is not None:
         _write_json(results_path, results)
     return results

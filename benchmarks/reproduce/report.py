@@ -277,8 +277,8 @@ def decision_section(results: dict, decision: dict | None) -> list[str]:
         "## The router's deployment decision",
         "",
         ("`benchmarks/reproduce/decision.py` (`benchmarks/results/decision_study.json`): the recipe (the "
-         "project's `router.decision: within_budget` and `router.budget_probs: unsharpened`) against the "
-         "paper's forms, one at a time (`argmax`, `sampled`) and together (`paper`), every seed paired with "
+         "forms the study was trained with, `router.decision: within_budget` and `router.budget_probs: "
+         "unsharpened`, the project's defaults then) against the paper's forms, one at a time (`argmax`, `sampled`) and together (`paper`), every seed paired with "
          "the recipe run of the same seed. \"Landed\" counts the seeds whose deployed sub-model is within 5% "
          "of the budget; perplexity is compared at matched size (the tie rule above; where a variant's "
          "sub-models land outside the dead zone, at their own size on the recipe's size curve of the same "
