@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The in-process part of benchmarks/serve_load.py: the batched decoder next to its alternatives.
 
-- `gemm_scaling`: one linear layer at 1 / 8 / 16 rows (float32, bfloat16): the most batching can gain.
+- `gemm_scaling`: one linear layer at 1 to 32 rows (float32, bfloat16), F.linear next to the model's `linear`: the most
+  batching can gain.
 - `kv_kinds`: the padded and the paged KV cache (model/batch_cache.py) decoding 8 and 16 rows: tokens/s
   and the bytes the caches hold (padding / whole blocks included), interleaved repeats, medians.
 - `mixed_strategies`: rows of three budgets decoded with one sliced forward per budget (group) vs one
@@ -41,24 +42,35 @@ def _decode_run(model, kind: str, rows: int, tokens: int, specs=(None,), mixed: 
 
 
 def gemm_scaling(hidden: int, repeats: int = 200) -> dict[str, Any]:
-    """What batching can gain at most on this CPU: one (4 hidden x hidden) linear layer at 1 / 8 / 16 rows,
-    float32 and bfloat16: milliseconds per call and rows per millisecond relative to one row."""
+    """What batching can gain at most on this CPU: one (4 hidden x hidden) linear layer at 1 / 4 / 8 / 16 / 32
+    rows, float32 and bfloat16: milliseconds per call and rows per millisecond relative to one row, for
+    F.linear (x @ W^T) and for the model's `linear` (model/layout.py: W @ x^T for 8..64 float32 rows
+    without grad), interleaved call by call so both see the same machine state."""
+    from nemotron_elastic.model.layout import linear
+
+    forms = {"f_linear": torch.nn.functional.linear, "model_linear": linear}
     out: dict[str, Any] = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        weight = torch.randn(4 * hidden, hidden).to(dtype)
-        times = {}
-        for rows in (1, 8, 16):
-            x = torch.randn(rows, hidden).to(dtype)
-            for _ in range(10):
-                torch.nn.functional.linear(x, weight)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                torch.nn.functional.linear(x, weight)
-            times[rows] = (time.perf_counter() - start) / repeats * 1e3
-        out[str(dtype).removeprefix("torch.")] = {
-            "ms": {str(r): t for r, t in times.items()},
-            "throughput_over_1_row": {str(r): r * times[1] / t for r, t in times.items()},
-        }
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            weight = torch.randn(4 * hidden, hidden).to(dtype)
+            times: dict[str, dict[int, float]] = {name: {} for name in forms}
+            for rows in (1, 4, 8, 16, 32):
+                x = torch.randn(rows, hidden).to(dtype)
+                spent = dict.fromkeys(forms, 0.0)
+                for i in range(repeats + 10):
+                    for name, fn in forms.items():
+                        start = time.perf_counter()
+                        fn(x, weight)
+                        if i >= 10:  # warm-up calls are not timed
+                            spent[name] += time.perf_counter() - start
+                for name in forms:
+                    times[name][rows] = spent[name] / repeats * 1e3
+            key = str(dtype).removeprefix("torch.")
+            out[key] = {name: {"ms": {str(r): t for r, t in ts.items()},
+                               "throughput_over_1_row": {str(r): r * ts[1] / t for r, t in ts.items()}}
+                        for name, ts in times.items()}
+            out[key]["f_linear_over_model_linear_ms"] = {
+                str(r): times["f_linear"][r] / times["model_linear"][r] for r in times["f_linear"]}
     return out
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from .batch_cache import KVRows
 from .decode import AttentionState
-from .layout import Select, attention_indices, sub_linear
+from .layout import Linear, Select, attention_indices, sub_linear
 from .masks import Axis
 from .norm import RMSNorm, compute_dtype
 
@@ -75,11 +75,11 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window = window
-        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.q_proj = Linear(hidden_size, num_heads * head_dim, bias=bias)
+        self.k_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         out_bias = bias if out_bias is None else out_bias
-        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=out_bias)
+        self.o_proj = Linear(num_heads * head_dim, hidden_size, bias=out_bias)
         if qk_norm_eps is not None:
             self.q_norm, self.k_norm = RMSNorm(head_dim, qk_norm_eps), RMSNorm(head_dim, qk_norm_eps)
         else:

@@ -34,7 +34,7 @@ from .batch_cache import BatchCache, MambaRows
 from .batcher import generate
 from .decode import AttentionState, InferenceCache, MambaState
 from .kernels import Kernels, select_kernels
-from .layout import scale
+from .layout import Linear, linear, scale
 from .mamba2 import Mamba2Mixer
 from .masks import ElasticMasks, LayerMasks
 from .mlp import MLP
@@ -129,7 +129,7 @@ class HybridLM(nn.Module):
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.norm_f = RMSNorm(config.hidden_size, config.norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         # RoPE tables come from the config alone (no buffers): nothing to redo after meta construction
         self.rotary = None if config.rope_theta is None else RotaryEmbedding(config)
         self.tie_weights()
@@ -299,7 +299,7 @@ class HybridLM(nn.Module):
             h = self.norm_f(h)
         else:
             h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
-        return h if return_hidden else F.linear(h, self.head_weight(masks))
+        return h if return_hidden else linear(h, self.head_weight(masks))
 
     def rope(self, start: int, length: int, like: torch.Tensor) -> Rope | None:
         """RoPE cos, sin (T, hd) for positions start .. start + length - 1 of a sequence that has

@@ -101,6 +101,39 @@ def _take(t: torch.Tensor, dim: int, sel: Select) -> torch.Tensor:
 SMALL_BATCH_TOKENS = 8
 
 
+# Decoding feeds a few rows through every linear layer. At 8..64 rows, this CPU's GEMMs run x @ W^T
+# (F.linear) far below their larger-batch efficiency, while W @ x^T (the weight as the left operand, the
+# same products) takes about 0.65x the time (2 cores: MKL in float32 for weights of 2M+ elements, smaller
+# ones are cache-resident and as fast either way; oneDNN in bfloat16 from 1M elements, sliced views
+# included). Below 8 rows F.linear is as fast or faster. benchmarks/serve_load.py (`gemm_scaling`)
+# measures both forms side by side.
+FEW_ROWS = (8, 64)
+MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements; other dtypes: F.linear
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias): x (..., K), weight (N, K) -> (..., N), contiguous.
+
+    Without grad, on a CPU, for FEW_ROWS rows and a float32 / bfloat16 weight of MIN_WEIGHT+ elements it
+    is computed as (W @ x^T)^T: the same values up to float rounding (another summation order), as any change
+    of batch shape gives.
+    """
+    rows = x.numel() // max(1, x.shape[-1])
+    if (x.device.type != "cpu" or torch.is_grad_enabled() or not FEW_ROWS[0] <= rows <= FEW_ROWS[1]
+            or weight.numel() < MIN_WEIGHT.get(x.dtype, weight.numel() + 1)):
+        return F.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1]).t()  # (K, rows)
+    out = torch.mm(weight, flat) if bias is None else torch.addmm(bias[:, None], weight, flat)  # (N, rows)
+    return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """nn.Linear computed by `linear` (the few-rows CPU path); same parameters, state dict and hooks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 def _runs(sel: Select) -> list[tuple[int, int]]:
     """Kept indices as contiguous runs [(start, length), ...] (a prefix length is one run)."""
     if isinstance(sel, int):
@@ -118,7 +151,7 @@ def _linear_by_runs(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Selec
     for r0, rn in _runs(rows):
         acc, offset = None, 0
         for c0, cn in col_runs:
-            part = F.linear(x[..., offset : offset + cn], layer.weight[r0 : r0 + rn, c0 : c0 + cn])
+            part = linear(x[..., offset : offset + cn], layer.weight[r0 : r0 + rn, c0 : c0 + cn])
             acc, offset = part if acc is None else acc + part, offset + cn
         outs.append(acc if layer.bias is None else acc + layer.bias[r0 : r0 + rn])
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
@@ -133,13 +166,13 @@ def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) ->
     """
     full = isinstance(rows, int) and isinstance(cols, int) and (rows, cols) == tuple(layer.weight.shape)
     if full:
-        return layer(x)
+        return layer(x)  # the module's call: forward hooks (importance scoring) see it
     tokens = x.numel() // max(1, x.shape[-1])
     if tokens <= SMALL_BATCH_TOKENS and not torch.is_grad_enabled():
         return _linear_by_runs(x, layer, rows, cols)
     weight = _take(_take(layer.weight, 0, rows), 1, cols)
     bias = None if layer.bias is None else _take(layer.bias, 0, rows)
-    return F.linear(x, weight, bias)
+    return linear(x, weight, bias)
 
 
 def take(t: torch.Tensor, sel: Select, dim: int = 0) -> torch.Tensor:

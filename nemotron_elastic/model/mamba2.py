@@ -26,7 +26,7 @@ from torch import nn
 from .batch_cache import MambaRows
 from .decode import MambaState
 from .kernels import TORCH, Kernels
-from .layout import MambaIndex, mamba_indices, scale, sub_linear, take
+from .layout import Linear, MambaIndex, mamba_indices, scale, sub_linear, take
 from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
 from .ssd import ssd_step
@@ -78,13 +78,13 @@ class Mamba2Mixer(nn.Module):
         self.kernels: Kernels = TORCH  # the SSD scan and causal conv (model/kernels.py; set by HybridLM.set_kernels)
         inner = num_heads * head_dim
         self.conv_dim = inner + 2 * num_groups * state_size
-        self.in_proj = nn.Linear(hidden_size, inner + self.conv_dim + num_heads, bias=proj_bias)
+        self.in_proj = Linear(hidden_size, inner + self.conv_dim + num_heads, bias=proj_bias)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim, bias=conv_bias)
         self.dt_bias = nn.Parameter(torch.empty(num_heads))
         self.A_log = nn.Parameter(torch.empty(num_heads))
         self.D = nn.Parameter(torch.empty(num_heads))
         self.norm = GatedGroupRMSNorm(inner, num_groups, eps=norm_eps)
-        self.out_proj = nn.Linear(inner, hidden_size, bias=proj_bias)
+        self.out_proj = Linear(inner, hidden_size, bias=proj_bias)
 
     def _layout(self, width: Axis | None, head_dim: Axis | None, device) -> MambaLayout:
         """Sizes and kept indices for a sub-model (heads per group `width.size`, head channels

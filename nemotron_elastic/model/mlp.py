@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import scale, sub_linear
+from .layout import Linear, scale, sub_linear
 from .masks import Axis
 
 
@@ -41,9 +41,9 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[activation]
         self.gated = gated
         if gated:
-            self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+            self.gate_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, width: Axis | None = None) -> torch.Tensor:
         """x: (B, T, d) -> (B, T, d); d <= D when the hidden axis is sliced.

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The few-rows decoding linear (model/layout.py `linear`, `Linear`): the same values as F.linear for every
+shape and dtype, the fast path only where it is meant to run, and module hooks still firing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nemotron_elastic.model.layout import FEW_ROWS, MIN_WEIGHT, Linear, linear
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 72), k=st.sampled_from([4, 37, 1024]), lead=st.integers(1, 3), bias=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed: int) -> None:
+    """float32: (W @ x^T)^T exactly where the few-rows path applies (rows in FEW_ROWS, weight of MIN_WEIGHT+
+    elements), F.linear exactly elsewhere, and F.linear's values within rounding everywhere; float64 (any
+    shape) and rows spread over leading dims give the same."""
+    g = torch.Generator().manual_seed(seed)
+    n = MIN_WEIGHT[torch.float32] // k + 3 if k == 1024 else 29  # the large weight is just over MIN_WEIGHT
+    x = torch.randn(lead, rows, k, generator=g, dtype=torch.float64)
+    w = torch.randn(n, k, generator=g, dtype=torch.float64)
+    b = torch.randn(n, generator=g, dtype=torch.float64) if bias else None
+    x32, w32, b32 = x.float(), w.float(), None if b is None else b.float()
+    with torch.no_grad():
+        got32, got64 = linear(x32, w32, b32), linear(x, w, b)
+        fast = FEW_ROWS[0] <= lead * rows <= FEW_ROWS[1] and w.numel() >= MIN_WEIGHT[torch.float32]
+        flat = x32.reshape(-1, k)
+        if fast:
+            plain = w32 @ flat.t() if b32 is None else torch.addmm(b32[:, None], w32, flat.t())
+            expected = plain.t().reshape(lead, rows, n)
+        else:
+            expected = F.linear(x32, w32, b32)
+    assert got32.shape == (lead, rows, n) and got32.is_contiguous()
+    assert torch.equal(got32, expected)
+    torch.testing.assert_close(got32.double(), F.linear(x, w, b), rtol=1e-4, atol=1e-4)
+    assert torch.equal(got64, F.linear(x, w, b))
+
+
+@pytest.mark.parametrize("rows", [1, 8, 65])
+def test_bfloat16_path(rows: int) -> None:
+    """bfloat16 takes W @ x^T from MIN_WEIGHT[bfloat16] elements (a sliced view included), F.linear below."""
+    w = torch.randn(2048, 1024).bfloat16()[:, :768]  # a column slice: a non-contiguous view of 1.5M elements
+    x = torch.randn(rows, 768).bfloat16()
+    with torch.no_grad():
+        got = linear(x, w)
+        fast = FEW_ROWS[0] <= rows <= FEW_ROWS[1]
+        assert torch.equal(got, (w @ x.t()).t() if fast else F.linear(x, w))
+        torch.testing.assert_close(got.float(), F.linear(x.float(), w.float()), rtol=2e-2, atol=0.5)
+
+
+def test_fast_path_only_without_grad() -> None:
+    """With grad the layer is F.linear (gradients as usual); a non-contiguous input works on the fast path."""
+    w = torch.randn(MIN_WEIGHT[torch.float32] // 512, 512, requires_grad=True)
+    x = torch.randn(FEW_ROWS[0], 512)
+    y = linear(x, w)
+    assert torch.equal(y, F.linear(x, w))
+    y.sum().backward()
+    torch.testing.assert_close(w.grad, x.sum(0).expand_as(w))
+    with torch.no_grad():
+        strided = torch.randn(8, 512 * 3)[:, ::3]  # (8, 512), not contiguous
+        torch.testing.assert_close(linear(strided, w), F.linear(strided, w), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+def test_linear_module_keeps_hooks_and_state(rows: int) -> None:
+    """`Linear` is an nn.Linear (state dict keys, isinstance) whose forward hooks fire on every path."""
+    torch.manual_seed(0)
+    ref, mod = torch.nn.Linear(8, 4), Linear(8, 4)
+    mod.load_state_dict(ref.state_dict())
+    assert isinstance(mod, torch.nn.Linear) and mod.state_dict().keys() == ref.state_dict().keys()
+    seen = []
+    mod.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    x = torch.randn(rows, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), ref(x))
+    assert seen == [x.shape]
