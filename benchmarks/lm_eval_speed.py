@@ -10,7 +10,8 @@ of the two modes must agree (max difference reported, absolute and relative, and
 batched >= 3x faster, every metric within 1e-4 (`math.isclose`, rel_tol = abs_tol = 1e-4: relative for
 the perplexities, which a random model puts in the millions, absolute for accuracy and bits per byte).
 The gain is the per-forward overhead saved, so it is large for small models (micro-hybrid: 3.1x on 2 CPU
-cores) and none where one request already keeps the CPU busy (tiny-hybrid, 256-token windows: ~1x).
+cores) and none where one request already keeps the CPU busy (tiny-hybrid, 256-token windows: ~1x; on a CPU
+the batched mode holds at most BATCH_TOKENS padded tokens per pass, eval/token_scoring.py).
 Results go to benchmarks/results/lm_eval_speed.json under the model's label (other entries are kept).
 
     python benchmarks/lm_eval_speed.py --repeats 3        # random tiny-hybrid + a 4096-token BPE, --limit 100

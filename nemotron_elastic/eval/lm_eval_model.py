@@ -20,11 +20,12 @@ the BOS (else EOS) token as the first context. lm-eval 0.4.13 discovers no exter
 class is registered when this module is imported (`lm_eval_main.py` does that before lm-eval's CLI).
 
 Batching (as HFLM): `loglikelihood` requests and the windows of `loglikelihood_rolling` (of all its texts
-together) are sorted by descending input length, cut into batches of `batch_size`, right-padded and run
+together) are sorted by descending input length, cut into batches of `batch_size` rows (on a CPU also at most
+BATCH_TOKENS padded tokens: larger batches run slower there), right-padded and run
 in one forward pass per batch; results come back in request order. The model is causal (attention masks
 the future, the Mamba conv and scan only look back), so a row's real positions never see its padding;
 only those positions' hidden states go through the LM head, and the log-softmax is taken in float32 (or
-wider) in slices of at most LOGIT_ELEMENTS values (no (batch, length, vocabulary) tensor). A batched result equals the one-at-a-time result
+wider) in slices of at most LOGIT_ELEMENTS values (`token_scoring.py`) (no (batch, length, vocabulary) tensor). A batched result equals the one-at-a-time result
 (batch_size=1) up to float rounding, and its greedy flag is the same (tests/eval/test_lm_eval_batching.py).
 """
 
@@ -34,7 +35,6 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
@@ -47,13 +47,11 @@ from ..io import load_tokenizer
 from ..model.batcher import ContinuousBatcher, SequenceRequest
 from ..model.masks import ElasticMasks
 from .targets import EvalTarget, resolve_targets
+from .token_scoring import length_batches, score_rows
 
 MODEL_NAME = "nemotron_elastic"
 IGNORED_ARGS = ("max_batch_size", "trust_remote_code")  # passed by lm-eval's CLI to every model
 DEFAULT_BATCH_SIZE = 16  # requests (or rolling windows) per forward pass
-# Most log-probabilities held at once, positions x vocabulary: 4 MiB of float32 on a CPU (cache-sized; a
-# 64 MiB slice made the head + log-softmax about 1.5x slower there), 64 MiB on an accelerator (fewer launches).
-LOGIT_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 24}
 
 
 def _usable_device(device: str | None) -> str:
@@ -216,37 +214,6 @@ class NemotronElasticLM(TemplateLM):
         n = min(len(continuation), len(whole) - 1)
         return whole[:-1], whole[len(whole) - n :]
 
-    def _score_rows(self, rows: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """One forward pass over right-padded rows -> (sum of log p(targets), every target greedy) per row.
-
-        Row r's targets are predicted by its last len(targets) inputs; the padding lies after them, which a
-        causal model never reads there. Only those positions go through the LM head.
-        """
-        device = self._device
-        batch = torch.zeros(len(rows), max(len(inputs) for inputs, _ in rows), dtype=torch.long)
-        for row, (inputs, _) in enumerate(rows):
-            batch[row, : len(inputs)] = torch.tensor(inputs, dtype=torch.long)
-        hidden = self.model(batch.to(device), subnet=self.masks, return_hidden=True)  # (B, T, d)
-        sizes = [len(targets) for _, targets in rows]
-        row_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(sizes))
-        position = torch.cat([torch.arange(len(i) - len(t), len(i)) for i, t in rows])
-        picked = hidden[row_of.to(device), position.to(device)]  # (N, d)
-        targets = torch.tensor([tok for _, t in rows for tok in t], dtype=torch.long, device=device)
-        weight = self.model.head_weight(self.masks)  # (V, d)
-        cap = LOGIT_ELEMENTS["cpu" if device.type == "cpu" else "other"]
-        step = max(1, cap // weight.shape[0])
-        logprob = [torch.zeros(0, device=device)]  # (a row with no targets: log p 0, greedy)
-        greedy = [torch.zeros(0, dtype=torch.bool, device=device)]
-        for s in range(0, len(targets), step):
-            logits = F.linear(picked[s : s + step], weight)  # (n, V), as the model's own head computes them
-            logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-            want = targets[s : s + step]
-            logprob.append(logp.gather(-1, want[:, None])[:, 0])
-            greedy.append(logp.argmax(-1) == want)
-        per_token = torch.cat(logprob).double().cpu().split(sizes)
-        hits = torch.cat(greedy).cpu().split(sizes)
-        return [(float(lp.sum()), bool(hit.all())) for lp, hit in zip(per_token, hits)]
-
     @torch.no_grad()
     def _loglikelihood_tokens(
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
@@ -254,15 +221,15 @@ class NemotronElasticLM(TemplateLM):
         """(key, context ids, continuation ids) -> (log p(continuation | context), continuation is greedy).
 
         Batched by length (module docstring): longest first, so a batch holds similar lengths (little
-        padding) and the first batch shows the peak memory; batch_size=1 is one request per forward.
+        padding) and the first batch shows the peak memory; at most `batch_size` rows and BATCH_TOKENS
+        padded tokens per forward (one row at least); batch_size=1 is one request per forward.
         """
         rows = [self._window(context, continuation) for _, context, continuation in requests]
         order = sorted(range(len(rows)), key=lambda i: (-len(rows[i][0]), i))
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress)
-        for start in range(0, len(order), self.batch_size):
-            group = order[start : start + self.batch_size]
-            for i, result in zip(group, self._score_rows([rows[i] for i in group])):
+        for group in length_batches([len(rows[i][0]) for i in order], order, self.batch_size, self._device):
+            for i, result in zip(group, score_rows(self.model, self.masks, [rows[i] for i in group])):
                 results[i] = result
                 if requests[i][0] is not None:
                     self.cache_hook.add_partial("loglikelihood", requests[i][0], result)

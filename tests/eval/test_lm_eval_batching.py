@@ -7,6 +7,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from nemotron_elastic.eval.lm_eval_model import DEFAULT_BATCH_SIZE, NemotronElasticLM
+from nemotron_elastic.eval.token_scoring import BATCH_TOKENS
 
 MAX_LENGTH = 24
 
@@ -96,3 +97,28 @@ def test_batch_size_argument(elastic_dir):
     assert lm.batch_size == DEFAULT_BATCH_SIZE
     with pytest.raises(ValueError, match="must be positive"):
         NemotronElasticLM(path=str(elastic_dir), batch_size=0)
+
+
+def test_batches_hold_at_most_batch_tokens_on_cpu(pair):
+    """On a CPU a forward pass gets at most BATCH_TOKENS padded tokens (one row at least), and at most
+    batch_size rows; results still equal one at a time."""
+    single, _ = pair
+    length = 300
+    lm = NemotronElasticLM.from_model(single.model, single.tokenizer, single.target, "m", 16, length)
+    lm.progress = False
+    shapes = []
+    handle = lm.model.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        pairs = [("word " * n, " end") for n in (5, 80, 120, 3, 60, 200, 7, 90, 2, 150, 4, 6)]
+        requests = [request("loglikelihood", *p) for p in pairs]
+        got = lm.loglikelihood(requests)
+    finally:
+        handle.remove()
+    cap = BATCH_TOKENS["cpu"]
+    assert all(rows == 1 or rows * width <= cap for rows, width in shapes), shapes
+    assert all(rows <= 16 for rows, _ in shapes) and sum(rows for rows, _ in shapes) == len(pairs)
+    rows0, width0 = shapes[0]  # the longest rows come first: the token cap limits their batch
+    assert width0 == length and rows0 == cap // length < 16
+    assert max(rows for rows, _ in shapes) > rows0  # short rows batch more
+    lm.batch_size = 1
+    same(got, lm.loglikelihood(requests))
