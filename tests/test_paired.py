@@ -308,3 +308,23 @@ def test_kd_spread_falls_back_to_held_out_nats_when_the_repeat_landed_elsewhere(
     (pair,) = pr.spread_pairs(results, "0.5", "32")
     assert c.spread == pytest.approx(pair.log_diff) and c.spread < 0.05  # nats, not the KD of another spec
     assert (c.verdict.status, c.verdict.effect) == (pr.CALLED, -1)
+
+
+def test_gap_reading_sorts_verdicts_and_directions():
+    """The gap table's read-out: a called effect, a consistent direction within the spread, and a mixed
+    sign each land in their own line; one seed says nothing."""
+    import tables
+
+    def entry(budget, diffs, spread):
+        c = pr.Comparison("v", "recipe", "v", "256", "same spec",
+                          rows={s: pr.Row(10 + d, 10.0, 0.5, 0.5) for s, d in enumerate(diffs)}, spread=spread)
+        c.verdict = pr.tie_rule(c.diffs, spread)
+        return {"budget": budget, "comparison": c}
+
+    analysis = {"a": [entry(0.5, [-5.0, -6.0, -4.5], 1.0), entry(0.75, [-0.5, -3.0, -2.0], 1.0)],
+                "b": [entry(0.5, [2.0, 3.0, 2.5], 1.0), entry(1, [0.3, -0.2, 0.1], 0.5)],
+                "c": [entry(0.5, [-9.0], 1.0)]}
+    lines = tables.gap_reading(analysis)
+    assert lines[0].endswith(": a at 0.5.") and lines[1] == "- Called higher: b at 0.5."
+    assert "(a direction only): a at 0.75; higher in the same way: none." in lines[2]
+    assert tables.gap_reading({}) == []

@@ -25,6 +25,8 @@ from tables import (
     depth_table,
     duration,
     family_table,
+    gap_analysis,
+    gap_reading,
     gap_table,
     memory_table,
     millions,
@@ -264,6 +266,8 @@ def gap_section(results: dict, gap: dict | None) -> list[str]:
          "called lower."),
         "",
         *gap_table(results, gap, ctx),
+        "",
+        *gap_reading(gap_analysis(results, gap, ctx)),
         "",
     ]
 

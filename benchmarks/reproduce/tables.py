@@ -290,3 +290,28 @@ def gap_table(study: dict, gap: dict, ctx: str) -> list[str]:
         return ["No gap run pairs with this study (none yet, or another scored parent)."]
     return md_table(["variant", "budget @ context", "compared", "variant − recipe", "spread", "verdict",
                      "recipe − Minitron", "variant − Minitron"], rows)
+
+
+def gap_reading(analysis: dict[str, list[dict]]) -> list[str]:
+    """The gap table read out (`analysis`: `gap_analysis`'s result): which variants are called lower / higher
+    than the recipe, and which are lower (or higher) in every seed without clearing the spread (a direction,
+    not a verdict)."""
+    groups: dict[str, list[str]] = {"lower": [], "higher": [], "leans lower": [], "leans higher": []}
+    for name, entries in analysis.items():
+        for e in entries:
+            c, values = e["comparison"], list(e["comparison"].diffs.values())
+            where = f"{name} at {e['budget']}"
+            if c.verdict.status == pr.CALLED:
+                groups["lower" if c.verdict.effect < 0 else "higher"].append(where)
+            elif len(values) >= pr.MIN_SEEDS and all(d < 0 for d in values):
+                groups["leans lower"].append(where)
+            elif len(values) >= pr.MIN_SEEDS and all(d > 0 for d in values):
+                groups["leans higher"].append(where)
+    if not analysis:
+        return []
+    return [
+        f"- Called lower than the recipe (a default would change): {', '.join(groups['lower']) or 'none'}.",
+        f"- Called higher: {', '.join(groups['higher']) or 'none'}.",
+        ("- Lower in every seed, but not beyond the spread in all (a direction only): "
+         f"{', '.join(groups['leans lower']) or 'none'}; higher in the same way: {', '.join(groups['leans higher']) or 'none'}."),
+    ]
