@@ -13,7 +13,7 @@ Variants (the recipe's value in brackets):
 
     len2T, len4T        training length 2T / 4T (T), both stages scaled
     weights-small       stage-2 budget weights 0.2/0.3/0.5 (0.5/0.3/0.2: favouring the full model)
-    lr-x2, lr-x0.5      model learning rate (5e-4)
+    lr-x2, lr-x0.5, lr-x4   model learning rate (5e-4); lr-x4 added after lr-x2 leaned lower at 0.75 / 0.5
     routerlr-x0.1, routerlr-x3   router learning rate (1e-2)
     fullpull-0          router.full_pull 0 (10: the full-budget row pulled to the full model)
     tau-0.3             Gumbel temperature annealed to 0.3 instead of 0.05 (a slower cooling)
@@ -57,6 +57,7 @@ def variants(plan: ex.Plan) -> dict[str, tuple[ex.Plan, dict[str, Any]]]:
         "weights-small": (plan, {"stages.1.budget_weights": list(reversed(ex.STAGE2_WEIGHTS))}),
         "lr-x2": (plan, {"optim.lr": 2 * plan.lr}),
         "lr-x0.5": (plan, {"optim.lr": 0.5 * plan.lr}),
+        "lr-x4": (plan, {"optim.lr": 4 * plan.lr}),
         "routerlr-x0.1": (plan, {"router.lr": 1e-3}),
         "routerlr-x3": (plan, {"router.lr": 3e-2}),
         "fullpull-0": (plan, {"router.full_pull": 0.0}),
