@@ -44,8 +44,8 @@ def _decode_run(model, kind: str, rows: int, tokens: int, specs=(None,), mixed: 
 def gemm_scaling(hidden: int, repeats: int = 200) -> dict[str, Any]:
     """What batching can gain at most on this CPU: one (4 hidden x hidden) linear layer at 1 / 4 / 8 / 16 / 32
     rows, float32 and bfloat16: milliseconds per call and rows per millisecond relative to one row, for
-    F.linear (x @ W^T) and for the model's `linear` (model/layout.py: W @ x^T for 8..64 float32 rows
-    without grad), interleaved call by call so both see the same machine state."""
+    F.linear (x @ W^T) and for the model's `linear` (model/layout.py: W @ x^T for 8..64 rows without grad,
+    float32 / bfloat16 weights above a size), interleaved call by call so both see the same machine state."""
     from nemotron_elastic.model.layout import linear
 
     forms = {"f_linear": torch.nn.functional.linear, "model_linear": linear}

@@ -296,6 +296,8 @@ def gap_reading(analysis: dict[str, list[dict]]) -> list[str]:
     """The gap table read out (`analysis`: `gap_analysis`'s result): which variants are called lower / higher
     than the recipe, and which are lower (or higher) in every seed without clearing the spread (a direction,
     not a verdict)."""
+    if not analysis:
+        return []
     groups: dict[str, list[str]] = {"lower": [], "higher": [], "leans lower": [], "leans higher": []}
     for name, entries in analysis.items():
         for e in entries:
@@ -307,8 +309,6 @@ def gap_reading(analysis: dict[str, list[dict]]) -> list[str]:
                 groups["leans lower"].append(where)
             elif len(values) >= pr.MIN_SEEDS and all(d > 0 for d in values):
                 groups["leans higher"].append(where)
-    if not analysis:
-        return []
     return [
         f"- Called lower than the recipe (a default would change): {', '.join(groups['lower']) or 'none'}.",
         f"- Called higher: {', '.join(groups['higher']) or 'none'}.",

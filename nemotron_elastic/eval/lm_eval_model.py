@@ -25,7 +25,7 @@ BATCH_TOKENS padded tokens: larger batches run slower there), right-padded and r
 in one forward pass per batch; results come back in request order. The model is causal (attention masks
 the future, the Mamba conv and scan only look back), so a row's real positions never see its padding;
 only those positions' hidden states go through the LM head, and the log-softmax is taken in float32 (or
-wider) in slices of at most LOGIT_ELEMENTS values (`token_scoring.py`) (no (batch, length, vocabulary) tensor). A batched result equals the one-at-a-time result
+wider) in slices of at most LOGIT_ELEMENTS values, never a (batch, length, vocabulary) tensor (`token_scoring.py`). A batched result equals the one-at-a-time result
 (batch_size=1) up to float rounding, and its greedy flag is the same (tests/eval/test_lm_eval_batching.py).
 """
 

@@ -119,8 +119,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     of batch shape gives.
     """
     rows = x.numel() // max(1, x.shape[-1])
-    if (x.device.type != "cpu" or torch.is_grad_enabled() or not FEW_ROWS[0] <= rows <= FEW_ROWS[1]
-            or weight.numel() < MIN_WEIGHT.get(x.dtype, weight.numel() + 1)):
+    smallest = MIN_WEIGHT.get(x.dtype)  # None: a dtype where F.linear always runs
+    if (x.device.type != "cpu" or torch.is_grad_enabled() or smallest is None or weight.numel() < smallest
+            or not FEW_ROWS[0] <= rows <= FEW_ROWS[1]):
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1]).t()  # (K, rows)
     out = torch.mm(weight, flat) if bias is None else torch.addmm(bias[:, None], weight, flat)  # (N, rows)
