@@ -23,7 +23,7 @@ from torch import nn
 
 from .batch_cache import KVRows
 from .decode import AttentionState
-from .layout import Linear, Select, attention_indices, sub_linear
+from .layout import Kept, Linear, Select, attention_indices, kept, sub_linear
 from .masks import Axis
 from .norm import RMSNorm, compute_dtype
 
@@ -75,6 +75,7 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.window = window
+        self._kept: dict[tuple, Kept] = {}  # (heads per KV group, device) -> kept q rows, for inference
         self.q_proj = Linear(hidden_size, num_heads * head_dim, bias=bias)
         self.k_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.v_proj = Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
@@ -89,6 +90,17 @@ class Attention(nn.Module):
         """A cache with no tokens yet, in `like`'s dtype and device."""
         empty = like.new_zeros(batch, self.num_kv_heads, 0, self.head_dim)
         return AttentionState(empty, empty)
+
+    def _q_rows(self, per_group: int, device: torch.device) -> Select:
+        """The q rows / o_proj columns of the first `per_group` query heads of every KV group: plain indices
+        while training, indices with their runs (worked out once per sub-model) for inference."""
+        if torch.is_grad_enabled():
+            return attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group, device)[1]
+        key = (per_group, torch.device(device))
+        if key not in self._kept:
+            self._kept[key] = kept(attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group,
+                                                     device)[1])
+        return self._kept[key]
 
     def forward(
         self,
@@ -107,7 +119,7 @@ class Attention(nn.Module):
         per_group = self.num_heads // self.num_kv_heads
         q_rows: Select = self.num_heads * self.head_dim
         if width is not None and width.size != per_group:
-            _, q_rows = attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, width.size, x.device)
+            q_rows = self._q_rows(width.size, x.device)
         q = sub_linear(x, self.q_proj, q_rows, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hq, T, hd)
         k = sub_linear(x, self.k_proj, self.k_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
         v = sub_linear(x, self.v_proj, self.v_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)

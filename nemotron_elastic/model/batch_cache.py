@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..config.spec import SubnetSpec
 from .decode import MambaState
 from .kv_store import PAGE, PaddedKV, PagedKV, PagePool, RowStep
-from .layout import Select
+from .layout import Kept, Select
 from .masks import ElasticMasks
 
 KV_KINDS = ("padded", "paged")
@@ -230,6 +230,8 @@ def _zeros_like(template: PaddedKV | MambaState, part: BatchCache) -> PaddedKV |
 
 
 def _index(sel: Select, device) -> torch.Tensor:
+    if isinstance(sel, Kept):
+        return sel.index
     return torch.arange(sel, device=device) if isinstance(sel, int) else sel
 
 

@@ -21,7 +21,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Select = int | torch.Tensor  # a prefix length, or explicit kept indices
+Run = tuple[int, int, int, int]  # (start, length, count, step): `count` runs of `length` units, `step` apart
+
+
+class Kept(NamedTuple):
+    """Explicit kept indices with their runs, worked out once (`kept`) and cached by the module that owns
+    the layout, so decoding steps read weight views without a device sync or an index computation.
+
+    index: (n,) long, for gathers; runs: the same indices as arithmetic progressions of equal contiguous
+    runs (a prefix per group is one progression), in index order.
+    """
+
+    index: torch.Tensor
+    runs: tuple[Run, ...]
+
+
+Select = int | torch.Tensor | Kept  # a prefix length, or explicit kept indices (bare or with their runs)
 
 
 class MambaIndex(NamedTuple):
@@ -92,7 +107,7 @@ def attention_indices(num_heads: int, num_kv_heads: int, head_dim: int, heads_pe
 def _take(t: torch.Tensor, dim: int, sel: Select) -> torch.Tensor:
     if isinstance(sel, int):
         return t if sel == t.shape[dim] else t.narrow(dim, 0, sel)
-    return t.index_select(dim, sel)
+    return t.index_select(dim, sel.index if isinstance(sel, Kept) else sel)
 
 
 # With this few tokens (decoding), gathering the kept weight rows / columns costs more than computing with
@@ -135,27 +150,65 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-def _runs(sel: Select) -> list[tuple[int, int]]:
-    """Kept indices as contiguous runs [(start, length), ...] (a prefix length is one run)."""
-    if isinstance(sel, int):
-        return [(0, sel)]
-    breaks = ((sel[1:] - sel[:-1]) != 1).nonzero().flatten()  # positions where a run ends
+def kept(index: torch.Tensor) -> Kept:
+    """`index` with its runs (one host sync: done once per layout, not per step)."""
+    if index.numel() == 0:
+        return Kept(index, ())
+    breaks = ((index[1:] - index[:-1]) != 1).nonzero().flatten()  # positions where a contiguous run ends
     starts = torch.cat([breaks.new_zeros(1), breaks + 1])
-    ends = torch.cat([breaks + 1, breaks.new_full((1,), sel.numel())])
-    return list(zip(sel[starts].tolist(), (ends - starts).tolist()))
+    ends = torch.cat([breaks + 1, breaks.new_full((1,), index.numel())])
+    progressions: list[list[int]] = []  # [start, length, count, step]
+    for start, length in zip(index[starts].tolist(), (ends - starts).tolist()):
+        last = progressions[-1] if progressions else None
+        if last is not None and last[1] == length and start > last[0]:
+            step = start - last[0] if last[2] == 1 else last[3]
+            if start == last[0] + last[2] * step:  # the next run of the same progression
+                last[2], last[3] = last[2] + 1, step
+                continue
+        progressions.append([start, length, 1, 0])
+    return Kept(index, tuple((a, b, c, d) for a, b, c, d in progressions))
+
+
+def _runs(sel: Select) -> tuple[Run, ...]:
+    if isinstance(sel, int):
+        return ((0, sel, 1, 0),)
+    return (sel if isinstance(sel, Kept) else kept(sel)).runs
+
+
+def _run_matmul(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run) -> torch.Tensor:
+    """x (T, count_c * length_c) times the weight block picked by a row and a column progression ->
+    (T, count_r * length_r), as one (batched) matmul on a strided view of the weight, without a copy of it."""
+    (r0, rn, rc, rs), (c0, cn, cc, cs) = rows, cols
+    s0, s1 = weight.stride()
+    base = weight.storage_offset() + r0 * s0 + c0 * s1
+    if rc == 1 and cc == 1:
+        return linear(x, weight[r0 : r0 + rn, c0 : c0 + cn])
+    if cc == 1:  # several row runs: a batch of (rn, cn) blocks, each giving rn outputs
+        blocks = weight.as_strided((rc, rn, cn), (rs * s0, s0, s1), base)
+        return torch.matmul(x, blocks.transpose(1, 2)).transpose(0, 1).reshape(x.shape[0], rc * rn)
+    if rc == 1:  # several column runs: a batch of (rn, cn) blocks whose products add up
+        blocks = weight.as_strided((cc, rn, cn), (cs * s1, s0, s1), base)
+        return torch.bmm(x.view(x.shape[0], cc, cn).transpose(0, 1), blocks.transpose(1, 2)).sum(0)
+    parts = [_run_matmul(x, weight, (r0 + i * rs, rn, 1, 0), cols) for i in range(rc)]  # both: per row run
+    return torch.cat(parts, dim=-1)
 
 
 def _linear_by_runs(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:
-    """`sub_linear` as one matmul per (row run, column run) pair on views of the weight (the decoding path).
-    x: (..., len(cols)) -> (..., len(rows))."""
+    """`sub_linear` on views of the weight, one (batched) matmul per pair of row and column progressions
+    (the decoding path). x: (..., len(cols)) -> (..., len(rows))."""
+    flat = x.reshape(-1, x.shape[-1])
     col_runs, outs = _runs(cols), []
-    for r0, rn in _runs(rows):
+    for rr in _runs(rows):
         acc, offset = None, 0
-        for c0, cn in col_runs:
-            part = linear(x[..., offset : offset + cn], layer.weight[r0 : r0 + rn, c0 : c0 + cn])
-            acc, offset = part if acc is None else acc + part, offset + cn
-        outs.append(acc if layer.bias is None else acc + layer.bias[r0 : r0 + rn])
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+        for cr in col_runs:
+            width = cr[1] * cr[2]
+            part = _run_matmul(flat[:, offset : offset + width], layer.weight, rr, cr)
+            acc, offset = part if acc is None else acc + part, offset + width
+        outs.append(acc)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+    if layer.bias is not None:
+        out = out + _take(layer.bias, 0, rows)
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 from .batch_cache import MambaRows
 from .decode import MambaState
 from .kernels import TORCH, Kernels
-from .layout import Linear, MambaIndex, mamba_indices, scale, sub_linear, take
+from .layout import Linear, MambaIndex, kept, mamba_indices, scale, sub_linear, take
 from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
 from .ssd import ssd_step
@@ -76,6 +76,7 @@ class Mamba2Mixer(nn.Module):
         self.num_heads, self.head_dim, self.num_groups, self.state_size = num_heads, head_dim, num_groups, state_size
         self.conv_kernel, self.chunk_size, self.dt_min = conv_kernel, chunk_size, dt_min
         self.kernels: Kernels = TORCH  # the SSD scan and causal conv (model/kernels.py; set by HybridLM.set_kernels)
+        self._kept: dict[tuple, MambaIndex] = {}  # (heads per group, head channels, device) -> kept indices
         inner = num_heads * head_dim
         self.conv_dim = inner + 2 * num_groups * state_size
         self.in_proj = Linear(hidden_size, inner + self.conv_dim + num_heads, bias=proj_bias)
@@ -96,8 +97,14 @@ class Mamba2Mixer(nn.Module):
         conv_dim = h * c + 2 * g * self.state_size
         if kg == per_group and c == self.head_dim:  # full width: prefixes of the whole tensors
             sel = MambaIndex(heads=h, inner=h * c, conv=conv_dim, in_proj=self.in_proj.out_features)
-        else:
+        elif torch.is_grad_enabled():  # training: plain indices (gathers), nothing kept between calls
             sel = mamba_indices(self.num_heads, self.head_dim, g, self.state_size, kg, c, device)
+        else:  # inference: the indices and their runs once per sub-model, then reused by every step
+            key = (kg, c, torch.device(device))
+            if key not in self._kept:
+                self._kept[key] = MambaIndex(*map(kept, mamba_indices(self.num_heads, self.head_dim, g,
+                                                                      self.state_size, kg, c, device)))
+            sel = self._kept[key]
         return MambaLayout(heads=h, head_dim=c, inner=h * c, conv_dim=conv_dim, sel=sel)
 
     def empty_state(
