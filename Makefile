@@ -57,7 +57,7 @@ reproduce-decision: $(PARENT)
 	$(PY) benchmarks/reproduce/decision.py --parent runs/parent/model --out runs/reproduce
 	$(PY) benchmarks/reproduce/run.py --report-only
 
-# The prepared GPU check (benchmarks/gpu_check.py): about 5 minutes on one H200; results in benchmarks/results/.
+# The prepared GPU check (benchmarks/gpu_check.py): about 10 minutes on one H200; results in benchmarks/results/.
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 

@@ -95,22 +95,31 @@ def _import_fla() -> Kernels:
 
 
 def matches_reference(kernels: Kernels, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str | None:
-    """Run both kernels once on small random inputs against the pure-PyTorch ones; None when they agree
-    (within a bf16 tolerance), else what differs."""
+    """Run both kernels once on small random inputs against the pure-PyTorch ones, forward and backward
+    (training needs both; some fla-core / Triton pairs refuse or break only the backward, e.g. Triton
+    3.4-3.7.0 on Hopper); None when they agree (within a bf16 tolerance), else what differs."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     b, l, h, p, g, n = 2, 200, 4, 16, 2, 8
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device)
 
-    x, B, C = rand(b, l, h, p).to(dtype), rand(b, l, g, n).to(dtype), rand(b, l, g, n).to(dtype)
+    x, B, C = (rand(b, l, h, p).to(dtype), rand(b, l, g, n).to(dtype), rand(b, l, g, n).to(dtype))
     dt, A, D = F.softplus(rand(b, l, h)), -torch.rand(h, generator=gen).to(device) - 0.1, rand(h)
-    state = rand(b, h, p, n)
-    got = kernels.ssd(x, dt, A, B, C, 64, D=D, initial_state=state, return_final_state=True)
-    want = ssd_chunked(x, dt, A, B, C, 64, D=D, initial_state=state, return_final_state=True)
+    state, probe = rand(b, h, p, n), rand(b, l, h, p)
+
+    def run(ssd: Callable) -> list[torch.Tensor]:
+        leaves = [t.detach().requires_grad_() for t in (x, B, C)]
+        with torch.enable_grad():
+            y, final = ssd(leaves[0], dt, A, leaves[1], leaves[2], 64, D=D, initial_state=state,
+                           return_final_state=True)
+            grads = torch.autograd.grad((y.float() * probe).sum(), leaves)
+        return [y.detach(), final.detach(), *grads]
+
+    got, want = run(kernels.ssd), run(ssd_chunked)
     xc, w, bias = rand(b, l, 12).to(dtype), rand(12, 4).to(dtype), rand(12).to(dtype)
-    pairs = {"ssd output": (got[0], want[0]), "ssd state": (got[1], want[1]),
-             "conv": (kernels.conv(xc, w, bias), torch_conv(xc, w, bias))}
+    names = ("ssd output", "ssd state", "ssd grad x", "ssd grad B", "ssd grad C")
+    pairs = dict(zip(names, zip(got, want))) | {"conv": (kernels.conv(xc, w, bias), torch_conv(xc, w, bias))}
     for what, (a, ref) in pairs.items():
         err = (a.float() - ref.float()).abs().max().item()
         scale = ref.float().abs().max().item() + 1e-6
@@ -127,9 +136,11 @@ def fallback_bytes(batch: int, context: int, heads: int, head_dim: int, state_si
 
 
 def select_kernels(mode: KernelMode, device: torch.device, describe_fallback: Callable[[], str] = lambda: "",
-                   load: Callable[[], Kernels] = _import_fla) -> Kernels:
+                   load: Callable[[], Kernels] = _import_fla,
+                   check: Callable[[Kernels, torch.device], str | None] = matches_reference) -> Kernels:
     """The kernels to run on `device` under `mode` (module docstring). `describe_fallback()` adds the
-    fallback's memory cost to the warning; `load` is the import boundary (tests replace it).
+    fallback's memory cost to the warning; `load` is the import boundary and `check` the run against the
+    reference (tests replace them).
 
     Raises:
         ValueError: `required` without CUDA, or with kernels that do not import or do not match.
@@ -144,9 +155,13 @@ def select_kernels(mode: KernelMode, device: torch.device, describe_fallback: Ca
         return TORCH
     try:
         kernels = load()
-        problem = matches_reference(kernels, device)
-    except Exception as e:  # noqa: BLE001 -- ImportError, a Triton compile error, ...: all mean "not usable"
+    except Exception as e:  # noqa: BLE001 -- ImportError, a broken Triton install, ...: all mean "not usable"
         problem = f"fla-core does not load ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    else:
+        try:
+            problem = check(kernels, device)
+        except Exception as e:  # noqa: BLE001 -- a Triton compile error, a kernel refusing this GPU / Triton
+            problem = f"fla-core fails on this GPU ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
     if problem is None:
         return kernels
     if mode == "required":

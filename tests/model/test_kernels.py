@@ -103,6 +103,48 @@ def test_auto_falls_back_with_one_warning_and_required_refuses(monkeypatch):
         select_kernels("fast", cuda)
 
 
+class _RefusingBackward(torch.autograd.Function):
+    """Identity forward, a backward that raises: what fla-core 0.6 does on Hopper with Triton 3.4-3.7.0."""
+
+    @staticmethod
+    def forward(ctx, y):
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("Triton >= 3.4.0 and < 3.7.1 on Hopper GPUs produces incorrect results")
+
+
+def _refusing_ssd(*args, **kwargs):
+    y, state = ssd_chunked(*args, **kwargs)
+    return _RefusingBackward.apply(y), state
+
+
+def _wrong_grad_ssd(x, *args, **kwargs):
+    y, state = ssd_chunked(x, *args, **kwargs)
+    return y + 10 * (x - x.detach()).to(y.dtype), state  # the same forward, another gradient for x
+
+
+def test_the_reference_check_covers_the_backward():
+    cpu = torch.device("cpu")
+    assert matches_reference(Kernels("wrong-grad", _wrong_grad_ssd, torch_conv), cpu).startswith("ssd grad x differs")
+    with pytest.raises(RuntimeError, match="Hopper"):
+        matches_reference(Kernels("refusing", _refusing_ssd, torch_conv), cpu)
+
+
+def test_a_kernel_failing_its_backward_falls_back_or_is_refused():
+    refusing = Kernels("refusing", _refusing_ssd, torch_conv)
+    on_cpu = lambda kernels, device: matches_reference(kernels, torch.device("cpu"))  # noqa: E731
+    cuda = torch.device("cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert select_kernels("auto", cuda, load=lambda: refusing, check=on_cpu) is TORCH
+    assert len(caught) == 1 and "fla-core fails on this GPU (RuntimeError: Triton >= 3.4.0" in str(caught[0].message)
+    with pytest.raises(ValueError, match=r"^kernels: required, .* fla-core fails on this GPU \(RuntimeError"):
+        select_kernels("required", cuda, load=lambda: refusing, check=on_cpu)
+    assert select_kernels("required", cuda, load=lambda: GLA, check=on_cpu) is GLA  # a right kernel is kept
+
+
 def test_fallback_estimate_grows_with_the_context():
     small, large = fallback_bytes(1, 4096, 128, 64, 128, 128), fallback_bytes(1, 49152, 128, 64, 128, 128)
     assert large == 12 * small
