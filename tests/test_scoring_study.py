@@ -64,6 +64,14 @@ def test_the_chosen_point_is_the_winner_else_the_paper_point_else_the_default():
     # opposite winners at two contexts are no winner
     both = {"mlp": {"32": tie["mlp"]["32"] | {"winner": "post"}, "64": tie["mlp"]["32"] | {"winner": "pre"}}}
     assert tables.chosen_points({"axes": {"mlp": scoring.AXES["mlp"]}, "verdicts": both})["mlp"]["point"] == "pre"
+    # two parents (the study's and SmolLM2's): a call on one and a tie on the other is a call; opposite
+    # calls on the two restore the paper's point; an axis only one parent has is judged on that one
+    mlp = {"mlp": scoring.AXES["mlp"]}
+    pre_won = {"mlp": {"32": tie["mlp"]["32"] | {"winner": "pre"}}}
+    assert tables.chosen_points({"axes": mlp, "verdicts": won}, {"axes": mlp, "verdicts": tie})["mlp"]["point"] == "post"
+    assert tables.chosen_points({"axes": mlp, "verdicts": won}, {"axes": mlp, "verdicts": pre_won})["mlp"] == {
+        "point": "pre", "why": "opposite calls; the paper's point"}
+    assert set(tables.chosen_points({"axes": mlp, "verdicts": won}, att)) == {"mlp", "attention_heads"}
 
 
 def test_planned_runs_pair_both_points_per_seed_and_repeat_the_default_once_per_axis():
@@ -101,6 +109,9 @@ def test_quick_study_records_every_run_and_a_verdict(quick):
     assert (zero["post"] == zero["pre"]) == (rankings[0] == rankings[1])
     doc = report.scoring_section(results)
     assert doc[0] == "## Scoring points after retraining" and any("post vs pre" in line for line in doc)
+    both = report.scoring_section(results, results | {"parent": "runs/smollm2"})  # a second parent: its table too
+    assert sum("post vs pre" in line for line in both) == 2 * sum("post vs pre" in line for line in doc)
+    assert any("SmolLM2-135M" in line and "runs/smollm2" in line for line in both)
 
 
 def test_quick_study_reuses_the_json_for_the_same_parent_only(quick, capsys):

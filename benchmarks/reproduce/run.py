@@ -329,6 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default=str(ROOT.parent / "results" / "reproduce.json"))
     ap.add_argument("--scoring-results", default=str(ROOT.parent / "results" / "retrained_scoring.json"),
                     help="the retrained scoring comparison (scoring.py) the doc reads when the file exists")
+    ap.add_argument("--scoring-smollm2-results",
+                    default=str(ROOT.parent / "results" / "retrained_scoring_smollm2.json"),
+                    help="the retrained scoring comparison on SmolLM2-135M (scoring.py --parent <imported "
+                         "smollm2>), read when the file exists")
     ap.add_argument("--gap-results", default=str(ROOT.parent / "results" / "gap_study.json"),
                     help="the gap study (gap.py) the doc reads when the file exists")
     ap.add_argument("--decision-results", default=str(ROOT.parent / "results" / "decision_study.json"),
@@ -350,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
 
     extras = {name: json.loads(Path(p).read_text()) if Path(p).is_file() else None
               for name, p in (("scoring", args.scoring_results), ("gap", args.gap_results),
-                                                ("decision", args.decision_results))}
+                              ("decision", args.decision_results), ("scoring_smollm2", args.scoring_smollm2_results))}
     if args.report_only:
         results = json.loads(Path(args.results).read_text())
         paths = write_results(results, None, Path(args.doc), **extras)

@@ -224,15 +224,17 @@ def scoring_table(scoring: dict) -> list[str]:
 PAPER_POINTS = {"mlp": "pre", "mamba_heads": "x", "attention_heads": None}
 
 
-def chosen_points(scoring: dict) -> dict[str, dict[str, str]]:
-    """{axis: {"point", "why"}} from the scoring study (`scoring.py`): the point called lower at some context
-    and at none the other way; with no such winner the paper's point (a tie restores the paper), or the
-    study's default where the paper gives none (attention)."""
+def chosen_points(*studies: dict) -> dict[str, dict[str, str]]:
+    """{axis: {"point", "why"}} from one or more scoring studies (`scoring.py`, one per parent): the point
+    called lower at some context of some parent and at none the other way; with no such winner the paper's
+    point (a tie, or opposite calls, restores the paper), or the studies' default where the paper gives none
+    (attention)."""
     out = {}
-    for axis, per_ctx in scoring.get("verdicts", {}).items():
-        default = scoring["axes"][axis][1]
-        winners = {v["winner"] for v in per_ctx.values() if v["winner"]}
-        why = "opposite calls at two contexts" if winners else "no effect called"
+    axes = {axis: study["axes"][axis] for study in studies for axis in study.get("verdicts", {})}
+    for axis, (_, default, _alt) in axes.items():
+        winners = {v["winner"] for study in studies for v in study.get("verdicts", {}).get(axis, {}).values()
+                   if v["winner"]}
+        why = "opposite calls" if winners else "no effect called"
         if len(winners) == 1:
             out[axis] = {"point": winners.pop(), "why": "called lower after distillation"}
         elif PAPER_POINTS.get(axis):
