@@ -126,6 +126,13 @@ FEW_ROWS = (8, 64)
 MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements; other dtypes: F.linear
 
 
+def _weight_left(x: torch.Tensor, rows: int, weight_elements: int) -> bool:
+    """Whether `rows` rows of x times a weight of `weight_elements` run faster as W @ x^T (see FEW_ROWS)."""
+    smallest = MIN_WEIGHT.get(x.dtype)  # None: a dtype where F.linear always runs
+    return (x.device.type == "cpu" and not torch.is_grad_enabled() and smallest is not None
+            and weight_elements >= smallest and FEW_ROWS[0] <= rows <= FEW_ROWS[1])
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias): x (..., K), weight (N, K) -> (..., N), contiguous.
 
@@ -134,9 +141,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     of batch shape gives.
     """
     rows = x.numel() // max(1, x.shape[-1])
-    smallest = MIN_WEIGHT.get(x.dtype)  # None: a dtype where F.linear always runs
-    if (x.device.type != "cpu" or torch.is_grad_enabled() or smallest is None or weight.numel() < smallest
-            or not FEW_ROWS[0] <= rows <= FEW_ROWS[1]):
+    if not _weight_left(x, rows, weight.numel()):
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1]).t()  # (K, rows)
     out = torch.mm(weight, flat) if bias is None else torch.addmm(bias[:, None], weight, flat)  # (N, rows)
@@ -183,12 +188,19 @@ def _run_matmul(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run) -> 
     base = weight.storage_offset() + r0 * s0 + c0 * s1
     if rc == 1 and cc == 1:
         return linear(x, weight[r0 : r0 + rn, c0 : c0 + cn])
+    t = x.shape[0]
+    left = _weight_left(x, t, rc * rn * cc * cn)  # as `linear`: W @ x^T for 8..64 rows on a CPU
     if cc == 1:  # several row runs: a batch of (rn, cn) blocks, each giving rn outputs
         blocks = weight.as_strided((rc, rn, cn), (rs * s0, s0, s1), base)
-        return torch.matmul(x, blocks.transpose(1, 2)).transpose(0, 1).reshape(x.shape[0], rc * rn)
+        if left:
+            return torch.matmul(blocks, x.t()).permute(2, 0, 1).reshape(t, rc * rn)  # (rc, rn, T) -> (T, ...)
+        return torch.matmul(x, blocks.transpose(1, 2)).transpose(0, 1).reshape(t, rc * rn)
     if rc == 1:  # several column runs: a batch of (rn, cn) blocks whose products add up
         blocks = weight.as_strided((cc, rn, cn), (cs * s1, s0, s1), base)
-        return torch.bmm(x.view(x.shape[0], cc, cn).transpose(0, 1), blocks.transpose(1, 2)).sum(0)
+        xs = x.reshape(t, cc, cn)
+        if left:
+            return torch.bmm(blocks, xs.permute(1, 2, 0)).sum(0).t()  # (cc, rn, T) -> (T, rn)
+        return torch.bmm(xs.transpose(0, 1), blocks.transpose(1, 2)).sum(0)
     parts = [_run_matmul(x, weight, (r0 + i * rs, rn, 1, 0), cols) for i in range(rc)]  # both: per row run
     return torch.cat(parts, dim=-1)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from nemotron_elastic.config.presets import get_preset
 from nemotron_elastic.model import HybridLM
-from nemotron_elastic.model.layout import Kept, _linear_by_runs, kept, mamba_indices, sub_linear
+from nemotron_elastic.model.layout import Kept, _linear_by_runs, group_prefix, kept, mamba_indices, sub_linear
 from nemotron_elastic.subnet.uniform import spec_at_ratio
 
 
@@ -65,6 +65,31 @@ def test_matmuls_on_runs_equal_the_gathered_weight(data, tokens, bias):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(sub_linear(x, layer, rows, cols), want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(sub_linear(x, layer, rows, cols), want, rtol=1e-12, atol=1e-12)  # gather path
+
+
+def test_runs_as_weight_times_x_equal_the_gathered_weight(monkeypatch):
+    """The CPU's W @ x^T form (8..64 rows, `linear`) on runs, every weight size let through: the same
+    products, float32 rounding apart."""
+    from nemotron_elastic.model import layout
+
+    monkeypatch.setattr(layout, "MIN_WEIGHT", {torch.float32: 1})
+    gen = torch.Generator().manual_seed(0)
+    layer = nn.Linear(40, 48)
+
+    def select(size: int, trial: int):
+        if trial % 3 == 0:
+            return size - trial % 7
+        if trial % 3 == 1:  # a prefix per group: one progression of several runs
+            return kept(group_prefix(size, 4, 1 + trial % (size // 4)))
+        return kept(torch.randperm(size, generator=gen)[: 4 + trial % 30].sort().values)
+
+    for trial in range(40):
+        rows, cols = select(48, trial), select(40, trial // 2)
+        r, c = _as_index(rows, 48), _as_index(cols, 40)
+        x = torch.randn(8 + trial, len(c), generator=gen)
+        want = x @ layer.weight[r][:, c].T + layer.bias[r]
+        with torch.no_grad():
+            torch.testing.assert_close(_linear_by_runs(x, layer, rows, cols), want, rtol=1e-5, atol=1e-5)
 
 
 def test_runs_are_worked_out_once_per_sub_model_and_only_for_inference():
