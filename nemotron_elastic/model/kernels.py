@@ -97,7 +97,22 @@ def _import_fla() -> Kernels:
 def matches_reference(kernels: Kernels, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str | None:
     """Run both kernels once on small random inputs against the pure-PyTorch ones, forward and backward
     (training needs both; some fla-core / Triton pairs refuse or break only the backward, e.g. Triton
-    3.4-3.7.0 on Hopper); None when they agree (within a bf16 tolerance), else what differs."""
+    3.4-3.7.0 on Hopper); None when they agree (within a bf16 tolerance), else what differs. Runs with
+    autograd on, also when called inside `torch.inference_mode` (a model's first forward on CUDA)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        got, want = _reference_pairs(kernels, device, dtype)
+    for what, (a, ref) in zip(("ssd output", "ssd state", "ssd grad x", "ssd grad B", "ssd grad C", "conv"),
+                              zip(got, want)):
+        err = (a.float() - ref.float()).abs().max().item()
+        scale = ref.float().abs().max().item() + 1e-6
+        if not err <= 3e-2 * scale:  # bf16 keeps 8 bits: a few 1e-3 relative per op, summed over a chunk
+            return f"{what} differs by {err:.3g} (max |reference| {scale:.3g})"
+    return None
+
+
+def _reference_pairs(kernels: Kernels, device: torch.device, dtype: torch.dtype):
+    """The kernels' and the reference's outputs on the same inputs: ssd output, final state, the gradients
+    of a random projection of the output with respect to x, B and C, and the conv output."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     b, l, h, p, g, n = 2, 200, 4, 16, 2, 8
 
@@ -110,22 +125,13 @@ def matches_reference(kernels: Kernels, device: torch.device, dtype: torch.dtype
 
     def run(ssd: Callable) -> list[torch.Tensor]:
         leaves = [t.detach().requires_grad_() for t in (x, B, C)]
-        with torch.enable_grad():
-            y, final = ssd(leaves[0], dt, A, leaves[1], leaves[2], 64, D=D, initial_state=state,
-                           return_final_state=True)
-            grads = torch.autograd.grad((y.float() * probe).sum(), leaves)
+        y, final = ssd(leaves[0], dt, A, leaves[1], leaves[2], 64, D=D, initial_state=state, return_final_state=True)
+        grads = torch.autograd.grad((y.float() * probe).sum(), leaves)
         return [y.detach(), final.detach(), *grads]
 
-    got, want = run(kernels.ssd), run(ssd_chunked)
     xc, w, bias = rand(b, l, 12).to(dtype), rand(12, 4).to(dtype), rand(12).to(dtype)
-    names = ("ssd output", "ssd state", "ssd grad x", "ssd grad B", "ssd grad C")
-    pairs = dict(zip(names, zip(got, want))) | {"conv": (kernels.conv(xc, w, bias), torch_conv(xc, w, bias))}
-    for what, (a, ref) in pairs.items():
-        err = (a.float() - ref.float()).abs().max().item()
-        scale = ref.float().abs().max().item() + 1e-6
-        if not err <= 3e-2 * scale:  # bf16 keeps 8 bits: a few 1e-3 relative per op, summed over a chunk
-            return f"{what} differs by {err:.3g} (max |reference| {scale:.3g})"
-    return None
+    return ([*run(kernels.ssd), kernels.conv(xc, w, bias).detach()],
+            [*run(ssd_chunked), torch_conv(xc, w, bias).detach()])
 
 
 def fallback_bytes(batch: int, context: int, heads: int, head_dim: int, state_size: int, chunk: int) -> int:
