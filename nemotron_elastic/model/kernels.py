@@ -125,7 +125,8 @@ def _reference_pairs(kernels: Kernels, device: torch.device, dtype: torch.dtype)
 
     def run(ssd: Callable) -> list[torch.Tensor]:
         leaves = [t.detach().requires_grad_() for t in (x, B, C)]
-        y, final = ssd(leaves[0], dt, A, leaves[1], leaves[2], 64, D=D, initial_state=state, return_final_state=True)
+        y, final = ssd(leaves[0], dt, A, leaves[1], leaves[2], 64, D=D, initial_state=state,
+                       return_final_state=True)
         grads = torch.autograd.grad((y.float() * probe).sum(), leaves)
         return [y.detach(), final.detach(), *grads]
 

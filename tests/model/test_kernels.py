@@ -127,12 +127,13 @@ def _wrong_grad_ssd(x, *args, **kwargs):
 
 def test_the_reference_check_covers_the_backward():
     cpu = torch.device("cpu")
-    assert matches_reference(Kernels("wrong-grad", _wrong_grad_ssd, torch_conv), cpu).startswith("ssd grad x differs")
+    wrong_grad = Kernels("wrong-grad", _wrong_grad_ssd, torch_conv)
+    assert matches_reference(wrong_grad, cpu).startswith("ssd grad x differs")
     with pytest.raises(RuntimeError, match="Hopper"):
         matches_reference(Kernels("refusing", _refusing_ssd, torch_conv), cpu)
     with torch.inference_mode():  # a model's first forward on CUDA may be inside inference mode (serving)
         assert matches_reference(GLA, cpu) is None
-        assert matches_reference(Kernels("wrong-grad", _wrong_grad_ssd, torch_conv), cpu).startswith("ssd grad x")
+        assert matches_reference(wrong_grad, cpu).startswith("ssd grad x")
 
 
 def test_a_kernel_failing_its_backward_falls_back_or_is_refused():
@@ -142,7 +143,8 @@ def test_a_kernel_failing_its_backward_falls_back_or_is_refused():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert select_kernels("auto", cuda, load=lambda: refusing, check=on_cpu) is TORCH
-    assert len(caught) == 1 and "fla-core fails on this GPU (RuntimeError: Triton >= 3.4.0" in str(caught[0].message)
+    assert len(caught) == 1
+    assert "fla-core fails on this GPU (RuntimeError: Triton >= 3.4.0" in str(caught[0].message)
     with pytest.raises(ValueError, match=r"^kernels: required, .* fla-core fails on this GPU \(RuntimeError"):
         select_kernels("required", cuda, load=lambda: refusing, check=on_cpu)
     assert select_kernels("required", cuda, load=lambda: GLA, check=on_cpu) is GLA  # a right kernel is kept

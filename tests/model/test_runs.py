@@ -15,7 +15,8 @@ from nemotron_elastic.subnet.uniform import spec_at_ratio
 
 
 def expand(k: Kept) -> list[int]:
-    return [s + i * step + j for s, length, count, step in k.runs for i in range(count) for j in range(length)]
+    return [s + i * step + j for s, length, count, step in k.runs
+            for i in range(count) for j in range(length)]
 
 
 indices = st.lists(st.integers(0, 50), min_size=1, max_size=40)
@@ -96,7 +97,8 @@ def test_runs_are_worked_out_once_per_sub_model_and_only_for_inference():
     model = HybridLM(get_preset("micro-hybrid")).double()
     model.init_weights(torch.Generator().manual_seed(0))
     spec = spec_at_ratio(model.config, 0.5)
-    ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))  # decoding-sized
+    # decoding-sized (6 tokens): the runs path
+    ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
     mixers = [b.mixer for b in model.layers if hasattr(b.mixer, "_kept")]
     trained = model(ids, subnet=spec)
     assert all(not m._kept for m in mixers)  # with grad: plain indices, nothing kept
