@@ -328,3 +328,9 @@ def test_gap_reading_sorts_verdicts_and_directions():
     assert lines[0].endswith(": a at 0.5.") and lines[1] == "- Called higher: b at 0.5."
     assert "(a direction only): a at 0.75; higher in the same way: none." in lines[2]
     assert tables.gap_reading({}) == []
+    # training length: its own line, never a default
+    longer = tables.gap_reading({"len4T": [entry(0.5, [-5.0, -6.0, -4.5], 1.0), entry(1, [-0.5, -0.6, -0.4], 1.0)]})
+    assert lines[0].endswith(": a at 0.5.") and longer[0].endswith(": none.")
+    assert longer[3] == ("- Training longer (more tokens: the user's cost, not a default): called lower at len4T at 0.5; "
+                         "otherwise len4T at 1 (leans lower).")
+    assert tables.is_length_variant("len2T") and not tables.is_length_variant("lr-x2")

@@ -294,26 +294,46 @@ def gap_table(study: dict, gap: dict, ctx: str) -> list[str]:
                      "recipe − Minitron", "variant − Minitron"], rows)
 
 
+def is_length_variant(name: str) -> bool:
+    """The gap study's training-length variants (`len2T`, `len4T`, ...: gap.py): the recipe trained on more
+    tokens, a cost the user chooses rather than a setting a default could take."""
+    return name.startswith("len") and name.endswith("T") and name[3:-1].isdigit()
+
+
 def gap_reading(analysis: dict[str, list[dict]]) -> list[str]:
     """The gap table read out (`analysis`: `gap_analysis`'s result): which variants are called lower / higher
     than the recipe, and which are lower (or higher) in every seed without clearing the spread (a direction,
-    not a verdict)."""
+    not a verdict). Training-length variants get a line of their own: a call there says what more tokens buy,
+    not that a default should change."""
     if not analysis:
         return []
-    groups: dict[str, list[str]] = {"lower": [], "higher": [], "leans lower": [], "leans higher": []}
+    groups: dict[str, list[str]] = {"lower": [], "higher": [], "leans lower": [], "leans higher": [],
+                                    "longer lower": [], "longer other": []}
     for name, entries in analysis.items():
+        length = is_length_variant(name)
         for e in entries:
             c, values = e["comparison"], list(e["comparison"].diffs.values())
             where = f"{name} at {e['budget']}"
             if c.verdict.status == pr.CALLED:
-                groups["lower" if c.verdict.effect < 0 else "higher"].append(where)
+                key = "lower" if c.verdict.effect < 0 else "higher"
             elif len(values) >= pr.MIN_SEEDS and all(d < 0 for d in values):
-                groups["leans lower"].append(where)
+                key = "leans lower"
             elif len(values) >= pr.MIN_SEEDS and all(d > 0 for d in values):
-                groups["leans higher"].append(where)
-    return [
+                key = "leans higher"
+            else:
+                continue
+            if length:
+                groups["longer lower" if key == "lower" else "longer other"].append(
+                    where if key == "lower" else f"{where} ({key})")
+            else:
+                groups[key].append(where)
+    lines = [
         f"- Called lower than the recipe (a default would change): {', '.join(groups['lower']) or 'none'}.",
         f"- Called higher: {', '.join(groups['higher']) or 'none'}.",
         ("- Lower in every seed, but not beyond the spread in all (a direction only): "
          f"{', '.join(groups['leans lower']) or 'none'}; higher in the same way: {', '.join(groups['leans higher']) or 'none'}."),
     ]
+    if groups["longer lower"] or groups["longer other"]:
+        lines.append("- Training longer (more tokens: the user's cost, not a default): called lower at "
+                     f"{', '.join(groups['longer lower']) or 'none'}; otherwise {', '.join(groups['longer other']) or 'none'}.")
+    return lines
