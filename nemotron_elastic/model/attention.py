@@ -23,7 +23,7 @@ from torch import nn
 
 from .batch_cache import KVRows
 from .decode import AttentionState
-from .layout import Kept, Linear, Select, attention_indices, kept, sub_linear
+from .layout import Kept, Linear, Select, attention_indices, keeps_runs, kept, sub_linear
 from .masks import Axis
 from .norm import RMSNorm, compute_dtype
 
@@ -94,7 +94,7 @@ class Attention(nn.Module):
     def _q_rows(self, per_group: int, device: torch.device) -> Select:
         """The q rows / o_proj columns of the first `per_group` query heads of every KV group: plain indices
         while training, indices with their runs (worked out once per sub-model) for inference."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # no host sync inside a compiled graph
+        if not keeps_runs():
             return attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group, device)[1]
         key = (per_group, torch.device(device))
         if key not in self._kept:

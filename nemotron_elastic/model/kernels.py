@@ -119,7 +119,7 @@ def _reference_pairs(kernels: Kernels, device: torch.device, dtype: torch.dtype)
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device)
 
-    x, B, C = (rand(b, l, h, p).to(dtype), rand(b, l, g, n).to(dtype), rand(b, l, g, n).to(dtype))
+    x, B, C = rand(b, l, h, p).to(dtype), rand(b, l, g, n).to(dtype), rand(b, l, g, n).to(dtype)
     dt, A, D = F.softplus(rand(b, l, h)), -torch.rand(h, generator=gen).to(device) - 0.1, rand(h)
     state, probe = rand(b, h, p, n), rand(b, l, h, p)
 

@@ -155,6 +155,13 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+def keeps_runs() -> bool:
+    """Whether a layout should carry its runs (`Kept`, worked out once and cached by its module): in
+    inference outside a compiled graph. Training gathers with plain indices, and a compiled graph must not
+    sync with the host."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def kept(index: torch.Tensor) -> Kept:
     """`index` with its runs (one host sync: done once per layout, not per step)."""
     if index.numel() == 0:
@@ -171,7 +178,7 @@ def kept(index: torch.Tensor) -> Kept:
                 last[2], last[3] = last[2] + 1, step
                 continue
         progressions.append([start, length, 1, 0])
-    return Kept(index, tuple((a, b, c, d) for a, b, c, d in progressions))
+    return Kept(index, tuple(map(tuple, progressions)))
 
 
 def _runs(sel: Select) -> tuple[Run, ...]:

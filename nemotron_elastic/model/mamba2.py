@@ -26,7 +26,7 @@ from torch import nn
 from .batch_cache import MambaRows
 from .decode import MambaState
 from .kernels import TORCH, Kernels
-from .layout import Linear, MambaIndex, kept, mamba_indices, scale, sub_linear, take
+from .layout import Linear, MambaIndex, keeps_runs, kept, mamba_indices, scale, sub_linear, take
 from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
 from .ssd import ssd_step
@@ -97,7 +97,7 @@ class Mamba2Mixer(nn.Module):
         conv_dim = h * c + 2 * g * self.state_size
         if kg == per_group and c == self.head_dim:  # full width: prefixes of the whole tensors
             sel = MambaIndex(heads=h, inner=h * c, conv=conv_dim, in_proj=self.in_proj.out_features)
-        elif torch.is_grad_enabled() or torch.compiler.is_compiling():  # training, compiled: plain indices
+        elif not keeps_runs():  # training, or inside a compiled graph: plain indices
             sel = mamba_indices(self.num_heads, self.head_dim, g, self.state_size, kg, c, device)
         else:  # inference: the indices and their runs once per sub-model, then reused by every step
             key = (kg, c, torch.device(device))
