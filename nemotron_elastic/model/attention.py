@@ -98,8 +98,8 @@ class Attention(nn.Module):
             return attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group, device)[1]
         key = (per_group, torch.device(device))
         if key not in self._kept:
-            self._kept[key] = kept(attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group,
-                                                     device)[1])
+            _, rows = attention_indices(self.num_heads, self.num_kv_heads, self.head_dim, per_group, device)
+            self._kept[key] = kept(rows)
         return self._kept[key]
 
     def forward(
