@@ -187,41 +187,59 @@ def _runs(sel: Select) -> tuple[Run, ...]:
     return (sel if isinstance(sel, Kept) else kept(sel)).runs
 
 
-def _run_matmul(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run) -> torch.Tensor:
-    """x (T, count_c * length_c) times the weight block picked by a row and a column progression ->
-    (T, count_r * length_r), as one (batched) matmul on a strided view of the weight, without a copy of it."""
+def _each_run(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run) -> torch.Tensor:
+    """`_run_matmul` on a CPU: one 2-D matmul per (row run, column run) pair on a view of the weight.
+
+    There a batched matmul copies strided weight blocks in bfloat16 (oneDNN packs them first: 4-5x slower
+    than the runs one by one) and gains nothing in float32 (2 cores; benchmarks/decode_budgets.py
+    `runs_matmul`). An accelerator keeps the batched form: one launch per progression.
+    """
     (r0, rn, rc, rs), (c0, cn, cc, cs) = rows, cols
+    outs = []
+    for i in range(rc):
+        top, acc = r0 + i * rs, None
+        for j in range(cc):
+            left = c0 + j * cs
+            part = linear(x[:, j * cn : (j + 1) * cn], weight[top : top + rn, left : left + cn])  # (T, rn)
+            acc = part if acc is None else acc.add_(part)
+        outs.append(acc)
+    return outs[0] if rc == 1 else torch.cat(outs, dim=-1)
+
+
+def _run_matmul(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run, batched: bool) -> torch.Tensor:
+    """x (T, count_c * length_c) times the weight block picked by a row and a column progression ->
+    (T, count_r * length_r), on strided views of the weight, without a copy of it: one batched matmul per
+    progression (`batched`) or one 2-D matmul per run (`_each_run`)."""
+    (r0, rn, rc, rs), (c0, cn, cc, cs) = rows, cols
+    if (rc == 1 and cc == 1) or not batched:
+        return _each_run(x, weight, rows, cols)
     s0, s1 = weight.stride()
     base = weight.storage_offset() + r0 * s0 + c0 * s1
-    if rc == 1 and cc == 1:
-        return linear(x, weight[r0 : r0 + rn, c0 : c0 + cn])
     t = x.shape[0]
-    left = _weight_left(x, t, rc * rn * cc * cn)  # as `linear`: W @ x^T for 8..64 rows on a CPU
     if cc == 1:  # several row runs: a batch of (rn, cn) blocks, each giving rn outputs
         blocks = weight.as_strided((rc, rn, cn), (rs * s0, s0, s1), base)
-        if left:
-            return torch.matmul(blocks, x.t()).permute(2, 0, 1).reshape(t, rc * rn)  # (rc, rn, T) -> (T, ...)
         return torch.matmul(x, blocks.transpose(1, 2)).transpose(0, 1).reshape(t, rc * rn)
     if rc == 1:  # several column runs: a batch of (rn, cn) blocks whose products add up
         blocks = weight.as_strided((cc, rn, cn), (cs * s1, s0, s1), base)
-        xs = x.reshape(t, cc, cn)
-        if left:
-            return torch.bmm(blocks, xs.permute(1, 2, 0)).sum(0).t()  # (cc, rn, T) -> (T, rn)
-        return torch.bmm(xs.transpose(0, 1), blocks.transpose(1, 2)).sum(0)
-    parts = [_run_matmul(x, weight, (r0 + i * rs, rn, 1, 0), cols) for i in range(rc)]  # both: per row run
+        return torch.bmm(x.reshape(t, cc, cn).transpose(0, 1), blocks.transpose(1, 2)).sum(0)
+    parts = [_run_matmul(x, weight, (r0 + i * rs, rn, 1, 0), cols, batched) for i in range(rc)]  # per row run
     return torch.cat(parts, dim=-1)
 
 
-def _linear_by_runs(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:
-    """`sub_linear` on views of the weight, one (batched) matmul per pair of row and column progressions
-    (the decoding path). x: (..., len(cols)) -> (..., len(rows))."""
+def _linear_by_runs(
+    x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select, batched: bool | None = None
+) -> torch.Tensor:
+    """`sub_linear` on views of the weight (the decoding path): per pair of row and column progressions, one
+    batched matmul (`batched`; default: on an accelerator, one launch per progression) or one 2-D matmul
+    per run (default on a CPU, see `_each_run`). x: (..., len(cols)) -> (..., len(rows))."""
+    batched = x.device.type != "cpu" if batched is None else batched
     flat = x.reshape(-1, x.shape[-1])
     col_runs, outs = _runs(cols), []
     for rr in _runs(rows):
         acc, offset = None, 0
         for cr in col_runs:
             width = cr[1] * cr[2]
-            part = _run_matmul(flat[:, offset : offset + width], layer.weight, rr, cr)
+            part = _run_matmul(flat[:, offset : offset + width], layer.weight, rr, cr, batched)
             acc, offset = part if acc is None else acc + part, offset + width
         outs.append(acc)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)

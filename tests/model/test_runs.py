@@ -62,8 +62,9 @@ def test_matmuls_on_runs_equal_the_gathered_weight(data, tokens, bias):
     x = torch.randn(tokens, 1, len(c), dtype=torch.float64)
     want = x @ layer.weight[r][:, c].T + (layer.bias[r] if bias else 0)
     with torch.no_grad():
-        got = _linear_by_runs(x, layer, rows, cols)
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for batched in (True, False):  # an accelerator's form (one matmul per progression) and a CPU's (per run)
+            got = _linear_by_runs(x, layer, rows, cols, batched=batched)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(sub_linear(x, layer, rows, cols), want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(sub_linear(x, layer, rows, cols), want, rtol=1e-12, atol=1e-12)  # gather path
 
@@ -90,7 +91,9 @@ def test_runs_as_weight_times_x_equal_the_gathered_weight(monkeypatch):
         x = torch.randn(8 + trial, len(c), generator=gen)
         want = x @ layer.weight[r][:, c].T + layer.bias[r]
         with torch.no_grad():
-            torch.testing.assert_close(_linear_by_runs(x, layer, rows, cols), want, rtol=1e-5, atol=1e-5)
+            for batched in (True, False):
+                got = _linear_by_runs(x, layer, rows, cols, batched=batched)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_runs_are_worked_out_once_per_sub_model_and_only_for_inference():
