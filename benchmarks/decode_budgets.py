@@ -5,12 +5,20 @@
     python benchmarks/decode_budgets.py --tree OLD --tree .   # e.g. OLD = `git worktree add /tmp/old <rev>`
 
 Each tree runs in its own subprocess (its own `nemotron_elastic` first on the path), one after the other in
-one run, on the same random-weights model (`serve_memory.bench_config`: the 56M hybrid of serve_load.py) and
-the same prompts: greedy `generate` of `--tokens` tokens after a 16-token prompt, at 1 and 8 rows, for the
-parent and the uniform sub-model at 0.5 (`spec_at_ratio`), best of `--repeats`. No HTTP and no load
-generator: what the model and the batcher cost (docs/SERVING.md).
+one run, on the same random-weights model (`serve_memory.bench_config`: the 56M hybrid of serve_load.py) in
+`--dtype` and the same prompts: greedy `generate` of `--tokens` tokens after a 16-token prompt, at 1 and 8
+rows, for the parent and the budget-0.5 sub-model that serve_load.py serves (`spec_for_budget`: half the
+parameters), best of `--repeats`; and `churn8@...`: 8 requests in flight in a closed loop, staggered lengths,
+as the server runs them (`churn`). No HTTP and no load generator: what the model and the batcher cost
+(docs/SERVING.md). `--rounds N` runs the trees in turn N times and keeps each number's best.
 
-Writes benchmarks/results/decode_budgets.json.
+`runs_matmul` (this tree only): a sliced Mamba in_proj of that sub-model (4 runs of kept rows) at 1 and 8
+rows, as one batched matmul on the strided weight blocks versus one 2-D matmul per run (model/layout.py
+`_each_run`, the CPU's choice), in float32 and bfloat16, milliseconds over 12 layers' weights.
+`few_rows` (this tree only): 1..8 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype
+(model/layout.py `FEW_ROWS`).
+
+Writes benchmarks/results/decode_budgets.json (one entry per --dtype; the others are kept).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ ROWS = (1, 8)
 BUDGETS = (1.0, 0.5)
 
 
-def measure(tree: Path, hidden: int, tokens: int, repeats: int) -> dict[str, float]:
+def measure(tree: Path, hidden: int, tokens: int, repeats: int, dtype: str) -> dict[str, float]:
     """tokens/s per "x{rows}@{budget}" for the package in `tree` (run in this process)."""
     sys.path[:0] = [str(tree), str(HERE)]
     import torch
@@ -36,18 +44,18 @@ def measure(tree: Path, hidden: int, tokens: int, repeats: int) -> dict[str, flo
 
     from nemotron_elastic.model import HybridLM
     from nemotron_elastic.model.batcher import generate
-    from nemotron_elastic.subnet.uniform import spec_at_ratio
+    from nemotron_elastic.subnet.uniform import spec_for_budget
 
     torch.manual_seed(0)
     cfg = bench_config(hidden, 1, 4096)
     model = HybridLM(cfg)
     model.init_weights()
-    model.eval()
-    out = {}
+    model.eval().to(getattr(torch, dtype))
+    out = churn(model, cfg, tokens, repeats)
     for rows in ROWS:
         ids = torch.randint(0, cfg.vocab_size, (rows, 16))
         for budget in BUDGETS:
-            spec = None if budget == 1.0 else spec_at_ratio(cfg, budget)
+            spec = None if budget == 1.0 else spec_for_budget(cfg, budget)
             generate(model, ids, 4, subnet=spec)  # warm-up
             best = float("inf")
             for _ in range(repeats):
@@ -58,6 +66,101 @@ def measure(tree: Path, hidden: int, tokens: int, repeats: int) -> dict[str, flo
     return out
 
 
+def churn(model, cfg, tokens: int, repeats: int) -> dict[str, float]:
+    """tokens/s of a closed loop through the ContinuousBatcher, as the server runs it: 8 requests in flight
+    (16-token prompts, tokens / 2 .. 3 * tokens / 2 new tokens each, staggered), the next one submitted when
+    one finishes, 32 in all, for budget 1.0, budget 0.5 and the three budgets in turn (under `widest`, the
+    server's default), best of `repeats`. Requests join while others decode, so most steps that admit one
+    carry its prompt next to one-token rows."""
+    import torch
+
+    from nemotron_elastic.model.batcher import ContinuousBatcher, SequenceRequest
+    from nemotron_elastic.subnet.uniform import spec_for_budget
+
+    specs = {1.0: None, 0.75: spec_for_budget(cfg, 0.75), 0.5: spec_for_budget(cfg, 0.5)}
+    prompts = torch.randint(0, cfg.vocab_size, (32, 16), generator=torch.Generator().manual_seed(1)).tolist()
+    lengths = [tokens // 2 + (7 * i) % tokens for i in range(len(prompts))]
+    out = {}
+    for name, budgets in {"1": [1.0], "0.5": [0.5], "mixed": [1.0, 0.75, 0.5]}.items():
+        best = float("inf")
+        for _ in range(repeats):
+            batcher, sent, done = ContinuousBatcher(model, mixed="widest"), 0, 0
+            start = time.perf_counter()
+            while done < len(prompts):
+                while sent < len(prompts) and sent - done < 8:
+                    spec = specs[budgets[sent % len(budgets)]]
+                    batcher.submit(SequenceRequest(prompts[sent], lengths[sent], spec, 0.0))
+                    sent += 1
+                done += sum(1 for event in batcher.step() if event.finish is not None)
+            best = min(best, time.perf_counter() - start)
+        out[f"churn8@{name}"] = sum(lengths) / best
+    return out
+
+
+def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
+    """ms of the budget-0.5 in_proj's kept rows times 1 / 8 rows, batched vs per run, per dtype (this tree)."""
+    sys.path[:0] = [str(HERE.parent), str(HERE)]
+    import torch
+    from serve_memory import bench_config
+
+    from nemotron_elastic.model.layout import _linear_by_runs, kept, mamba_indices
+    from nemotron_elastic.subnet.uniform import spec_for_budget
+
+    cfg = bench_config(hidden, 1, 4096)
+    spec = spec_for_budget(cfg, 0.5)
+    rows = kept(mamba_indices(cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.mamba_n_groups, cfg.ssm_state_size,
+                              spec.mamba_heads[0] // cfg.mamba_n_groups, spec.mamba_head_dim).in_proj)
+    out: dict[str, dict[str, float]] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        full = 2 * cfg.mamba_num_heads * cfg.mamba_head_dim + 2 * cfg.mamba_n_groups * cfg.ssm_state_size
+        layers = [torch.nn.Linear(hidden, full + cfg.mamba_num_heads, bias=False).to(dtype)
+                  for _ in range(12)]  # 12 weights: more than the caches hold, as in a model
+        for t in (1, 8):
+            x = torch.randn(t, spec.hidden, dtype=dtype)
+            for batched in (True, False):
+                def run(batched=batched):
+                    for layer in layers:
+                        _linear_by_runs(x, layer, rows, spec.hidden, batched=batched)
+                with torch.no_grad():
+                    run()
+                    best = float("inf")
+                    for _ in range(5 * repeats):
+                        start = time.perf_counter()
+                        run()
+                        best = min(best, time.perf_counter() - start)
+                key = f"{str(dtype).split('.')[-1]} x{t}"
+                out.setdefault(key, {})["batched" if batched else "per_run"] = best * 1e3
+            out[key]["batched_over_per_run"] = out[key]["batched"] / out[key]["per_run"]
+    return out
+
+
+def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
+    """ms of 1..8 rows times 12 weights of 3264 x 1088 (more than the caches hold, as in a model), as
+    x @ W^T (F.linear) and as W @ x^T, per dtype: where model/layout.py `FEW_ROWS` comes from."""
+    import torch
+    import torch.nn.functional as F
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        weights = [torch.randn(3264, 1088).to(dtype) for _ in range(12)]
+        for rows in range(1, 9):
+            x = torch.randn(rows, 1088).to(dtype)
+            forms = {"x_wt": lambda: [F.linear(x, w) for w in weights],
+                     "w_xt": lambda: [(w @ x.t()).t().contiguous() for w in weights]}
+            times = {}
+            for name, run in forms.items():
+                run()
+                best = float("inf")
+                for _ in range(5 * repeats):
+                    start = time.perf_counter()
+                    run()
+                    best = min(best, time.perf_counter() - start)
+                times[name] = best * 1e3
+            times["w_xt_over_x_wt"] = times["w_xt"] / times["x_wt"]
+            out.setdefault(str(dtype).split(".")[-1], {})[str(rows)] = times
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", action="append", help="a source tree holding nemotron_elastic/ (repeatable; "
@@ -65,37 +168,54 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=1088)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the model's dtype")
+    ap.add_argument("--rounds", type=int, default=1, help="the trees in turn this many times (best of all: "
+                                                           "this VM's speed drifts between processes)")
     ap.add_argument("--out", default=str(HERE / "results" / "decode_budgets.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure this tree, print JSON
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(Path(args.child), args.hidden, args.tokens, args.repeats)))
+        print(json.dumps(measure(Path(args.child), args.hidden, args.tokens, args.repeats, args.dtype)))
         return
     trees = [Path(t).resolve() for t in (args.tree or [HERE.parent])]
     for tree in trees:
         if not (tree / "nemotron_elastic").is_dir():
             ap.error(f"--tree: {tree} holds no nemotron_elastic/ package")
+    best: dict[Path, dict[str, float]] = {tree: {} for tree in trees}
+    for _ in range(args.rounds):
+        for tree in trees:
+            cmd = [sys.executable, __file__, "--child", str(tree), "--hidden", str(args.hidden),
+                   "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--dtype", args.dtype]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree)
+            for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                best[tree][key] = max(value, best[tree].get(key, 0.0))
     results = {}
     for tree in trees:
         rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=False).stdout.strip() or "unknown"
-        cmd = [sys.executable, __file__, "--child", str(tree), "--hidden", str(args.hidden),
-               "--tokens", str(args.tokens), "--repeats", str(args.repeats)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree)
-        speeds = json.loads(done.stdout.strip().splitlines()[-1])
+        speeds = best[tree]
         results[f"{tree.name}@{rev}"] = {
             "tokens_per_s": speeds,
             "x8_over_x1_at_1": speeds["x8@1"] / speeds["x1@1"],
             "budget0.5_over_1_at_x8": speeds["x8@0.5"] / speeds["x8@1"],
             "budget0.5_over_1_at_x1": speeds["x1@0.5"] / speeds["x1@1"],
+            "churn8_over_x1_at_1": speeds["churn8@1"] / speeds["x1@1"],
+            "churn8_budget0.5_over_1": speeds["churn8@0.5"] / speeds["churn8@1"],
         }
         print(tree, json.dumps(results[f"{tree.name}@{rev}"]), flush=True)
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
     record = {"benchmark": "decode_budgets", "hidden": args.hidden, "tokens": args.tokens, "repeats": args.repeats,
-              "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None, "trees": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
+              "rounds": args.rounds,
+              "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+              "budget_0.5": "spec_for_budget (the sub-model serve_load.py serves: half the parameters)",
+              "dtypes": previous.get("dtypes", {}) | {args.dtype: {"trees": results}},
+              "runs_matmul": runs_matmul(args.hidden, args.repeats), "few_rows": few_rows(args.repeats)}
+    print(json.dumps(record["runs_matmul"], indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.out)
+    tmp.replace(out)
     print(f"wrote {args.out}")
 
 

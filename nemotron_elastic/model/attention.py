@@ -113,16 +113,25 @@ class Attention(nn.Module):
         positions, or None (no positional encoding); state: the cache of earlier tokens, or None for a
         stateless forward; width: query heads kept *per KV group* (their `factor()` multiplies the kept heads'
         outputs), or None for all heads. KV heads are never cut. A `KVRows` state is a batch of rows at their
-        own positions (model/batch_cache.py): rope is then (B, 1, T, hd) and the mask per row.
+        own positions (model/batch_cache.py): rope is then (B, 1, T, hd) and the mask per row; in a packed
+        step (`RowStep.packed`) x holds its real tokens, (N, 1, d), and so does the result.
         Returns y (B, T, d) and the updated state (None when `state` is None)."""
         bsz, t, d = x.shape
+        step = state.step if isinstance(state, KVRows) and state.step.packed else None  # x: (N, 1, d)
+        if step is not None:
+            bsz, t = step.counts.shape[0], step.width
         per_group = self.num_heads // self.num_kv_heads
         q_rows: Select = self.num_heads * self.head_dim
         if width is not None and width.size != per_group:
             q_rows = self._q_rows(width.size, x.device)
-        q = sub_linear(x, self.q_proj, q_rows, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)  # (B, Hq, T, hd)
-        k = sub_linear(x, self.k_proj, self.k_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
-        v = sub_linear(x, self.v_proj, self.v_proj.out_features, d).view(bsz, t, -1, self.head_dim).transpose(1, 2)
+
+        def heads(y: torch.Tensor) -> torch.Tensor:  # (., ., H*hd) -> (B, H, T, hd)
+            y = y if step is None else step.unpack(y)
+            return y.view(bsz, t, -1, self.head_dim).transpose(1, 2)
+
+        q = heads(sub_linear(x, self.q_proj, q_rows, d))  # (B, Hq, T, hd)
+        k = heads(sub_linear(x, self.k_proj, self.k_proj.out_features, d))
+        v = heads(sub_linear(x, self.v_proj, self.v_proj.out_features, d))
         if self.q_norm is not None:  # per head over hd: the kept heads are normalised as in the parent
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -136,15 +145,17 @@ class Attention(nn.Module):
                 v = torch.cat([state.v, v], dim=2)
                 state = AttentionState(k, v)
             mask, causal = attention_mask(t, k.shape[2], self.window, x.device)
-        y = attend(q, k, v, mask, causal)  # (B, h, T, hd)
+        y = attend(q, k, v, mask, causal).transpose(1, 2)  # (B, T, h, hd)
+        if step is not None:
+            y = step.pack(y)  # (N, 1, h, hd): a packed step's tokens, each a row of its own
         factor = None if width is None else width.factor()
         if factor is not None and factor.dim() <= 1:  # per kept head, the same factor in every KV group
             factor = factor.expand(width.size) if factor.dim() == 0 else factor
-            y = y * factor.repeat(self.num_kv_heads).to(y.dtype)[None, :, None, None]
-        elif factor is not None:  # per row (B, 1, per group): rows of different sub-models in one batch
-            per_row = factor.reshape(factor.shape[0], -1).repeat(1, self.num_kv_heads)  # (B, h)
-            y = y * per_row.to(y.dtype)[:, :, None, None]
-        y = y.transpose(1, 2).reshape(bsz, t, -1)  # (B, T, h*hd)
+            y = y * factor.repeat(self.num_kv_heads).to(y.dtype)[None, None, :, None]
+        elif factor is not None:  # per row (R, 1, per group): rows of different sub-models in one batch
+            per_row = factor.reshape(factor.shape[0], -1).repeat(1, self.num_kv_heads)  # (R, h)
+            y = y * per_row.to(y.dtype)[:, None, :, None]
+        y = y.reshape(*y.shape[:2], -1)  # (B, T, h*hd) or (N, 1, h*hd)
         return sub_linear(y, self.o_proj, d, q_rows), state
 
 

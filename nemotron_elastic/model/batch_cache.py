@@ -85,8 +85,9 @@ class BatchCache:
     def rows(self) -> int:
         return int(self.lengths.shape[0])
 
-    def begin(self, counts: torch.Tensor, width: int) -> RowStep:
-        """The step feeding `counts` (B,) new tokens per row in an input of width T (paged: blocks reserved)."""
+    def begin(self, counts: torch.Tensor, width: int, pack: bool = False) -> RowStep:
+        """The step feeding `counts` (B,) new tokens per row in an input of width T (paged: blocks reserved);
+        `pack`: a ragged step runs its token-wise layers on the real tokens only (`RowStep.packed`)."""
         counts = counts.to(device=self.lengths.device, dtype=torch.long)
         if counts.shape != self.lengths.shape:
             raise ValueError(f"counts: expected {tuple(self.lengths.shape)} (one per row), got {tuple(counts.shape)}")
@@ -94,7 +95,8 @@ class BatchCache:
             raise ValueError(f"counts: every row feeds 0 .. {width} tokens, got {counts.tolist()}")
         if self.kind == "paged":
             self._reserve(self.lengths + counts)
-        return RowStep(self.lengths.clone(), counts, width)
+        ragged = counts.numel() > 0 and int(counts.min()) < width  # padding exists
+        return RowStep(self.lengths.clone(), counts, width, packed=pack and ragged)
 
     def advance(self, step: RowStep) -> None:
         """Count the step's tokens as seen (called by the forward after every layer ran)."""

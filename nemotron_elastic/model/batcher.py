@@ -4,11 +4,14 @@
 The one decoding loop of the project: `generate`, the serving engine and lm-eval's `generate_until` all run
 their requests through it (docs/SERVING.md, batched decoding). Each `step()`:
 
-1. drops cancelled requests (their cache rows are freed at once);
-2. prefills: at most `prefill_chunk` prompt tokens per sub-model and step, in arrival order (a long prompt
-   takes several steps; short ones share a step), in one ragged forward (model/batch_cache.py); a request
-   whose prompt is done samples its first token and joins that sub-model's running batch;
-3. decodes: one forward per sub-model with running rows feeds each row its last token and samples the next.
+1. drops cancelled requests (their cache rows are freed at once) and admits new ones into their
+   sub-model's cache while the step's prompt tokens stay within `prefill_chunk`;
+2. runs one forward per sub-model with rows: a prefilling row feeds its next prompt tokens (at most
+   `prefill_chunk` per sub-model and step, in arrival order: a long prompt takes several steps, short ones
+   share a step), a decoding row its last token; rows whose prompt is done and decoding rows sample their
+   next token. Such a ragged step runs its projections and MLPs on the real tokens only and its Mamba scans
+   per kind of row (model/kv_store.py `RowStep.packed`), so a new request does not cost the running rows a
+   second pass over the weights (benchmarks/serve_load.py).
 
 Rows of different sub-models (budgets) share a step in one of two ways (`mixed`):
 
@@ -52,15 +55,17 @@ class _Row:
 
 @dataclass(eq=False)
 class _Group:
-    """The rows of one sub-model: those still prefilling and those decoding, each with its cache."""
+    """The rows of one sub-model in one cache, in arrival order: rows still prefilling (`row.fed` short of
+    the prompt) and rows decoding."""
 
     subnet: SubnetSpec | ElasticMasks | None
-    prefill: BatchCache
-    running: BatchCache
+    cache: BatchCache
     waiting: list[_Row] = field(default_factory=list)  # submitted, no prompt token fed yet
-    prefill_rows: list[_Row] = field(default_factory=list)
     rows: list[_Row] = field(default_factory=list)
-    layout: SubnetSpec | None = None  # widest: the sub-model the caches are laid out for (their union)
+    layout: SubnetSpec | None = None  # widest: the sub-model the cache is laid out for (the rows' union)
+
+    def prefilling(self) -> list[_Row]:
+        return [row for row in self.rows if row.fed < len(row.request.prompt)]
 
 
 class ContinuousBatcher:
@@ -90,7 +95,7 @@ class ContinuousBatcher:
         self._next_id = 0
         self._cancelled: set[int] = set()
         self._finished_early: list[TokenEvent] = []
-        self.prefill_tokens = 0  # prompt tokens of the last prefill forward (tests, logs)
+        self.prefill_tokens = 0  # prompt tokens of the last step's forward (tests, logs)
 
     # --- requests ----------------------------------------------------------------------------------------
     def submit(self, request: SequenceRequest) -> int:
@@ -120,14 +125,14 @@ class ContinuousBatcher:
     @property
     def active(self) -> int:
         """Requests not finished yet (prefilling or decoding)."""
-        return sum(len(g.waiting) + len(g.prefill_rows) + len(g.rows) for g in self._groups.values())
+        return sum(len(g.waiting) + len(g.rows) for g in self._groups.values())
 
     def has_work(self) -> bool:
         return bool(self._finished_early) or self.active > 0
 
     def cache_bytes(self) -> int:
         """Bytes held by every live cache (KV with its padding or whole blocks, Mamba states)."""
-        return sum(g.prefill.nbytes() + g.running.nbytes() for g in self._groups.values())
+        return sum(g.cache.nbytes() for g in self._groups.values())
 
     def _group(self, subnet: SubnetSpec | ElasticMasks | None) -> _Group:
         if self.mixed == "widest":  # one group at the parent's width: every row masked to its own sub-model
@@ -137,7 +142,7 @@ class ContinuousBatcher:
         if group is None:
             masks = ElasticMasks.from_spec(subnet) if isinstance(subnet, SubnetSpec) else subnet
             pool = PagePool() if self.kv_cache == "paged" else None
-            group = _Group(masks, self._empty(0, pool), self._empty(0, pool))
+            group = _Group(masks, self._empty(0, pool))
             self._groups[key] = group
         return group
 
@@ -153,91 +158,81 @@ class ContinuousBatcher:
             events += self._drop_cancelled(group)
             if self.mixed == "widest":
                 self._fit_layout(group)
-            events += self._prefill(group)
-            events += self._decode(group)
+            events += self._advance(group)
         self._cancelled.clear()
-        # a sub-model with no rows left gives back its caches (and paged pool) until it is asked for again
-        self._groups = {k: g for k, g in self._groups.items() if g.waiting or g.prefill_rows or g.rows}
+        # a sub-model with no rows left gives back its cache (and paged pool) until it is asked for again
+        self._groups = {k: g for k, g in self._groups.items() if g.waiting or g.rows}
         return events
 
     def _drop_cancelled(self, group: _Group) -> list[TokenEvent]:
         """Drop cancelled requests (their rows leave at once), then admit waiting ones."""
         events = [TokenEvent(r.rid, None, "cancelled") for r in group.waiting if r.rid in self._cancelled]
         group.waiting = [r for r in group.waiting if r.rid not in self._cancelled]
-        for attr, cache_attr in (("prefill_rows", "prefill"), ("rows", "running")):
-            rows: list[_Row] = getattr(group, attr)
-            gone = [b for b, row in enumerate(rows) if row.rid in self._cancelled]
-            if gone:
-                cache = getattr(group, cache_attr)
-                events += [TokenEvent(rows[b].rid, None, "cancelled", int(cache.lengths[b]), cache.row_bytes(b))
-                           for b in gone]
-                setattr(group, cache_attr, cache.drop(gone))
-                setattr(group, attr, [row for b, row in enumerate(rows) if b not in gone])
+        gone = [b for b, row in enumerate(group.rows) if row.rid in self._cancelled]
+        if gone:
+            cache = group.cache
+            events += [TokenEvent(group.rows[b].rid, None, "cancelled", int(cache.lengths[b]), cache.row_bytes(b))
+                       for b in gone]
+            group.cache = cache.drop(gone)
+            group.rows = [row for b, row in enumerate(group.rows) if b not in gone]
         self._admit(group)
         return events
 
     def _admit(self, group: _Group) -> None:
-        """Waiting requests start their prefill while this step's prompt tokens stay within prefill_chunk
-        (the rows already prefilling come first; only the last row of a step can be cut short, so every
-        row in the prefill cache gets tokens each step)."""
-        budget = self.prefill_chunk - sum(len(r.request.prompt) - r.fed for r in group.prefill_rows)
+        """Waiting requests join the cache while this step's prompt tokens stay within prefill_chunk (the
+        rows already prefilling come first; only the last row of a step can be cut short, so every
+        prefilling row gets tokens each step)."""
+        budget = self.prefill_chunk - sum(len(r.request.prompt) - r.fed for r in group.prefilling())
         admitted = 0
-        while group.waiting and (budget > 0 or not group.prefill_rows):
+        while group.waiting and (budget > 0 or not group.prefilling()):
             row = group.waiting.pop(0)
-            group.prefill_rows.append(row)
+            group.rows.append(row)
             budget -= len(row.request.prompt)
             admitted += 1
         if admitted:
-            group.prefill = BatchCache.concat([group.prefill, self._empty(admitted, group.prefill.pool)])
+            group.cache = BatchCache.concat([group.cache, self._empty(admitted, group.cache.pool)])
 
     def _spec(self, row: _Row) -> SubnetSpec:
         return row.request.subnet or self._full
 
     def _fit_layout(self, group: _Group) -> None:
-        """Lay the group's caches out for the union of its rows' sub-models (widest)."""
-        rows = group.waiting + group.prefill_rows + group.rows
+        """Lay the group's cache out for the union of its rows' sub-models (widest)."""
+        rows = group.waiting + group.rows
         if not rows:
             return
         union = SubnetSpec.union([self._spec(r) for r in rows])
         if group.layout is not None and group.layout != union:
-            relayout(group.prefill, self.model, group.layout, union)
-            relayout(group.running, self.model, group.layout, union)
+            relayout(group.cache, self.model, group.layout, union)
         group.layout = union
 
-    def _prefill(self, group: _Group) -> list[TokenEvent]:
-        if not group.prefill_rows:
-            return []
-        pieces, budget = [], self.prefill_chunk
-        for row in group.prefill_rows:  # in arrival order, within this step's budget of prompt tokens
-            pieces.append(row.request.prompt[row.fed : row.fed + budget])
-            budget -= len(pieces[-1])
-        self.prefill_tokens = sum(len(p) for p in pieces)
-        logits = self._forward(group, group.prefill, pieces, group.prefill_rows)  # (B, V) at last fed tokens
-        done = []
-        for b, (row, piece) in enumerate(zip(group.prefill_rows, pieces)):
-            row.fed += len(piece)
-            if row.fed == len(row.request.prompt):
-                done.append(b)
-        if not done:
-            return []
-        events = self._sample([group.prefill_rows[b] for b in done], logits[done])
-        moving = group.prefill.take(done)
-        stays = [b for b in range(group.prefill.rows) if b not in done]
-        group.prefill = group.prefill.take(stays)  # the moving rows' blocks now belong to `moving`
-        joined = [group.prefill_rows[b] for b in done]
-        group.prefill_rows = [group.prefill_rows[b] for b in stays]
-        group.running = BatchCache.concat([group.running, moving])
-        group.rows = group.rows + joined
-        group.running, group.rows = self._retire(group.running, group.rows, events)
-        return events
-
-    def _decode(self, group: _Group) -> list[TokenEvent]:
-        # rows that joined in this step's prefill already have their first token; feed it now as well
+    def _advance(self, group: _Group) -> list[TokenEvent]:
+        """One forward for every row of the group: a prefilling row feeds its next prompt tokens (within
+        this step's prefill_chunk, in arrival order), a decoding row its last token. Rows whose prompt is
+        done and decoding rows sample their next token. A ragged step (a prompt chunk next to one-token
+        rows) runs its projections on the real tokens only (model/kv_store.py `RowStep.packed`), so a new
+        request costs the running rows no extra weight pass."""
         if not group.rows:
             return []
-        logits = self._forward(group, group.running, [[row.last] for row in group.rows], group.rows)
-        events = self._sample(group.rows, logits)
-        group.running, group.rows = self._retire(group.running, group.rows, events)
+        pieces, budget = [], self.prefill_chunk
+        for row in group.rows:
+            if row.fed < len(row.request.prompt):
+                pieces.append(row.request.prompt[row.fed : row.fed + budget])
+                budget -= len(pieces[-1])
+            else:
+                pieces.append([row.last])
+        self.prefill_tokens = self.prefill_chunk - budget
+        logits = self._forward(group, group.cache, pieces, group.rows)  # (B, V) at last fed tokens
+        ready = []  # rows that sample now: decoding ones, and those whose prompt this step completed
+        for b, (row, piece) in enumerate(zip(group.rows, pieces)):
+            if row.fed < len(row.request.prompt):
+                row.fed += len(piece)
+                if row.fed < len(row.request.prompt):
+                    continue
+            ready.append(b)
+        if not ready:
+            return []
+        events = self._sample([group.rows[b] for b in ready], logits[ready])
+        group.cache, group.rows = self._retire(group.cache, group.rows, events)
         return events
 
     def _forward(self, group: _Group, cache: BatchCache, pieces: list[list[int]], rows: list[_Row]) -> torch.Tensor:

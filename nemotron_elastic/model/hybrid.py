@@ -239,7 +239,10 @@ class HybridLM(nn.Module):
         every call on one cache).
         A `BatchCache` (model/batch_cache.py): each row continues its own sequence, `counts` (B,) of its T
         right-padded tokens being real (default all); last_only takes each row's last real token. Each row
-        equals that row run alone.
+        equals that row run alone. A ragged step (rows of different counts: a prompt chunk next to decoding
+        rows) runs its token-wise layers on the real tokens only (`RowStep.packed`, model/kv_store.py), so
+        the padding costs no weight pass; masks that differ per row (`ElasticMasks.per_row`) follow the
+        tokens (`ElasticMasks.take_rows`).
 
         checkpoint_every: activation checkpointing for training: when k > 0, parent blocks 0, k, 2k, ... keep
         only their input for backward and run again during it (k = 1: every block). Same values and
@@ -255,7 +258,7 @@ class HybridLM(nn.Module):
         bsz, t = input_ids.shape
         step = None
         if isinstance(cache, BatchCache):
-            step = cache.begin(input_ids.new_full((bsz,), t) if counts is None else counts, t)
+            step = cache.begin(input_ids.new_full((bsz,), t) if counts is None else counts, t, counts is not None)
         elif counts is not None:
             raise ValueError("counts: per-row token counts need a BatchCache")
         start = cache.seen if cache is not None and step is None else 0
@@ -267,8 +270,13 @@ class HybridLM(nn.Module):
             rope = None if self.rotary is None else self.rotary.cos_sin_rows(step.positions, step.ends, h.dtype)
         else:
             rope = self.rope(start, t, h)
+        layer_masks = masks  # what the blocks see: per token in a packed step
+        if step is not None and step.packed:  # the residual stream holds the real tokens only: (N, 1, d)
+            h = step.pack(h)
+            if masks is not None and masks.is_per_row:
+                layer_masks = masks.take_rows(step.flat // step.width)
         for i, block in enumerate(self.layers):
-            layer = None if masks is None else masks.layers[i]
+            layer = None if layer_masks is None else layer_masks.layers[i]
             if masks is not None and layer is None:  # a dropped layer: the residual passes through
                 continue
             state = None
@@ -281,7 +289,7 @@ class HybridLM(nn.Module):
             if recompute and i % checkpoint_every == 0:
                 h, state = checkpoint(block, h, rope, state, masks, layer, use_reentrant=False)
             else:
-                h, state = block(h, rope, state, masks, layer)
+                h, state = block(h, rope, state, layer_masks, layer)
             if isinstance(state, MambaRows):
                 cache.layers[i] = state.state
             elif cache is not None and step is None:
@@ -290,9 +298,13 @@ class HybridLM(nn.Module):
             cache.advance(step)
         elif cache is not None:
             cache.seen += t
-        if last_only and step is not None:  # each row's last real token
+        if last_only and step is not None and step.packed:  # each row's last real token in the pack
+            h = h[(step.counts.cumsum(0) - 1).clamp(min=0)]  # (B, 1, d)
+        elif last_only and step is not None:  # each row's last real token
             last = (step.counts - 1).clamp(min=0)
             h = h[torch.arange(bsz, device=h.device), last][:, None]
+        elif step is not None and step.packed:
+            h = step.unpack(h)  # (B, T, d), zeros at the padded slots
         elif last_only:
             h = h[:, -1:]
         if masks is None:

@@ -25,11 +25,16 @@ PAGE = 16  # tokens per block of the paged kind (a multiple of 8 keeps gathers a
 class RowStep:
     """What one batched forward feeds: starts (B,) positions of each row's first new token (its length so
     far), counts (B,) valid new tokens per row, width T of the right-padded input. Everything derived is
-    computed once per step and shared by every layer."""
+    computed once per step and shared by every layer.
+
+    `packed` steps (ragged ones: a prompt chunk next to one-token decoding rows) run their token-wise layers
+    (projections, MLPs, norms, the residual stream) on the N real tokens only, (N, 1, d), and the sequence
+    mixers unpack to (B, T, .) around their scan / attention: the padding then costs no weight pass."""
 
     starts: torch.Tensor
     counts: torch.Tensor
     width: int
+    packed: bool = False  # the token-wise layers see only the real tokens (`pack`; set by HybridLM.forward)
     _masks: dict = field(default_factory=dict, repr=False)  # window -> attention mask
 
     @cached_property
@@ -47,6 +52,22 @@ class RowStep:
         """(rows, cols, slots), each (N,): the input slot (row, col) of every real token and its position."""
         rows, cols = self.valid.nonzero(as_tuple=True)
         return rows, cols, self.starts[rows] + cols
+
+    @cached_property
+    def flat(self) -> torch.Tensor:
+        """(N,) slot b * T + j of every real token, in row order: the packed order."""
+        return self.valid.flatten().nonzero().flatten()
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) -> (N, 1, ...): the real tokens only, in row order, each a row of its own (so that
+        per-row masks, taken per token, broadcast over them)."""
+        return x.flatten(0, 1).index_select(0, self.flat)[:, None]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, ...) -> (B, T, ...), zeros at the padded slots."""
+        rows, rest = self.counts.shape[0], x.shape[2:]
+        out = x.new_zeros(rows * self.width, *rest).index_copy_(0, self.flat, x[:, 0])
+        return out.view(rows, self.width, *rest)
 
     @property
     def ends(self) -> torch.Tensor:

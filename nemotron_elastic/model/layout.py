@@ -110,33 +110,35 @@ def _take(t: torch.Tensor, dim: int, sel: Select) -> torch.Tensor:
     return t.index_select(dim, sel.index if isinstance(sel, Kept) else sel)
 
 
-# With this few tokens (decoding), gathering the kept weight rows / columns costs more than computing with
-# views of them: kept units are a few contiguous runs (a prefix per group), so the layer runs as one small
-# matmul per run on weight views, with no weight copy and no compute beyond the kept part.
-SMALL_BATCH_TOKENS = 8
+# With this few tokens (decoding, or a decoding step that carries a new prompt's chunk), gathering the kept
+# weight rows / columns costs more than computing with views of them: kept units are a few contiguous runs (a
+# prefix per group), so the layer runs as one small matmul per run on weight views, with no weight copy and
+# no compute beyond the kept part.
+SMALL_BATCH_TOKENS = 64
 
 
-# Decoding feeds a few rows through every linear layer. At 8..64 rows, this CPU's GEMMs run x @ W^T
-# (F.linear) far below their larger-batch efficiency, while W @ x^T (the weight as the left operand, the
-# same products) takes about 0.65x the time (2 cores: MKL in float32 for weights of 2M+ elements, smaller
-# ones are cache-resident and as fast either way; oneDNN in bfloat16 from 1M elements, sliced views
-# included). Below 8 rows F.linear is as fast or faster. benchmarks/serve_load.py (`gemm_scaling`)
-# measures both forms side by side.
-FEW_ROWS = (8, 64)
-MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements; other dtypes: F.linear
+# Decoding feeds a few rows through every linear layer. This CPU's GEMMs run x @ W^T (F.linear) for a few
+# rows far below their larger-batch efficiency, while W @ x^T (the weight as the left operand, the same
+# products) takes about 0.6x the time: in float32 (MKL) from 4 rows, for weights of 2M+ elements (1 to 3
+# rows take F.linear's matrix-vector path, about as fast as one row); in bfloat16 (oneDNN) at every row
+# count from 1M elements, sliced views included (2 cores, 12 weights of 3264 x 1088 that the caches cannot
+# hold: benchmarks/decode_budgets.py `few_rows`).
+FEW_ROWS = {torch.float32: (4, 64), torch.bfloat16: (1, 64)}  # rows; other dtypes: F.linear
+MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements
 
 
 def _weight_left(x: torch.Tensor, rows: int, weight_elements: int) -> bool:
     """Whether `rows` rows of x times a weight of `weight_elements` run faster as W @ x^T (see FEW_ROWS)."""
-    smallest = MIN_WEIGHT.get(x.dtype)  # None: a dtype where F.linear always runs
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and smallest is not None
-            and weight_elements >= smallest and FEW_ROWS[0] <= rows <= FEW_ROWS[1])
+    if x.dtype not in FEW_ROWS or x.device.type != "cpu" or torch.is_grad_enabled():
+        return False
+    low, high = FEW_ROWS[x.dtype]
+    return weight_elements >= MIN_WEIGHT[x.dtype] and low <= rows <= high
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias): x (..., K), weight (N, K) -> (..., N), contiguous.
 
-    Without grad, on a CPU, for FEW_ROWS rows and a float32 / bfloat16 weight of MIN_WEIGHT+ elements it
+    Without grad, on a CPU, for FEW_ROWS rows of a float32 / bfloat16 x and a weight of MIN_WEIGHT+ elements it
     is computed as (W @ x^T)^T: the same values up to float rounding (another summation order), as any change
     of batch shape gives.
     """

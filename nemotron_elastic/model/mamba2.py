@@ -141,12 +141,37 @@ class Mamba2Mixer(nn.Module):
         """
         bsz, t, d = x.shape
         rows = state if isinstance(state, MambaRows) else None
-        if rows is not None:
-            state = rows.state or self.empty_state(bsz, x.dtype, x.device, width, head_dim)
-        g, n = self.num_groups, self.state_size
+        g = self.num_groups
         lay = self._layout(width, head_dim, x.device)
         h, p, inner, conv_dim, sel = lay
-        z, xbc, dt = sub_linear(x, self.in_proj, sel.in_proj, d).split([inner, conv_dim, h], dim=-1)
+        proj = sub_linear(x, self.in_proj, sel.in_proj, d)  # (B, T, 2I + 2GN + H)
+        if rows is not None and rows.step.packed:  # x: (N, 1, d), the real tokens of a ragged step
+            y, new_state = self._mix_packed(proj[:, 0], rows, lay, width, head_dim)
+        else:
+            if rows is not None:
+                state = rows.state or self.empty_state(bsz, x.dtype, x.device, width, head_dim)
+            y, new_state = self._mix(proj, state, lay, rows)
+            if rows is not None:
+                new_state = MambaRows(new_state, rows.step)
+        support = _channel_product(width, head_dim, g, h, p, lambda a: a.weights)
+        z = proj[..., :inner]
+        y = gated_group_rms_norm(
+            y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel.inner), g, self.norm.eps, support
+        )  # (B, T, I)
+        y = scale(y, _channel_product(width, head_dim, g, h, p, lambda a: a.factor()))
+        return sub_linear(y, self.out_proj, d, sel.inner), new_state
+
+    def _mix(
+        self, proj: torch.Tensor, state: MambaState | None, lay: MambaLayout, rows: MambaRows | None = None,
+        own: bool = False,
+    ) -> tuple[torch.Tensor, MambaState | None]:
+        """The conv and the SSM over projected tokens proj (B, T, 2I + 2GN + H) -> y (B, T, H, P) before the
+        gated norm, and the new state (None without `state`); `rows`: a right-padded batch (forward). A
+        recurrent step updates the SSM state in place when it belongs to this call (`own`, or a batch's)."""
+        bsz, t, _ = proj.shape
+        g, n = self.num_groups, self.state_size
+        h, p, inner, conv_dim, sel = lay
+        _, xbc, dt = proj.split([inner, conv_dim, h], dim=-1)
 
         # depthwise causal conv over [x|B|C]; the cached K-1 inputs play the role of the left zero padding
         weight, bias = take(self.conv1d.weight, sel.conv), self.conv1d.bias
@@ -159,12 +184,12 @@ class Mamba2Mixer(nn.Module):
             if rows is None:
                 new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
             else:  # row b's last K-1 inputs end at its last valid token: full[b, :, n_b : n_b + K-1]
-                keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=x.device)  # (B, K-1)
+                keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=proj.device)  # (B, K-1)
                 new_conv = full.gather(2, keep[:, None, :].expand(bsz, conv_dim, -1))
             xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
-        cdt = compute_dtype(x.dtype)
+        cdt = compute_dtype(proj.dtype)
         dt = F.softplus(dt.to(cdt) + take(self.dt_bias, sel.heads).to(cdt)).clamp(min=self.dt_min)  # (B, T, H)
         if rows is not None:  # dt = 0 at padded positions: exp(0 * A) = 1 and no input, the state is kept
             dt = dt * rows.step.valid[:, :, None].to(cdt)
@@ -174,25 +199,42 @@ class Mamba2Mixer(nn.Module):
         b_mat, c_mat = b_mat.reshape(bsz, t, g, n), c_mat.reshape(bsz, t, g, n)
 
         if state is None:
-            y = self.kernels.ssd(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip)
-            new_state = None
-        elif t == 1:  # recurrent step: O(1) per token
+            return self.kernels.ssd(xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip), None
+        if t == 1:  # recurrent step: O(1) per token
             # a batch's state belongs to its cache alone (model/batch_cache.py): update it in place
-            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip, inplace=rows is not None)
-            y, new_state = y[:, None], MambaState(new_conv, ssm)
-        else:  # a chunk of tokens continuing from the cached state (prefill)
-            y, ssm = self.kernels.ssd(
-                xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
-            )
-            new_state = MambaState(new_conv, ssm)
-        if rows is not None:
-            new_state = MambaRows(new_state, rows.step)
-        support = _channel_product(width, head_dim, g, h, p, lambda a: a.weights)
-        y = gated_group_rms_norm(
-            y.reshape(bsz, t, inner).to(x.dtype), z, take(self.norm.weight, sel.inner), g, self.norm.eps, support
-        )  # (B, T, I)
-        y = scale(y, _channel_product(width, head_dim, g, h, p, lambda a: a.factor()))
-        return sub_linear(y, self.out_proj, d, sel.inner), new_state
+            y, ssm = ssd_step(state.ssm, xs[:, 0], dt[:, 0], a, b_mat[:, 0], c_mat[:, 0], D=skip,
+                              inplace=own or rows is not None)
+            return y[:, None], MambaState(new_conv, ssm)
+        # a chunk of tokens continuing from the cached state (prefill)
+        y, ssm = self.kernels.ssd(
+            xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
+        )
+        return y, MambaState(new_conv, ssm)
+
+    def _mix_packed(
+        self, proj: torch.Tensor, rows: MambaRows, lay: MambaLayout, width: Axis | None, head_dim: Axis | None
+    ) -> tuple[torch.Tensor, MambaRows]:
+        """`_mix` of a packed ragged step: proj (N, 2I + 2GN + H), the real tokens in row order -> y (N, 1, H, P)
+        and the rows' state, updated in place. The one-token rows take one recurrent step together; a row
+        fed several tokens (a prompt chunk) runs the chunked scan alone from its state. No padded slot is
+        computed: the scan of a padded batch costs every row the longest row's chunk."""
+        step = rows.step
+        state = rows.state or self.empty_state(step.counts.shape[0], proj.dtype, proj.device, width, head_dim)
+        counts = step.counts.tolist()
+        starts = [sum(counts[:b]) for b in range(len(counts))]
+        y = proj.new_empty(proj.shape[0], lay.heads, lay.head_dim)  # (N, H, P)
+        ones = [b for b, c in enumerate(counts) if c == 1]
+        parts = [(ones, [starts[b] for b in ones])] if ones else []
+        parts += [([b], list(range(starts[b], starts[b] + c))) for b, c in enumerate(counts) if c > 1]
+        for batch, tokens in parts:  # rows, and their tokens in the pack
+            index, at = torch.tensor(batch, device=proj.device), torch.tensor(tokens, device=proj.device)
+            piece = proj.index_select(0, at).view(len(batch), -1, proj.shape[-1])  # (b, t, .)
+            sub = MambaState(state.conv.index_select(0, index), state.ssm.index_select(0, index))
+            out, new = self._mix(piece, sub, lay, own=True)  # `sub` is a gathered copy
+            y.index_copy_(0, at, out.reshape(len(tokens), lay.heads, lay.head_dim).to(y.dtype))
+            state.conv.index_copy_(0, index, new.conv)
+            state.ssm.index_copy_(0, index, new.ssm.to(state.ssm.dtype))
+        return y[:, None], MambaRows(state, step)
 
 
 def _channel_product(width, head_dim, groups: int, heads: int, p: int, get) -> torch.Tensor | None:

@@ -123,6 +123,24 @@ class ElasticMasks:
         return cls(prefix([s.hidden for s in specs], union.hidden),
                    prefix([s.mamba_head_dim for s in specs], union.mamba_head_dim), layers)
 
+    @property
+    def is_per_row(self) -> bool:
+        """Whether these masks differ per batch row (`per_row`: (B, 1, size) weights), not per channel only."""
+        return self.hidden.weights is not None and self.hidden.weights.dim() == 3
+
+    def take_rows(self, index: torch.Tensor) -> "ElasticMasks":
+        """Per-row masks for the rows `index` (N,) of their batch: every (B, 1, .) tensor -> (N, 1, .) (a
+        packed step's tokens, model/kv_store.py `RowStep.pack`); per-channel tensors stay as they are."""
+
+        def take(t):
+            return t.index_select(0, index) if t is not None and t.dim() == 3 else t
+
+        def take_axis(a: Axis) -> Axis:
+            return Axis(a.size, take(a.weights), take(a.scale))
+
+        layers = [None if m is None else LayerMasks(take_axis(m.width), take(m.gate)) for m in self.layers]
+        return ElasticMasks(take_axis(self.hidden), take_axis(self.mamba_head_dim), layers)
+
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> "ElasticMasks":
         """Cast every weight / scale / gate tensor (masks must match the activations' dtype)."""
 

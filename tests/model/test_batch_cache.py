@@ -151,3 +151,88 @@ def test_relayout_between_sub_models_keeps_every_row_exact(kind):
         got.append(_feed(model, cache, [[seq[t]]], subnet=small)[0])
     torch.testing.assert_close(torch.cat(got), _full(model, seq, small), rtol=0, atol=1e-10)
     assert union.hidden == 28 and union.layers == tuple(range(6)) and union.mamba_heads == (3, 6)
+
+
+@pytest.mark.parametrize("spec", [None, {"hidden": 24, "mlp": 32, "attention_heads": 2, "mamba_heads": 3,
+                                         "mamba_head_dim": 3, "layers": [0, 1, 2, 4, 5]}])
+def test_a_ragged_step_packs_its_tokens_and_equals_each_row_alone(spec):
+    """Prompt chunks next to one-token rows and a row fed nothing: the token-wise layers see the real tokens
+    only (`RowStep.packed`: each MLP's input holds sum(counts) tokens), the one-token Mamba rows take one
+    recurrent step together and each prompt row its own scan; every row equals itself alone (float64), for
+    the parent and a sliced sub-model (kept Mamba / attention heads as runs), also under per-row masks
+    (taken per token) of the same sub-model."""
+    from nemotron_elastic.model.masks import ElasticMasks
+
+    model = build(**HYBRID)
+    sub = None if spec is None else SubnetSpec.from_dict(spec, model.config)
+    g = torch.Generator().manual_seed(4)
+    seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (9, 12, 7, 10)]
+    seen = []
+    hooks = [b.mixer.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[:2]))
+             for b in model.layers if b.block_type == "-"]
+    caches = {"packed": model.new_batch_cache(4), "per_row": model.new_batch_cache(4)}
+    got = {k: [[] for _ in seqs] for k in caches}
+    pieces_by_step = [[s[:3] for s in seqs],  # a ragged first prefill
+                      [seqs[0][3:4], seqs[1][3:9], [], seqs[3][3:4]],  # a chunk next to one-token rows, one idle
+                      [seqs[0][4:5], seqs[1][9:10], seqs[2][3:7], seqs[3][4:10]]]
+    for pieces in pieces_by_step:
+        for kind, cache in caches.items():
+            seen.clear()
+            subnet = sub
+            if kind == "per_row":  # masks given per row, the same sub-model in every row here
+                union = sub or SubnetSpec.full(model.config)
+                subnet = ElasticMasks.per_row([union] * 4, union, torch.float64)
+            logits = _feed(model, cache, pieces, subnet=subnet)
+            real = sum(len(p) for p in pieces)
+            width = max(len(p) for p in pieces)
+            mlp_layers = len([i for i in (sub.layers if sub else range(6)) if model.layers[i].block_type == "-"])
+            expect = (real, 1) if real < 4 * width else (4, width)
+            assert seen == [expect] * mlp_layers
+            for b, p in enumerate(pieces):
+                got[kind][b].append(logits[b, : len(p)])
+    for hook in hooks:
+        hook.remove()
+    for b, s in enumerate(seqs):
+        n = sum(len(p[b]) for p in pieces_by_step)
+        want = _full(model, s[:n], sub)
+        for kind in caches:
+            torch.testing.assert_close(torch.cat(got[kind][b]), want, rtol=0, atol=1e-10)
+
+
+def test_pack_and_unpack_are_inverse_on_the_real_tokens():
+    from nemotron_elastic.model.kv_store import RowStep
+
+    step = RowStep(torch.zeros(3, dtype=torch.long), torch.tensor([2, 0, 3]), 3, packed=True)
+    x = torch.arange(3 * 3 * 2, dtype=torch.float64).view(3, 3, 2)
+    packed = step.pack(x)
+    assert packed.shape == (5, 1, 2)
+    torch.testing.assert_close(packed[:, 0], torch.cat([x[0, :2], x[2, :3]]))
+    assert (step.flat // step.width).tolist() == [0, 0, 2, 2, 2]  # each token's row
+    back = step.unpack(packed)
+    torch.testing.assert_close(back, x * step.valid[..., None])
+
+
+def test_a_packed_step_of_rows_of_different_sub_models_equals_each_row_alone():
+    """Per-row masks (`mixed="widest"`: each row its own sub-model inside their union) in a ragged step: the
+    masks follow the packed tokens (`ElasticMasks.take_rows`) and every row equals its sub-model alone."""
+    from nemotron_elastic.model.masks import ElasticMasks
+
+    model = build(**HYBRID)
+    specs = [SubnetSpec.from_dict({"hidden": 24, "mlp": 32, "attention_heads": 2, "mamba_heads": 3,
+                                   "mamba_head_dim": 3, "layers": [0, 1, 2, 4, 5]}, model.config),
+             SubnetSpec.full(model.config),
+             SubnetSpec.from_dict({"hidden": 28, "mamba_heads": [3, 6], "mamba_head_dim": 4}, model.config)]
+    union = SubnetSpec.union(specs)
+    masks = ElasticMasks.per_row(specs, union, torch.float64)
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(0, 97, (10,), generator=g).tolist() for _ in specs]
+    cache = model.new_batch_cache(3)
+    steps = [[s[:2] for s in seqs], [seqs[0][2:3], seqs[1][2:8], seqs[2][2:3]], [seqs[0][3:7], [], seqs[2][3:4]]]
+    got = [[] for _ in seqs]
+    for pieces in steps:
+        logits = _feed(model, cache, pieces, subnet=masks)
+        for b, p in enumerate(pieces):
+            got[b].append(logits[b, : len(p)])
+    for b, (s, spec) in enumerate(zip(seqs, specs)):
+        n = sum(len(p[b]) for p in steps)
+        torch.testing.assert_close(torch.cat(got[b]), _full(model, s[:n], spec), rtol=0, atol=1e-10)

@@ -28,7 +28,8 @@ def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed:
     x32, w32, b32 = x.float(), w.float(), None if b is None else b.float()
     with torch.no_grad():
         got32, got64 = linear(x32, w32, b32), linear(x, w, b)
-        fast = FEW_ROWS[0] <= lead * rows <= FEW_ROWS[1] and w.numel() >= MIN_WEIGHT[torch.float32]
+        low, high = FEW_ROWS[torch.float32]
+        fast = low <= lead * rows <= high and w.numel() >= MIN_WEIGHT[torch.float32]
         flat = x32.reshape(-1, k)
         if fast:
             plain = w32 @ flat.t() if b32 is None else torch.addmm(b32[:, None], w32, flat.t())
@@ -41,14 +42,14 @@ def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed:
     assert torch.equal(got64, F.linear(x, w, b))
 
 
-@pytest.mark.parametrize("rows", [1, 8, 65])
+@pytest.mark.parametrize("rows", [1, 2, 8, 65])
 def test_bfloat16_path(rows: int) -> None:
     """bfloat16 takes W @ x^T from MIN_WEIGHT[bfloat16] elements (a sliced view included), F.linear below."""
     w = torch.randn(2048, 1024).bfloat16()[:, :768]  # a column slice: a non-contiguous view of 1.5M elements
     x = torch.randn(rows, 768).bfloat16()
     with torch.no_grad():
         got = linear(x, w)
-        fast = FEW_ROWS[0] <= rows <= FEW_ROWS[1]
+        fast = FEW_ROWS[torch.bfloat16][0] <= rows <= FEW_ROWS[torch.bfloat16][1]
         assert torch.equal(got, (w @ x.t()).t() if fast else F.linear(x, w))
         torch.testing.assert_close(got.float(), F.linear(x.float(), w.float()), rtol=2e-2, atol=0.5)
 
@@ -56,7 +57,7 @@ def test_bfloat16_path(rows: int) -> None:
 def test_fast_path_only_without_grad() -> None:
     """With grad the layer is F.linear (gradients as usual); a non-contiguous input works on the fast path."""
     w = torch.randn(MIN_WEIGHT[torch.float32] // 512, 512, requires_grad=True)
-    x = torch.randn(FEW_ROWS[0], 512)
+    x = torch.randn(FEW_ROWS[torch.float32][0], 512)
     y = linear(x, w)
     assert torch.equal(y, F.linear(x, w))
     y.sum().backward()
