@@ -15,8 +15,8 @@ as the server runs them (`churn`). No HTTP and no load generator: what the model
 `runs_matmul` (this tree only): a sliced Mamba in_proj of that sub-model (4 runs of kept rows) at 1 and 8
 rows, as one batched matmul on the strided weight blocks versus one 2-D matmul per run (model/layout.py
 `_each_run`, the CPU's choice), in float32 and bfloat16, milliseconds over 12 layers' weights.
-`few_rows` (this tree only): 1..8 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype
-(model/layout.py `FEW_ROWS`).
+`few_rows` (this tree only): 1..8 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype,
+and one row as torch.mv (model/layout.py `FEW_ROWS`, `VECTOR_DTYPES`).
 
 Writes benchmarks/results/decode_budgets.json (one entry per --dtype; the others are kept).
 """
@@ -136,7 +136,8 @@ def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
 
 def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
     """ms of 1..8 rows times 12 weights of 3264 x 1088 (more than the caches hold, as in a model), as
-    x @ W^T (F.linear) and as W @ x^T, per dtype: where model/layout.py `FEW_ROWS` comes from."""
+    x @ W^T (F.linear), as W @ x^T and (one row) as torch.mv, per dtype: where model/layout.py `FEW_ROWS`
+    and `VECTOR_DTYPES` come from."""
     import torch
     import torch.nn.functional as F
 
@@ -147,6 +148,8 @@ def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
             x = torch.randn(rows, 1088).to(dtype)
             forms = {"x_wt": lambda: [F.linear(x, w) for w in weights],
                      "w_xt": lambda: [(w @ x.t()).t().contiguous() for w in weights]}
+            if rows == 1:
+                forms["mv"] = lambda: [torch.mv(w, x[0]) for w in weights]
             times = {}
             for name, run in forms.items():
                 run()

@@ -120,31 +120,41 @@ SMALL_BATCH_TOKENS = 64
 # Decoding feeds a few rows through every linear layer. This CPU's GEMMs run x @ W^T (F.linear) for a few
 # rows far below their larger-batch efficiency, while W @ x^T (the weight as the left operand, the same
 # products) takes about 0.6x the time: in float32 (MKL) from 4 rows, for weights of 2M+ elements (1 to 3
-# rows take F.linear's matrix-vector path, about as fast as one row); in bfloat16 (oneDNN) at every row
-# count from 1M elements, sliced views included (2 cores, 12 weights of 3264 x 1088 that the caches cannot
-# hold: benchmarks/decode_budgets.py `few_rows`).
-FEW_ROWS = {torch.float32: (4, 64), torch.bfloat16: (1, 64)}  # rows; other dtypes: F.linear
+# rows take F.linear's matrix-vector path, about as fast as one row); in bfloat16 (oneDNN) from 2 rows and
+# 1M elements, sliced views included. One bfloat16 row runs as a matrix-vector product (torch.mv) on a
+# contiguous weight, 0.6x F.linear's time (on a strided view mv copies it: F.linear there). 2 cores, 12
+# weights of 3264 x 1088 that the caches cannot hold: benchmarks/decode_budgets.py `few_rows`.
+FEW_ROWS = {torch.float32: (4, 64), torch.bfloat16: (2, 64)}  # rows; other dtypes: F.linear
 MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements
+VECTOR_DTYPES = (torch.bfloat16,)  # one row: torch.mv on a contiguous weight of MIN_WEIGHT+ elements
 
 
-def _weight_left(x: torch.Tensor, rows: int, weight_elements: int) -> bool:
-    """Whether `rows` rows of x times a weight of `weight_elements` run faster as W @ x^T (see FEW_ROWS)."""
+def _few_rows_form(x: torch.Tensor, rows: int, weight: torch.Tensor) -> str:
+    """How `rows` rows of x times `weight` run fastest here: "mv", "left" (W @ x^T) or "linear" (F.linear)."""
     if x.dtype not in FEW_ROWS or x.device.type != "cpu" or torch.is_grad_enabled():
-        return False
+        return "linear"
+    if weight.numel() < MIN_WEIGHT[x.dtype]:
+        return "linear"
+    if rows == 1 and x.dtype in VECTOR_DTYPES and weight.is_contiguous():
+        return "mv"
     low, high = FEW_ROWS[x.dtype]
-    return weight_elements >= MIN_WEIGHT[x.dtype] and low <= rows <= high
+    return "left" if low <= rows <= high else "linear"
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias): x (..., K), weight (N, K) -> (..., N), contiguous.
 
-    Without grad, on a CPU, for FEW_ROWS rows of a float32 / bfloat16 x and a weight of MIN_WEIGHT+ elements it
-    is computed as (W @ x^T)^T: the same values up to float rounding (another summation order), as any change
-    of batch shape gives.
+    Without grad, on a CPU, for a float32 / bfloat16 x and a weight of MIN_WEIGHT+ elements, FEW_ROWS rows
+    are computed as (W @ x^T)^T and one bfloat16 row as W @ x (torch.mv): the same values up to float
+    rounding (another summation order), as any change of batch shape gives.
     """
     rows = x.numel() // max(1, x.shape[-1])
-    if not _weight_left(x, rows, weight.numel()):
+    form = _few_rows_form(x, rows, weight)
+    if form == "linear":
         return F.linear(x, weight, bias)
+    if form == "mv":
+        out = torch.mv(weight, x.reshape(-1)) if bias is None else torch.addmv(bias, weight, x.reshape(-1))
+        return out.view(*x.shape[:-1], weight.shape[0])
     flat = x.reshape(rows, x.shape[-1]).t()  # (K, rows)
     out = torch.mm(weight, flat) if bias is None else torch.addmm(bias[:, None], weight, flat)  # (N, rows)
     return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])

@@ -43,15 +43,28 @@ def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed:
 
 
 @pytest.mark.parametrize("rows", [1, 2, 8, 65])
-def test_bfloat16_path(rows: int) -> None:
-    """bfloat16 takes W @ x^T from MIN_WEIGHT[bfloat16] elements (a sliced view included), F.linear below."""
-    w = torch.randn(2048, 1024).bfloat16()[:, :768]  # a column slice: a non-contiguous view of 1.5M elements
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_bfloat16_path(rows: int, view: bool, bias: bool) -> None:
+    """bfloat16 from MIN_WEIGHT[bfloat16] elements: one row as torch.mv on a contiguous weight (F.linear on a
+    strided view, which mv would copy), FEW_ROWS rows as W @ x^T (views too), F.linear beyond."""
+    w = torch.randn(2048, 1024).bfloat16()
+    w = w[:, :768] if view else w[:, :768].contiguous()  # 1.5M elements
+    b = torch.randn(2048).bfloat16() if bias else None
     x = torch.randn(rows, 768).bfloat16()
     with torch.no_grad():
-        got = linear(x, w)
-        fast = FEW_ROWS[torch.bfloat16][0] <= rows <= FEW_ROWS[torch.bfloat16][1]
-        assert torch.equal(got, (w @ x.t()).t() if fast else F.linear(x, w))
-        torch.testing.assert_close(got.float(), F.linear(x.float(), w.float()), rtol=2e-2, atol=0.5)
+        got = linear(x, w, b)
+        low, high = FEW_ROWS[torch.bfloat16]
+        if rows == 1 and not view:
+            want = (torch.mv(w, x[0]) if b is None else torch.addmv(b, w, x[0]))[None]
+        elif low <= rows <= high:
+            want = ((w @ x.t()) if b is None else torch.addmm(b[:, None], w, x.t())).t()
+        else:
+            want = F.linear(x, w, b)
+        assert got.shape == (rows, 2048) and got.is_contiguous()
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got.float(), F.linear(x.float(), w.float(), None if b is None else b.float()),
+                                   rtol=2e-2, atol=0.5)
 
 
 def test_fast_path_only_without_grad() -> None:
