@@ -186,7 +186,11 @@ class Mamba2Mixer(nn.Module):
             else:  # row b's last K-1 inputs end at its last valid token: full[b, :, n_b : n_b + K-1]
                 keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=proj.device)  # (B, K-1)
                 new_conv = full.gather(2, keep[:, None, :].expand(bsz, conv_dim, -1))
-            xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
+            if t == 1:  # one output per channel: a dot product over the K inputs, cheaper than a conv call here
+                out = (full * weight[:, 0]).sum(-1, keepdim=True)  # (B, C, 1)
+                xbc = F.silu(out if bias is None else out + bias[:, None]).transpose(1, 2)  # (B, 1, C)
+            else:
+                xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(proj.dtype)
