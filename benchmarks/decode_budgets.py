@@ -118,7 +118,7 @@ def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
         for t in (1, 8):
             x = torch.randn(t, spec.hidden, dtype=dtype)
             for batched in (True, False):
-                def run(batched=batched):
+                def run(batched=batched, x=x, layers=layers):
                     for layer in layers:
                         _linear_by_runs(x, layer, rows, spec.hidden, batched=batched)
                 with torch.no_grad():
@@ -146,10 +146,10 @@ def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
         weights = [torch.randn(3264, 1088).to(dtype) for _ in range(12)]
         for rows in range(1, 9):
             x = torch.randn(rows, 1088).to(dtype)
-            forms = {"x_wt": lambda: [F.linear(x, w) for w in weights],
-                     "w_xt": lambda: [(w @ x.t()).t().contiguous() for w in weights]}
+            forms = {"x_wt": lambda x=x, ws=weights: [F.linear(x, w) for w in ws],
+                     "w_xt": lambda x=x, ws=weights: [(w @ x.t()).t().contiguous() for w in ws]}
             if rows == 1:
-                forms["mv"] = lambda: [torch.mv(w, x[0]) for w in weights]
+                forms["mv"] = lambda x=x, ws=weights: [torch.mv(w, x[0]) for w in ws]
             times = {}
             for name, run in forms.items():
                 run()

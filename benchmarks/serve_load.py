@@ -18,6 +18,7 @@ decoder next to its alternatives, in one run.
    `generate` vs transformers' batched `generate` of the exported HF checkpoint on the same prompts.
 
     python benchmarks/serve_load.py [--hidden 1088 --max-tokens 32 --rounds 2]
+    python benchmarks/serve_load.py --baseline /tmp/old   # also an older tree's server, goal rounds in turn
 
 Writes benchmarks/results/serve_load.json.
 """
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 import statistics
 import subprocess
@@ -47,12 +50,15 @@ LEVELS = (1, 4, 8, 16)
 
 
 def start_server(model_dir: Path, concurrency: int, queue: int, kv_cache: str, dtype: str | None = None,
-                 ) -> tuple[subprocess.Popen, str]:
-    """`python -m nemotron_elastic.serve` on a free loopback port -> (process, URL)."""
+                 tree: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m nemotron_elastic.serve` on a free loopback port -> (process, URL); `tree`: the package of
+    another source tree (a baseline) instead of this one."""
     cmd = [sys.executable, "-m", "nemotron_elastic.serve", "--model", str(model_dir), "--quiet",
            "--port", "0", "--max-concurrency", str(concurrency), "--max-queue", str(queue),
            "--kv-cache", kv_cache] + (["--dtype", dtype] if dtype else [])  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=None if tree is None else str(tree))
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -60,8 +66,8 @@ def start_server(model_dir: Path, concurrency: int, queue: int, kv_cache: str, d
     return proc, line.split()[-1]
 
 
-async def sweep(url: str, names: dict[float, str], args: argparse.Namespace) -> dict[str, Any]:
-    """The reference pass, then every (scenario, concurrency) point."""
+async def sweep(url: str, names: dict[float, str], args: argparse.Namespace, goals: bool = True) -> dict[str, Any]:
+    """The reference pass, then every (scenario, concurrency) point, then (`goals`) the goal rounds."""
     combos = [(k, p, b) for k in ENDPOINTS for p in PROMPTS for b in names]
     reference = {}
     for kind, prompt, budget in combos:
@@ -91,24 +97,48 @@ async def sweep(url: str, names: dict[float, str], args: argparse.Namespace) -> 
             print(f"{scenario:>5} x{level:<2}: {point['tokens_per_s']:7.1f} tok/s, p50 {point['latency_p50_s']:.2f} s, "
                   f"p95 {point['latency_p95_s']:.2f} s, failures {point['failures']}, mixed up {point['mixed_up']}",
                   flush=True)
-    out["goal_rounds"] = await goal_rounds(url, names, args)
+    if goals:
+        out["goal_rounds"] = (await goal_rounds({"this": url}, names, args))["this"]
     return out
 
 
-async def goal_rounds(url: str, names: dict[float, str], args: argparse.Namespace, rounds: int = 3) -> dict:
+async def goal_rounds(urls: dict[str, str], names: dict[float, str], args: argparse.Namespace,
+                      rounds: int = 3) -> dict[str, dict]:
     """The goals' three points (budget 1.0 at concurrency 1 and 8, budget 0.5 at 8) measured in turn, round
-    after round, so machine noise (this shared 2-core VM drifts by tens of percent over minutes) falls on
-    all three alike; the goals use the medians."""
+    after round (and server after server), so machine noise (this shared 2-core VM drifts by tens of
+    percent over minutes) falls on every point alike; the goals use the medians. -> {server: rounds}."""
     points = {"1.0 x1": (1.0, 1), "1.0 x8": (1.0, 8), "0.5 x8": (0.5, 8)}
-    seen: dict[str, list[float]] = {k: [] for k in points}
+    seen: dict[str, dict[str, list[float]]] = {label: {k: [] for k in points} for label in urls}
     for _ in range(rounds):
         for key, (budget, level) in points.items():
-            async def make(i: int, budget=budget) -> dict[str, Any]:
-                return await request(url, "completion", names[budget], PROMPTS[i % 3], args.max_tokens, i % 2 == 1)
+            for label, url in urls.items():
+                async def make(i: int, budget=budget, url=url) -> dict[str, Any]:
+                    return await request(url, "completion", names[budget], PROMPTS[i % 3], args.max_tokens,
+                                         i % 2 == 1)
 
-            results, wall = await closed_loop(level, level * args.rounds, make)
-            seen[key].append(summarize(results, wall)["tokens_per_s"])
-    return {"tokens_per_s": seen, "median": {k: statistics.median(v) for k, v in seen.items()}}
+                results, wall = await closed_loop(level, level * args.rounds, make)
+                seen[label][key].append(summarize(results, wall)["tokens_per_s"])
+    return {label: {"tokens_per_s": s, "median": {k: statistics.median(v) for k, v in s.items()}}
+            for label, s in seen.items()}
+
+
+def goal_ratios(median: dict[str, float]) -> dict[str, float]:
+    return {"concurrency8_over_1_at_budget_1.0": median["1.0 x8"] / median["1.0 x1"],
+            "budget0.5_over_1.0_at_concurrency8": median["0.5 x8"] / median["1.0 x8"]}
+
+
+async def against_baseline(url: str, base_url: str, names: dict[float, str], args: argparse.Namespace,
+                           points: dict[str, Any]) -> dict[str, Any]:
+    """The baseline server's sweep, then both servers' goal rounds in turn: this tree over the baseline."""
+    base = await sweep(base_url, names, args, goals=False)
+    rounds = await goal_rounds({"this": url, "baseline": base_url}, names, args)
+    return {
+        "points": base,
+        "goal_rounds": rounds,
+        "goals": {label: goal_ratios(r["median"]) for label, r in rounds.items()},
+        "this_over_baseline": {scenario: {level: points[scenario][level]["tokens_per_s"] / p["tokens_per_s"]
+                                          for level, p in levels.items()} for scenario, levels in base.items()},
+    }
 
 
 def main() -> None:
@@ -120,6 +150,8 @@ def main() -> None:
     ap.add_argument("--kv-cache", default="padded", help="the server's KV cache kind (default padded)")
     ap.add_argument("--dtype", help="the server's dtype (default: as stored, float32)")
     ap.add_argument("--skip-in-process", action="store_true", help="only the server sweeps")
+    ap.add_argument("--baseline", help="another source tree (e.g. `git worktree add /tmp/old REV`): its server "
+                                       "runs the same sweeps, and both run the goal rounds in turn")
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args()
 
@@ -131,8 +163,22 @@ def main() -> None:
         proc, url = start_server(model_dir, max(LEVELS), 4 * max(LEVELS), args.kv_cache, args.dtype)
         names = {b: f"elastic-{b!r}" for b in specs}
         print(f"server {url} ({model.num_parameters() / 1e6:.1f}M parameters)", flush=True)
+        baseline = None
         try:
             points = asyncio.run(sweep(url, names, args))
+            if args.baseline:
+                tree = Path(args.baseline).resolve()
+                base_proc, base_url = start_server(model_dir, max(LEVELS), 4 * max(LEVELS), args.kv_cache,
+                                                   args.dtype, tree)
+                try:
+                    print(f"baseline server {base_url} ({tree})", flush=True)
+                    baseline = asyncio.run(against_baseline(url, base_url, names, args, points))
+                    rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                                         capture_output=True, text=True, check=False).stdout.strip()
+                    baseline = {"tree": f"{tree.name}@{rev or 'unknown'}", **baseline}
+                finally:
+                    base_proc.send_signal(signal.SIGTERM)
+                    base_proc.wait(timeout=60)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -165,10 +211,14 @@ def main() -> None:
         "failures": sum(p["failures"] for k, s in points.items() if k != "goal_rounds" for p in s.values()),
         "mixed_up": sum(p["mixed_up"] for k, s in points.items() if k != "goal_rounds" for p in s.values()),
         "server_exit_code_after_sigterm": exit_code,
+        "baseline": baseline,
         "in_process": in_process,
         "machine": machine(),
     }
     path = write_json(args.out, payload)
+    if baseline:
+        print(f"against {baseline['tree']} (goal rounds in turn): {json.dumps(baseline['goals'])}; "
+              f"this / baseline: {json.dumps(baseline['this_over_baseline'])}")
     g = payload["goals"]
     print(f"x8 / x1 at 1.0: {g['concurrency8_over_1_at_budget_1.0']:.2f} (goal 4); 0.5 / 1.0 at x8: "
           f"{g['budget0.5_over_1.0_at_concurrency8']:.2f} (goal 1.6); failures {payload['failures']}, "

@@ -143,7 +143,7 @@ class Mamba2Mixer(nn.Module):
         rows = state if isinstance(state, MambaRows) else None
         g = self.num_groups
         lay = self._layout(width, head_dim, x.device)
-        h, p, inner, conv_dim, sel = lay
+        h, p, inner, _, sel = lay
         proj = sub_linear(x, self.in_proj, sel.in_proj, d)  # (B, T, 2I + 2GN + H)
         if rows is not None and rows.step.packed:  # x: (N, 1, d), the real tokens of a ragged step
             y, new_state = self._mix_packed(proj[:, 0], rows, lay, width, head_dim)
