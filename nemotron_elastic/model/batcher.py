@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config.spec import SubnetSpec
-from .batch_cache import BatchCache, PagePool, relayout
+from .batch_cache import KV_KINDS, BatchCache, PagePool, relayout
 from .decode import SequenceRequest, TokenEvent, sample_next
 from .masks import ElasticMasks
 
@@ -82,12 +82,8 @@ class ContinuousBatcher:
     def __init__(
         self, model: torch.nn.Module, kv_cache: str = "padded", prefill_chunk: int = 256, mixed: str = "group"
     ) -> None:
-        if prefill_chunk < 1:
-            raise ValueError(f"prefill_chunk: must be >= 1, got {prefill_chunk}")
-        if mixed not in MIXED:
-            raise ValueError(f"mixed: expected one of {', '.join(MIXED)}, got {mixed!r}")
+        self.check_options(kv_cache, prefill_chunk, mixed)
         self.mixed = mixed
-        model.new_batch_cache(0, kv_cache)  # refuses an unknown kind here, in one line
         self.model, self.kv_cache, self.prefill_chunk = model, kv_cache, prefill_chunk
         self._full = SubnetSpec.full(model.config)
         self.device = model.embeddings.weight.device
@@ -96,6 +92,16 @@ class ContinuousBatcher:
         self._cancelled: set[int] = set()
         self._finished_early: list[TokenEvent] = []
         self.prefill_tokens = 0  # prompt tokens of the last step's forward (tests, logs)
+
+    @staticmethod
+    def check_options(kv_cache: str, prefill_chunk: int, mixed: str) -> None:
+        """Refuse a bad option in one line (before any model is built)."""
+        if kv_cache not in KV_KINDS:
+            raise ValueError(f"kv cache kind: expected one of {', '.join(KV_KINDS)}, got {kv_cache!r}")
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk: must be >= 1, got {prefill_chunk}")
+        if mixed not in MIXED:
+            raise ValueError(f"mixed: expected one of {', '.join(MIXED)}, got {mixed!r}")
 
     # --- requests ----------------------------------------------------------------------------------------
     def submit(self, request: SequenceRequest) -> int:

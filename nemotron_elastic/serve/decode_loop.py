@@ -39,12 +39,22 @@ class Ticket:
 
 class DecodeLoop:
     """Args:
-        make_batcher: builds an empty ContinuousBatcher (again after a failed step).
+        load: builds the model, on the loop's thread (`model()` waits for it).
+        make_batcher: builds an empty ContinuousBatcher for the model (again after a failed step).
+
+    The model is loaded on the thread that decodes with it, so that this thread is the process' only one
+    running PyTorch's parallel (OpenMP) regions: decoding in a second thread after the first one ran them
+    (loading, casting to bfloat16) measured 1.4x slower for bfloat16 on this 2-core CPU (72 vs 102 tokens/s
+    for the 56M hybrid of benchmarks/serve_load.py, one row), while a thread that both loads and decodes runs
+    at the first thread's speed.
     """
 
-    def __init__(self, make_batcher: Callable[[], ContinuousBatcher]) -> None:
-        self._make = make_batcher
-        self.batcher = make_batcher()
+    def __init__(self, load: Callable[[], Any], make_batcher: Callable[[Any], ContinuousBatcher]) -> None:
+        self._load, self._make = load, make_batcher
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        self._model: Any = None
+        self.batcher: ContinuousBatcher | None = None
         self._cv = threading.Condition()
         self._inbox: list[Ticket] = []
         self._tickets: dict[int, Ticket] = {}
@@ -52,6 +62,13 @@ class DecodeLoop:
         self.snapshot = {"active": 0, "cache_bytes": 0}
         self._thread = threading.Thread(target=self._run, name="decode-loop", daemon=True)
         self._thread.start()
+
+    def model(self) -> Any:
+        """The loaded model (waits for it); the loading error, re-raised here, if loading failed."""
+        self._loaded.wait()
+        if self._load_error is not None:
+            raise self._load_error
+        return self._model
 
     def submit(self, request: SequenceRequest, cancel: threading.Event | None = None, events=None,
                row_cancel: threading.Event | None = None) -> Ticket:
@@ -77,6 +94,15 @@ class DecodeLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        try:
+            self._model = self._load()
+            self.batcher = self._make(self._model)
+        except BaseException as err:  # noqa: BLE001  handed to the caller of model()
+            self._load_error = err
+            self._closed = True
+            return
+        finally:
+            self._loaded.set()
         while True:
             with self._cv:
                 while not (self._inbox or self._tickets or self._closed):
@@ -102,7 +128,7 @@ class DecodeLoop:
             except Exception as err:  # noqa: BLE001  every request in flight learns it; the loop goes on
                 for ticket in self._tickets.values():
                     _deliver_error(ticket, err)
-                self._tickets, self.batcher = {}, self._make()
+                self._tickets, self.batcher = {}, self._make(self._model)
                 continue
             # before the events: a request that learns it finished sees itself gone from the snapshot
             self.snapshot = {"active": self.batcher.active, "cache_bytes": self.batcher.cache_bytes()}

@@ -94,18 +94,22 @@ class ManyInOneEngine:
         mixed: str = "widest",
     ) -> None:
         self.path = Path(path)
-        self.model = load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval()
         self.tokenizer = load_tokenizer(self.path)
         if self.tokenizer is None:
             raise ValueError(f"{self.path}: the checkpoint has no tokenizer; serving needs one")
+        ContinuousBatcher.check_options(kv_cache, prefill_chunk, mixed)  # bad options fail here, in one line
+        # the decoding thread loads the model itself (decode_loop.py says why)
+        self.loop = DecodeLoop(
+            lambda: load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval(),
+            lambda model: ContinuousBatcher(model, kv_cache, prefill_chunk, mixed),
+        )
+        self.model = self.loop.model()
         self.config = self.model.config
         self.device = torch.device(device)
         self.dtype = next(self.model.parameters()).dtype
         self.max_context = max_context or self.config.max_position_embeddings
         self.table = ModelTable(self.path, self.config, name)
         self.name, self.models = self.table.name, self.table.models
-        ContinuousBatcher(self.model, kv_cache, prefill_chunk, mixed)  # bad options fail here, in one line
-        self.loop = DecodeLoop(lambda: ContinuousBatcher(self.model, kv_cache, prefill_chunk, mixed))
         # One lock around every tokenizer call: transformers' fast tokenizers reconfigure state on the shared
         # Rust object per call, which can fail with "Already borrowed" under concurrent threads
         # (huggingface/tokenizers#537, transformers#47085). Calls are short next to a decoding step.
