@@ -9,7 +9,8 @@ the sub-model's own size. No weight is stored per budget, so serving three budge
 the parent plus the caches and the sliced forward's per-step temporaries (benchmarks/serve_memory.py
 measures it). A plain (non-elastic) model folder serves as one model.
 
-Every request in flight is decoded in one batch by one thread (`decode_loop.py` around model/batcher.py):
+Every request in flight is decoded in one batch by one thread (`decode_loop.py` around model/batcher.py),
+the thread that also loaded the model (decode_loop.py says why):
 requests join and leave the batch at every step, each stopping at EOS, a stop token id, a stop string or
 `max_new_tokens`, with its own sampling parameters and random generator. `stream` yields text deltas as
 they are produced and `generate` collects them; both may be called from any number of threads.
