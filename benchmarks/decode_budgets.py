@@ -97,6 +97,17 @@ def churn(model, cfg, tokens: int, repeats: int) -> dict[str, float]:
     return out
 
 
+def best_ms(run, repeats: int) -> float:
+    """The fastest of `repeats` calls of `run` after one warm-up, in milliseconds."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
 def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
     """ms of the budget-0.5 in_proj's kept rows times 1 / 8 rows, batched vs per run, per dtype (this tree)."""
     sys.path[:0] = [str(HERE.parent), str(HERE)]
@@ -122,14 +133,9 @@ def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
                     for layer in layers:
                         _linear_by_runs(x, layer, rows, spec.hidden, batched=batched)
                 with torch.no_grad():
-                    run()
-                    best = float("inf")
-                    for _ in range(5 * repeats):
-                        start = time.perf_counter()
-                        run()
-                        best = min(best, time.perf_counter() - start)
+                    ms = best_ms(run, 5 * repeats)
                 key = f"{str(dtype).split('.')[-1]} x{t}"
-                out.setdefault(key, {})["batched" if batched else "per_run"] = best * 1e3
+                out.setdefault(key, {})["batched" if batched else "per_run"] = ms
             out[key]["batched_over_per_run"] = out[key]["batched"] / out[key]["per_run"]
     return out
 
@@ -150,15 +156,7 @@ def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
                      "w_xt": lambda x=x, ws=weights: [(w @ x.t()).t().contiguous() for w in ws]}
             if rows == 1:
                 forms["mv"] = lambda x=x, ws=weights: [torch.mv(w, x[0]) for w in ws]
-            times = {}
-            for name, run in forms.items():
-                run()
-                best = float("inf")
-                for _ in range(5 * repeats):
-                    start = time.perf_counter()
-                    run()
-                    best = min(best, time.perf_counter() - start)
-                times[name] = best * 1e3
+            times = {name: best_ms(run, 5 * repeats) for name, run in forms.items()}
             times["w_xt_over_x_wt"] = times["w_xt"] / times["x_wt"]
             out.setdefault(str(dtype).split(".")[-1], {})[str(rows)] = times
     return out
