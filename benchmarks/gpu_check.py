@@ -8,7 +8,7 @@ benchmarks/results/gpu_check.md is rewritten. Stages:
     parity     CUDA vs CPU logits (fp32) of a tiny hybrid and a tiny Llama; bf16 vs fp32 loss
     scoring    importance scores and the depth search on the GPU against the CPU: fp32 within rounding,
                bf16 rankings with Spearman >= 0.99
-    serve      decode tokens/s per budget (the engine's generate, not HTTP)
+    serve      decode tokens/s per budget at 1 and 8 rows, and 8 staggered requests through the batcher
     pipeline   a SmolLM2-shaped random-init model: score -> short elastic run -> eval, on the GPU
     kernels    fused (fla-core) vs pure-PyTorch SSD: forward/backward parity, speed, peak memory, 4K-16K
                (fla-core 0.6 needs Triton >= 3.7.1 on Hopper for its backward, or tilelang)
@@ -302,17 +302,25 @@ def stage_scoring(device: torch.device, root: Path, sizes: dict) -> dict:
 
 
 def stage_serve(device: torch.device, sizes: dict) -> dict:
+    """Decoding tokens/s per budget at 1 and 8 rows (greedy `generate`), and 8 requests in flight through the
+    batcher with staggered lengths per budget and mixed (decode_budgets.py `churn`: packed ragged steps)."""
+    from decode_budgets import churn
+
     from nemotron_elastic.model.batcher import generate
 
     cfg = dataclasses.replace(get_preset("tiny-hybrid"), **sizes["model"])
     model = HybridLM(cfg).to(device=device, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    ids = torch.randint(0, cfg.vocab_size, (1, 32), device=device)
-    out = {}
-    for budget in (1.0, 0.75, 0.5):
-        spec = spec_at_ratio(cfg, budget)
-        seconds = timed(device, lambda spec=spec: generate(model, ids, sizes["decode"], subnet=spec), repeats=1)
-        out[str(budget)] = sizes["decode"] / seconds
-    return {"decode_tokens_per_s": out}
+    model.eval()
+    out: dict[str, dict[str, float]] = {"decode_tokens_per_s": {}, "decode8_tokens_per_s": {}}
+    for rows, key in ((1, "decode_tokens_per_s"), (8, "decode8_tokens_per_s")):
+        ids = torch.randint(0, cfg.vocab_size, (rows, 32), device=device)
+        for budget in (1.0, 0.75, 0.5):
+            spec = spec_at_ratio(cfg, budget)
+            seconds = timed(device, lambda spec=spec, ids=ids: generate(model, ids, sizes["decode"], subnet=spec),
+                            repeats=1)
+            out[key][str(budget)] = rows * sizes["decode"] / seconds
+    out["churn8_tokens_per_s"] = churn(model, cfg, max(8, sizes["decode"] // 4), 1)
+    return out
 
 
 FULL = {"model": {"hidden_size": 2048, "pattern": "M-M*M-M-M*M-M-M*M-M-M*M-M-M-M*M-", "intermediate_size": 8192,
