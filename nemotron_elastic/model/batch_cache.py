@@ -91,12 +91,12 @@ class BatchCache:
         counts = counts.to(device=self.lengths.device, dtype=torch.long)
         if counts.shape != self.lengths.shape:
             raise ValueError(f"counts: expected {tuple(self.lengths.shape)} (one per row), got {tuple(counts.shape)}")
-        if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > width):
+        low, high = (int(counts.min()), int(counts.max())) if counts.numel() else (width, 0)
+        if low < 0 or high > width:
             raise ValueError(f"counts: every row feeds 0 .. {width} tokens, got {counts.tolist()}")
         if self.kind == "paged":
             self._reserve(self.lengths + counts)
-        ragged = counts.numel() > 0 and int(counts.min()) < width  # padding exists
-        return RowStep(self.lengths.clone(), counts, width, packed=pack and ragged)
+        return RowStep(self.lengths.clone(), counts, width, packed=pack and low < width)  # padding exists
 
     def advance(self, step: RowStep) -> None:
         """Count the step's tokens as seen (called by the forward after every layer ran)."""

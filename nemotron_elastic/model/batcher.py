@@ -188,11 +188,13 @@ class ContinuousBatcher:
         """Waiting requests join the cache while this step's prompt tokens stay within prefill_chunk (the
         rows already prefilling come first; only the last row of a step can be cut short, so every
         prefilling row gets tokens each step)."""
-        budget = self.prefill_chunk - sum(len(r.request.prompt) - r.fed for r in group.prefilling())
+        prefilling = group.prefilling()
+        budget = self.prefill_chunk - sum(len(r.request.prompt) - r.fed for r in prefilling)
         admitted = 0
-        while group.waiting and (budget > 0 or not group.prefilling()):
+        while group.waiting and (budget > 0 or not prefilling):
             row = group.waiting.pop(0)
             group.rows.append(row)
+            prefilling.append(row)
             budget -= len(row.request.prompt)
             admitted += 1
         if admitted:

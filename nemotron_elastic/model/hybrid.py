@@ -241,7 +241,7 @@ class HybridLM(nn.Module):
                 if state is None:
                     state = self._empty_state(block, bsz, h, masks, layer)
             if recompute and i % checkpoint_every == 0:
-                h, state = checkpoint(block, h, rope, state, masks, layer, use_reentrant=False)
+                h, state = checkpoint(block, h, rope, state, layer_masks, layer, use_reentrant=False)
             else:
                 h, state = block(h, rope, state, layer_masks, layer)
             if isinstance(state, MambaRows):

@@ -8,7 +8,6 @@ meta device and then materialised (`to_empty`) all take their values here; impor
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,13 +15,10 @@ from torch import nn
 from .mamba2 import Mamba2Mixer
 from .norm import RMSNorm
 
-if TYPE_CHECKING:
-    from .hybrid import HybridLM
-
 
 @torch.no_grad()
-def init_weights(model: HybridLM, generator: torch.Generator | None = None) -> None:
-    """Initialise every tensor of `model` (the one place weights are initialised), from `generator`.
+def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Initialise every tensor of `model`, a HybridLM (the one place weights are initialised), from `generator`.
 
     | tensor                                  | init                                                 |
     |-----------------------------------------|------------------------------------------------------|

@@ -17,6 +17,7 @@ Official implementation: mamba_ssm `modules/mamba2_simple.py`; transformers `Nem
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -225,7 +226,7 @@ class Mamba2Mixer(nn.Module):
         step = rows.step
         state = rows.state or self.empty_state(step.counts.shape[0], proj.dtype, proj.device, width, head_dim)
         counts = step.counts.tolist()
-        starts = [sum(counts[:b]) for b in range(len(counts))]
+        starts = [0, *itertools.accumulate(counts)][:-1]
         y = proj.new_empty(proj.shape[0], lay.heads, lay.head_dim)  # (N, H, P)
         ones = [b for b, c in enumerate(counts) if c == 1]
         parts = [(ones, [starts[b] for b in ones])] if ones else []
