@@ -14,9 +14,12 @@ as the server runs them (`churn`). No HTTP and no load generator: what the model
 
 `runs_matmul` (this tree only): a sliced Mamba in_proj of that sub-model (4 runs of kept rows) at 1 and 8
 rows, as one batched matmul on the strided weight blocks versus one 2-D matmul per run (model/layout.py
-`_each_run`, the CPU's choice), in float32 and bfloat16, milliseconds over 12 layers' weights.
-`few_rows` (this tree only): 1..8 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype,
-and one row as torch.mv (model/layout.py `FEW_ROWS`, `VECTOR_DTYPES`).
+`_each_run`, the CPU's torch form) versus (float32) one kernel call for every run, in float32 and bfloat16,
+milliseconds over 12 layers' weights.
+`few_rows` (this tree only): 1..16 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype,
+one row as torch.mv, and float32 with the few-rows kernel (model/layout.py `FEW_ROWS`, `VECTOR_DTYPES`,
+`KERNEL_MIN_ROWS`; model/cpu_kernels.py). `--without-kernel` adds the last tree run again with the kernel
+switched off (NEMOTRON_ELASTIC_CPU_KERNELS=0): the kernel's share of the tokens/s, side by side.
 
 Writes benchmarks/results/decode_budgets.json (one entry per --dtype; the others are kept).
 """
@@ -109,12 +112,15 @@ def best_ms(run, repeats: int) -> float:
 
 
 def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
-    """ms of the budget-0.5 in_proj's kept rows times 1 / 8 rows, batched vs per run, per dtype (this tree)."""
+    """ms of the budget-0.5 in_proj's kept rows times 1 / 8 rows over 12 layers' weights (this tree): torch's
+    products as one batched matmul per progression or one matmul per run, and (float32, when built) the
+    few-rows kernel's one call for every run."""
     sys.path[:0] = [str(HERE.parent), str(HERE)]
     import torch
     from serve_memory import bench_config
 
-    from nemotron_elastic.model.layout import _linear_by_runs, kept, mamba_indices
+    from nemotron_elastic.model import cpu_kernels
+    from nemotron_elastic.model.layout import _linear_by_runs, _runs_matmul, kept, mamba_indices
     from nemotron_elastic.subnet.uniform import spec_for_budget
 
     cfg = bench_config(hidden, 1, 4096)
@@ -128,36 +134,45 @@ def runs_matmul(hidden: int, repeats: int) -> dict[str, dict[str, float]]:
                   for _ in range(12)]  # 12 weights: more than the caches hold, as in a model
         for t in (1, 8):
             x = torch.randn(t, spec.hidden, dtype=dtype)
-            for batched in (True, False):
-                def run(batched=batched, x=x, layers=layers):
-                    for layer in layers:
-                        _linear_by_runs(x, layer, rows, spec.hidden, batched=batched)
-                with torch.no_grad():
-                    ms = best_ms(run, 5 * repeats)
-                key = f"{str(dtype).split('.')[-1]} x{t}"
-                out.setdefault(key, {})["batched" if batched else "per_run"] = ms
+            key = f"{str(dtype).split('.')[-1]} x{t}"
+            forms = {"batched": lambda x=x, ls=layers: [_runs_matmul(x, w, rows, spec.hidden, True) for w in ls],
+                     "per_run": lambda x=x, ls=layers: [_runs_matmul(x, w, rows, spec.hidden, False) for w in ls]}
+            if dtype == torch.float32 and cpu_kernels.library() is not None:
+                forms["kernel"] = lambda x=x, ls=layers: [_linear_by_runs(x, w, rows, spec.hidden) for w in ls]
+            with torch.no_grad():
+                out[key] = {name: best_ms(run, 5 * repeats) for name, run in forms.items()}
             out[key]["batched_over_per_run"] = out[key]["batched"] / out[key]["per_run"]
+            if "kernel" in out[key]:
+                out[key]["kernel_over_per_run"] = out[key]["kernel"] / out[key]["per_run"]
     return out
 
 
 def few_rows(repeats: int) -> dict[str, dict[str, dict[str, float]]]:
-    """ms of 1..8 rows times 12 weights of 3264 x 1088 (more than the caches hold, as in a model), as
-    x @ W^T (F.linear), as W @ x^T and (one row) as torch.mv, per dtype: where model/layout.py `FEW_ROWS`
-    and `VECTOR_DTYPES` come from."""
+    """ms of 1..16 rows times 12 weights of 3264 x 1088 (more than the caches hold, as in a model), as
+    x @ W^T (F.linear), as W @ x^T, (one row) as torch.mv and (float32, when built) with the few-rows kernel
+    (model/cpu_kernels.py), per dtype: where model/layout.py `FEW_ROWS`, `VECTOR_DTYPES` and
+    `KERNEL_MIN_ROWS` come from."""
     import torch
     import torch.nn.functional as F
+
+    from nemotron_elastic.model import cpu_kernels
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for dtype in (torch.float32, torch.bfloat16):
         weights = [torch.randn(3264, 1088).to(dtype) for _ in range(12)]
-        for rows in range(1, 9):
+        for rows in range(1, 17):
             x = torch.randn(rows, 1088).to(dtype)
             forms = {"x_wt": lambda x=x, ws=weights: [F.linear(x, w) for w in ws],
                      "w_xt": lambda x=x, ws=weights: [(w @ x.t()).t().contiguous() for w in ws]}
             if rows == 1:
                 forms["mv"] = lambda x=x, ws=weights: [torch.mv(w, x[0]) for w in ws]
-            times = {name: best_ms(run, 5 * repeats) for name, run in forms.items()}
+            if dtype == torch.float32 and cpu_kernels.library() is not None:
+                forms["kernel"] = lambda x=x, ws=weights: [cpu_kernels.few_rows(x, w) for w in ws]
+            with torch.no_grad():
+                times = {name: best_ms(run, 5 * repeats) for name, run in forms.items()}
             times["w_xt_over_x_wt"] = times["w_xt"] / times["x_wt"]
+            if "kernel" in times:
+                times["kernel_over_best_torch"] = times["kernel"] / min(times["x_wt"], times["w_xt"])
             out.setdefault(str(dtype).split(".")[-1], {})[str(rows)] = times
     return out
 
@@ -172,6 +187,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="the model's dtype")
     ap.add_argument("--rounds", type=int, default=1, help="the trees in turn this many times (best of all: "
                                                            "this VM's speed drifts between processes)")
+    ap.add_argument("--without-kernel", action="store_true", help="also the last tree with "
+                    "NEMOTRON_ELASTIC_CPU_KERNELS=0 (torch's products instead of the few-rows kernel)")
     ap.add_argument("--out", default=str(HERE / "results" / "decode_budgets.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure this tree, print JSON
     args = ap.parse_args()
@@ -182,20 +199,24 @@ def main() -> None:
     for tree in trees:
         if not (tree / "nemotron_elastic").is_dir():
             ap.error(f"--tree: {tree} holds no nemotron_elastic/ package")
-    best: dict[Path, dict[str, float]] = {tree: {} for tree in trees}
+    # (tree, kernel switched off?): this tree also without the few-rows kernel, with --without-kernel
+    variants = [(tree, False) for tree in trees] + ([(trees[-1], True)] if args.without_kernel else [])
+    best: dict[tuple[Path, bool], dict[str, float]] = {v: {} for v in variants}
     for _ in range(args.rounds):
-        for tree in trees:
+        for tree, off in variants:
             cmd = [sys.executable, __file__, "--child", str(tree), "--hidden", str(args.hidden),
                    "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--dtype", args.dtype]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree)
+            env = {**os.environ, "NEMOTRON_ELASTIC_CPU_KERNELS": "0"} if off else None
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree, env=env)
             for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
-                best[tree][key] = max(value, best[tree].get(key, 0.0))
+                best[(tree, off)][key] = max(value, best[(tree, off)].get(key, 0.0))
     results = {}
-    for tree in trees:
+    for tree, off in variants:
         rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=False).stdout.strip() or "unknown"
-        speeds = best[tree]
-        results[f"{tree.name}@{rev}"] = {
+        speeds = best[(tree, off)]
+        label = f"{tree.name}@{rev}" + (" without the kernel" if off else "")
+        results[label] = {
             "tokens_per_s": speeds,
             "x8_over_x1_at_1": speeds["x8@1"] / speeds["x1@1"],
             "budget0.5_over_1_at_x8": speeds["x8@0.5"] / speeds["x8@1"],
@@ -203,7 +224,7 @@ def main() -> None:
             "churn8_over_x1_at_1": speeds["churn8@1"] / speeds["x1@1"],
             "churn8_budget0.5_over_1": speeds["churn8@0.5"] / speeds["churn8@1"],
         }
-        print(tree, json.dumps(results[f"{tree.name}@{rev}"]), flush=True)
+        print(label, json.dumps(results[label]), flush=True)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
     record = {"benchmark": "decode_budgets", "hidden": args.hidden, "tokens": args.tokens, "repeats": args.repeats,

@@ -15,11 +15,14 @@ One place for the layout rules, shared by the elastic forward (`model/`), the st
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import cpu_kernels
 
 Run = tuple[int, int, int, int]  # (start, length, count, step): `count` runs of `length` units, `step` apart
 
@@ -127,6 +130,10 @@ SMALL_BATCH_TOKENS = 64
 FEW_ROWS = {torch.float32: (4, 64), torch.bfloat16: (2, 64)}  # rows; other dtypes: F.linear
 MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements
 VECTOR_DTYPES = (torch.bfloat16,)  # one row: torch.mv on a contiguous weight of MIN_WEIGHT+ elements
+# float32 rows from here up to cpu_kernels.MAX_ROWS go to the few-rows kernel when it is built (sliced layers
+# at any row count: one call for all their runs). One row of a whole weight stays with BLAS's matrix-vector
+# product, as fast (benchmarks/decode_budgets.py `few_rows`).
+KERNEL_MIN_ROWS = 2
 
 
 def _few_rows_form(x: torch.Tensor, rows: int, weight: torch.Tensor) -> str:
@@ -149,6 +156,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     rounding (another summation order), as any change of batch shape gives.
     """
     rows = x.numel() // max(1, x.shape[-1])
+    if rows >= KERNEL_MIN_ROWS and cpu_kernels.applies(x, weight, rows):
+        out = cpu_kernels.few_rows(x.reshape(rows, x.shape[-1]), weight, bias)
+        return out.view(*x.shape[:-1], weight.shape[0])
     form = _few_rows_form(x, rows, weight)
     if form == "linear":
         return F.linear(x, weight, bias)
@@ -199,6 +209,21 @@ def _runs(sel: Select) -> tuple[Run, ...]:
     return (sel if isinstance(sel, Kept) else kept(sel)).runs
 
 
+def _index(sel: torch.Tensor | Kept) -> torch.Tensor:
+    return sel.index if isinstance(sel, Kept) else sel
+
+
+@lru_cache(maxsize=4096)
+def _segments(runs: tuple[Run, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Column runs -> the kernel's segments: (weight column, x column, length) per contiguous run."""
+    out, offset = [], 0
+    for start, length, count, step in runs:
+        for i in range(count):
+            out.append((start + i * step, offset, length))
+            offset += length
+    return tuple(out)
+
+
 def _each_run(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run) -> torch.Tensor:
     """`_run_matmul` on a CPU: one 2-D matmul per (row run, column run) pair on a view of the weight.
 
@@ -241,11 +266,23 @@ def _run_matmul(x: torch.Tensor, weight: torch.Tensor, rows: Run, cols: Run, bat
 def _linear_by_runs(
     x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select, batched: bool | None = None
 ) -> torch.Tensor:
-    """`sub_linear` on views of the weight (the decoding path): per pair of row and column progressions, one
-    batched matmul (`batched`; default: on an accelerator, one launch per progression) or one 2-D matmul
-    per run (default on a CPU, see `_each_run`). x: (..., len(cols)) -> (..., len(rows))."""
+    """`sub_linear` on views of the weight (the decoding path). On a CPU, float32: one call of the few-rows
+    kernel for every run (model/cpu_kernels.py) when it is built; otherwise `_runs_matmul`.
+    x: (..., len(cols)) -> (..., len(rows))."""
     batched = x.device.type != "cpu" if batched is None else batched
     flat = x.reshape(-1, x.shape[-1])
+    if not batched and cpu_kernels.applies(flat, layer.weight, flat.shape[0]):
+        weight, index = (layer.weight[:rows], None) if isinstance(rows, int) else (layer.weight, _index(rows))
+        out = cpu_kernels.few_rows(flat, weight, layer.bias, index, _segments(_runs(cols)))
+    else:
+        out = _runs_matmul(flat, layer, rows, cols, batched)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _runs_matmul(flat: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select, batched: bool) -> torch.Tensor:
+    """torch's products over the runs: per pair of row and column progressions, one batched matmul
+    (`batched`: an accelerator's choice, one launch per progression) or one 2-D matmul per run (a CPU's, see
+    `_each_run`). flat: (T, len(cols)) -> (T, len(rows))."""
     col_runs, outs = _runs(cols), []
     for rr in _runs(rows):
         acc, offset = None, 0
@@ -255,9 +292,7 @@ def _linear_by_runs(
             acc, offset = part if acc is None else acc + part, offset + width
         outs.append(acc)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-    if layer.bias is not None:
-        out = out + _take(layer.bias, 0, rows)
-    return out.view(*x.shape[:-1], out.shape[-1])
+    return out if layer.bias is None else out + _take(layer.bias, 0, rows)
 
 
 def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) -> torch.Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .norm import (
     compute_dtype,  # half-precision inputs are scanned in float32: decays and state sums need the range
 )
@@ -167,7 +168,8 @@ def ssd_step(
         D: (h,) skip connection, or None.
         inplace: update `state` in place (when it is in the compute dtype) and return it: the state is the
             largest tensor of a decoding step (h * p * n per row), and not materialising the update and a new
-            state halves the memory traffic of a batched step (benchmarks/serve_load.py).
+            state halves the memory traffic of a batched step (benchmarks/serve_load.py). A float32 state on
+            a CPU is then read and written once by the `ssm_step` kernel (model/cpu_kernels.py) when built.
 
     Returns:
         y (b, h, p) in x.dtype and the new state (b, h, p, n) in the compute dtype.
@@ -176,6 +178,8 @@ def ssd_step(
     g, n = B.shape[-2:]
     r = h // g
     cd = compute_dtype(x.dtype)
+    if inplace and state.dtype == cd and cpu_kernels.ssm_step_applies(state):  # one pass over the state
+        return cpu_kernels.ssm_step(state, x, dt, A, B, C, D).to(x.dtype), state
     x_c, dt_c, B_c, C_c = (t.to(cd) for t in (x, dt, B, C))
     decay = (dt_c * A.to(cd)).exp()  # (b, h)
     xdt = (x_c * dt_c[..., None]).view(b, g, r, p)  # (b, g, r, p)

@@ -30,6 +30,7 @@ import torch
 from ..checkpoint.load import load_model
 from ..config.spec import SubnetSpec
 from ..io import load_tokenizer
+from ..model import cpu_kernels
 from ..model.batcher import ContinuousBatcher, SequenceRequest
 from ..subnet.cost import cache_profile, predicted_memory
 from .decode_loop import DecodeLoop
@@ -37,6 +38,15 @@ from .memory import process_rss_bytes, weight_bytes
 from .model_table import ModelTable, ServedModel
 from .request_stream import GenerationStats, RequestStream, StreamEvent
 from .text import chat_prompt_text
+
+
+def _load(path: Path, dtype: torch.dtype | str | None, device: torch.device | str) -> torch.nn.Module:
+    """The served model, in eval mode without grad; on a CPU the decoding kernels are built now (once per
+    machine, about a second) rather than at the first request (model/cpu_kernels.py)."""
+    model = load_model(path, dtype=dtype, device=device).requires_grad_(False).eval()
+    if torch.device(device).type == "cpu":
+        cpu_kernels.library()
+    return model
 
 
 class ContextLengthError(ValueError):
@@ -101,7 +111,7 @@ class ManyInOneEngine:
         ContinuousBatcher.check_options(kv_cache, prefill_chunk, mixed)  # bad options fail here, in one line
         # the decoding thread loads the model itself (decode_loop.py says why)
         self.loop = DecodeLoop(
-            lambda: load_model(self.path, dtype=dtype, device=device).requires_grad_(False).eval(),
+            lambda: _load(self.path, dtype, device),
             lambda model: ContinuousBatcher(model, kv_cache, prefill_chunk, mixed),
         )
         self.model = self.loop.model()

@@ -10,16 +10,18 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.model.layout import FEW_ROWS, MIN_WEIGHT, Linear, linear
+from nemotron_elastic.model import cpu_kernels
+from nemotron_elastic.model.layout import FEW_ROWS, KERNEL_MIN_ROWS, MIN_WEIGHT, Linear, linear
 
 
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 72), k=st.sampled_from([4, 37, 1024]), lead=st.integers(1, 3), bias=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed: int) -> None:
-    """float32: (W @ x^T)^T exactly where the few-rows path applies (rows in FEW_ROWS, weight of MIN_WEIGHT+
-    elements), F.linear exactly elsewhere, and F.linear's values within rounding everywhere; float64 (any
-    shape) and rows spread over leading dims give the same."""
+    """float32: the few-rows kernel exactly where it is built and takes the rows (KERNEL_MIN_ROWS to
+    cpu_kernels.MAX_ROWS), else (W @ x^T)^T exactly where the few-rows form applies (rows in FEW_ROWS, weight
+    of MIN_WEIGHT+ elements), F.linear exactly elsewhere, and F.linear's values within rounding everywhere;
+    float64 (any shape) and rows spread over leading dims give the same."""
     g = torch.Generator().manual_seed(seed)
     n = MIN_WEIGHT[torch.float32] // k + 3 if k == 1024 else 29  # the large weight is just over MIN_WEIGHT
     x = torch.randn(lead, rows, k, generator=g, dtype=torch.float64)
@@ -31,7 +33,10 @@ def test_linear_matches_f_linear(rows: int, k: int, lead: int, bias: bool, seed:
         low, high = FEW_ROWS[torch.float32]
         fast = low <= lead * rows <= high and w.numel() >= MIN_WEIGHT[torch.float32]
         flat = x32.reshape(-1, k)
-        if fast:
+        kernel = cpu_kernels.library() is not None and KERNEL_MIN_ROWS <= lead * rows <= cpu_kernels.MAX_ROWS
+        if kernel:
+            expected = cpu_kernels.few_rows(flat, w32, b32).reshape(lead, rows, n)
+        elif fast:
             plain = w32 @ flat.t() if b32 is None else torch.addmm(b32[:, None], w32, flat.t())
             expected = plain.t().reshape(lead, rows, n)
         else:
@@ -68,7 +73,8 @@ def test_bfloat16_path(rows: int, view: bool, bias: bool) -> None:
 
 
 def test_fast_path_only_without_grad() -> None:
-    """With grad the layer is F.linear (gradients as usual); a non-contiguous input works on the fast path."""
+    """With grad the layer is F.linear (gradients as usual); a non-contiguous input works on the fast paths
+    (the kernel's, and W @ x^T from more rows than the kernel takes)."""
     w = torch.randn(MIN_WEIGHT[torch.float32] // 512, 512, requires_grad=True)
     x = torch.randn(FEW_ROWS[torch.float32][0], 512)
     y = linear(x, w)
@@ -76,8 +82,9 @@ def test_fast_path_only_without_grad() -> None:
     y.sum().backward()
     torch.testing.assert_close(w.grad, x.sum(0).expand_as(w))
     with torch.no_grad():
-        strided = torch.randn(8, 512 * 3)[:, ::3]  # (8, 512), not contiguous
-        torch.testing.assert_close(linear(strided, w), F.linear(strided, w), rtol=1e-5, atol=1e-4)
+        for rows in (8, 40):
+            strided = torch.randn(rows, 512 * 3)[:, ::3]  # (rows, 512), not contiguous
+            torch.testing.assert_close(linear(strided, w), F.linear(strided, w), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("rows", [1, 8])

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * CPU decoding kernels (model/cpu_kernels.py builds and loads this file on first use; optional).
+ *
+ * 1. ne_few_rows_f32, a few-rows matrix product:
+ *
+ *   y[m, n] = bias[rows[n]] + sum over segments s, j < len[s] of x[m, xoff[s] + j] * w[rows[n], woff[s] + j]
+ *
+ * for m < M (a few decoding rows), n < N: a linear layer restricted to kept weight rows (`rows`, NULL for
+ * 0..N-1) and kept column segments (runs of kept input units), read in place from the parent's weight: no
+ * gathered copy, one call for every run of a sliced layer. Float32 in, float32 accumulation.
+ * Why: with 2 to 16 rows, the BLAS GEMMs on this kind of CPU run far below the memory bandwidth that one
+ * row reaches (benchmarks/decode_budgets.py `few_rows`), while decoding is meant to be bound by reading the
+ * weights once per step. Each pair of weight rows is read once and dotted with up to 8 input rows held in
+ * L1 (16 accumulators in AVX-512 registers).
+ *
+ * 2. ne_ssm_step_f32, one recurrent Mamba2 step with the state updated in one pass (below).
+ *
+ * Both split their work across the OpenMP threads of the process: torch's own runtime (the same libgomp
+ * is already loaded when this library is), so torch.set_num_threads applies.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+/* Weight floats read ahead of use: 1 KB, about 10-15% faster than the hardware prefetcher alone at 8 rows
+ * (prefetches never fault, so reading past a row's end is harmless). */
+#define PREFETCH 256
+
+#define SEGMENT_LOOP(MB)                                                                            \
+    for (int64_t s = 0; s < S; s++) {                                                               \
+        const float* p0 = w0 + woff[s];                                                             \
+        const float* p1 = w1 + woff[s];                                                             \
+        const float* xs = x + xoff[s];                                                              \
+        const int64_t K = len[s];                                                                   \
+        int64_t k = 0;                                                                              \
+        for (; k + 16 <= K; k += 16) { /* plain loads: the FMAs take x straight from memory */      \
+            _mm_prefetch((const char*)(p0 + k + PREFETCH), _MM_HINT_T0);                            \
+            _mm_prefetch((const char*)(p1 + k + PREFETCH), _MM_HINT_T0);                            \
+            const __m512 v0 = _mm512_loadu_ps(p0 + k);                                              \
+            const __m512 v1 = _mm512_loadu_ps(p1 + k);                                              \
+            for (int m = 0; m < MB; m++) {                                                          \
+                const __m512 xv = _mm512_loadu_ps(xs + m * ldx + k);                                \
+                a0[m] = _mm512_fmadd_ps(xv, v0, a0[m]);                                             \
+                a1[m] = _mm512_fmadd_ps(xv, v1, a1[m]);                                             \
+            }                                                                                       \
+        }                                                                                           \
+        if (k < K) { /* the segment's last K % 16 columns, masked */                                \
+            const __mmask16 t = (__mmask16)((1u << (K - k)) - 1);                                   \
+            const __m512 v0 = _mm512_maskz_loadu_ps(t, p0 + k);                                     \
+            const __m512 v1 = _mm512_maskz_loadu_ps(t, p1 + k);                                     \
+            for (int m = 0; m < MB; m++) {                                                          \
+                const __m512 xv = _mm512_maskz_loadu_ps(t, xs + m * ldx + k);                       \
+                a0[m] = _mm512_fmadd_ps(xv, v0, a0[m]);                                             \
+                a1[m] = _mm512_fmadd_ps(xv, v1, a1[m]);                                             \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+/* Two weight rows (w0, w1) against MB input rows -> out0[m * ldy], out1[m * ldy]. */
+#define DEF_BLOCK(MB)                                                                               \
+    static void block_##MB(const float* x, int64_t ldx, const float* w0, const float* w1,          \
+                           const int64_t* woff, const int64_t* xoff, const int64_t* len, int64_t S, \
+                           float* out0, float* out1, int64_t ldy, float b0, float b1) {             \
+        __m512 a0[MB], a1[MB];                                                                      \
+        for (int m = 0; m < MB; m++) {                                                              \
+            a0[m] = _mm512_setzero_ps();                                                            \
+            a1[m] = _mm512_setzero_ps();                                                            \
+        }                                                                                           \
+        SEGMENT_LOOP(MB)                                                                            \
+        for (int m = 0; m < MB; m++) {                                                              \
+            out0[m * ldy] = b0 + _mm512_reduce_add_ps(a0[m]);                                       \
+            out1[m * ldy] = b1 + _mm512_reduce_add_ps(a1[m]);                                       \
+        }                                                                                           \
+    }
+
+DEF_BLOCK(8)
+DEF_BLOCK(4)
+DEF_BLOCK(2)
+DEF_BLOCK(1)
+
+#define DISPATCH(MB, O0, O1, LD)                                                                    \
+    switch (MB) {                                                                                   \
+        case 8: block_8(xm, ldx, w0, w1, woff, xoff, len, S, O0, O1, LD, b0, b1); break;           \
+        case 4: block_4(xm, ldx, w0, w1, woff, xoff, len, S, O0, O1, LD, b0, b1); break;           \
+        case 2: block_2(xm, ldx, w0, w1, woff, xoff, len, S, O0, O1, LD, b0, b1); break;           \
+        default: block_1(xm, ldx, w0, w1, woff, xoff, len, S, O0, O1, LD, b0, b1);                  \
+    }
+
+/* 1 when this CPU runs the AVX-512 code above (built with -march=native, so a CPU without AVX-512 fails at
+ * the compile already; the caller checks this too before the first product). */
+int ne_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+}
+
+void ne_few_rows_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, const int64_t* rows,
+                     const float* bias, const int64_t* woff, const int64_t* xoff, const int64_t* len,
+                     int64_t S, float* y, int64_t ldy, int64_t M, int64_t N) {
+    int64_t width = 0;
+    for (int64_t s = 0; s < S; s++) width += len[s];
+    const int64_t pairs = (N + 1) / 2;
+    /* threads only where the work pays for waking them (a few microseconds) */
+    #pragma omp parallel for schedule(static) if (M * N * width >= (1 << 16))
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t n = 2 * p;
+        const int two = n + 1 < N;
+        const int64_t r0 = rows ? rows[n] : n;
+        const int64_t r1 = two ? (rows ? rows[n + 1] : n + 1) : r0;
+        const float* w0 = w + r0 * ldw;
+        const float* w1 = w + r1 * ldw;
+        const float b0 = bias ? bias[r0] : 0.0f;
+        const float b1 = bias ? bias[r1] : 0.0f;
+        for (int64_t m0 = 0; m0 < M;) {
+            const int64_t left = M - m0;
+            const int mb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            const float* xm = x + m0 * ldx;
+            float* out = y + m0 * ldy + n;
+            if (two) {
+                DISPATCH(mb, out, out + 1, ldy);
+            } else { /* an odd last row: its partner's results are computed and dropped */
+                float lone[8], spill[8];
+                DISPATCH(mb, lone, spill, 1);
+                for (int m = 0; m < mb; m++) out[m * ldy] = lone[m];
+            }
+            m0 += mb;
+        }
+    }
+}
+
+/* One recurrent Mamba2 step for a batch of rows, the state updated in place in one pass over it
+ * (model/ssd.py `ssd_step` does the same in three: decay, add the input, read out):
+ *
+ *   state[b, h] = exp(dt[b, h] * A[h]) * state[b, h] + dt[b, h] * x[b, h] B[b, h / r]^T   (p x n)
+ *   y[b, h]     = state[b, h] C[b, h / r] + D[h] * x[b, h]                                (p)
+ *
+ * with r = heads / groups heads per B/C group. state: (rows, heads, p, n) contiguous float32; x rows at
+ * stride ldx (heads * p contiguous), B / C rows at stride ldbc (groups * n contiguous), dt rows at stride
+ * lddt; D may be NULL. y: (rows, heads, p) contiguous. Rows x heads are split across the OpenMP threads. */
+void ne_ssm_step_f32(float* state, const float* x, int64_t ldx, const float* dt, int64_t lddt, const float* A,
+                     const float* B, const float* C, int64_t ldbc, const float* D, float* y, int64_t rows,
+                     int64_t heads, int64_t p, int64_t n, int64_t groups) {
+    const int64_t r = heads / groups;
+    #pragma omp parallel for schedule(static) if (rows * heads * p * n >= (1 << 15))
+    for (int64_t bh = 0; bh < rows * heads; bh++) {
+        const int64_t b = bh / heads, hh = bh % heads, gg = hh / r;
+        const float step = dt[b * lddt + hh];
+        const float decay = expf(step * A[hh]);
+        const float skip = D ? D[hh] : 0.0f;
+        const float* bv = B + b * ldbc + gg * n;
+        const float* cv = C + b * ldbc + gg * n;
+        const float* xv = x + b * ldx + hh * p;
+        float* s = state + bh * p * n;
+        float* out = y + bh * p;
+        for (int64_t i = 0; i < p; i++) {
+            const float u = step * xv[i];
+            float acc = 0.0f;
+            float* row = s + i * n;
+            #pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n; j++) {
+                const float v = row[j] * decay + u * bv[j];
+                row[j] = v;
+                acc += v * cv[j];
+            }
+            out[i] = acc + skip * xv[i];
+        }
+    }
+}

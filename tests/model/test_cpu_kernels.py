@@ -1,0 +1,243 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The CPU decoding kernels (model/cpu_kernels.py, csrc/decode.c): the few-rows product and the one-pass SSM
+step against float64 references on random shapes, runs and strided views; the build (cached, atomic,
+rebuilt when damaged, switched off by the environment); the paths that use them; and float32 decoding
+through them equal to the float64 full forward pass."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nemotron_elastic.model import cpu_kernels, layout
+from nemotron_elastic.model.layout import Kept, kept, sub_linear
+
+needs_kernel = pytest.mark.skipif(
+    cpu_kernels.library() is None, reason=f"kernel unavailable: {cpu_kernels.unavailable_reason()}"
+)
+
+
+def reference(x, weight, bias, rows, segments):
+    """float64 x @ weight[rows][:, columns]^T + bias[rows], columns in segment order."""
+    w = weight.double() if rows is None else weight.double()[rows]
+    cols = torch.cat([torch.arange(c, c + n) for c, _, n in segments]) if segments else torch.arange(0)
+    xs = torch.cat([torch.arange(o, o + n) for _, o, n in segments]) if segments else torch.arange(0)
+    out = x.double()[:, xs] @ w[:, cols].t()
+    if bias is not None:
+        out = out + (bias.double() if rows is None else bias.double()[rows])
+    return out
+
+
+@needs_kernel
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.integers(1, 16),
+    n_rows=st.integers(1, 40),
+    parent=st.tuples(st.integers(40, 60), st.integers(40, 90)),
+    cuts=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 35)), min_size=1, max_size=4),
+    use_rows=st.booleans(),
+    use_bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_float64_on_random_runs(m, n_rows, parent, cuts, use_rows, use_bias, seed):
+    g = torch.Generator().manual_seed(seed)
+    big = torch.randn(parent[0] + 5, parent[1] + 7, generator=g)
+    weight = big[3 : 3 + parent[0], 5 : 5 + parent[1]]  # a strided view: rows longer than the columns read
+    segments, offset = [], 0
+    for start, length in cuts:  # column runs in any order, possibly overlapping, some of odd length
+        start = min(start, parent[1] - 1)
+        length = min(length, parent[1] - start)
+        segments.append((start, offset, length))
+        offset += length
+    x = torch.randn(m, offset + 3, generator=g)[:, :offset]  # x rows with a stride too
+    rows = torch.randperm(parent[0], generator=g)[:n_rows] if use_rows else None
+    bias = torch.randn(parent[0], generator=g) if use_bias else None
+    got = cpu_kernels.few_rows(x, weight, bias, rows, tuple(segments))
+    want = reference(x, weight, bias, rows, segments)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    magnitude = reference(x.abs(), weight.abs(), None if bias is None else bias.abs(), rows, segments)
+    scale = 1 + (magnitude.max().item() if magnitude.numel() else 0.0)  # float32 rounding of |terms| summed
+    assert (got.double() - want).abs().max().item() <= 1e-6 * scale
+
+
+@needs_kernel
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 9, 16])
+def test_whole_weight_odd_sizes(m):
+    g = torch.Generator().manual_seed(m)
+    x, weight, bias = torch.randn(m, 1093, generator=g), torch.randn(37, 1093, generator=g), torch.randn(37)
+    got = cpu_kernels.few_rows(x, weight, bias)
+    torch.testing.assert_close(got.double(), x.double() @ weight.double().t() + bias.double(), rtol=1e-5,
+                               atol=1e-4)
+
+
+@needs_kernel
+def test_empty_shapes():
+    assert cpu_kernels.few_rows(torch.randn(0, 8), torch.randn(4, 8)).shape == (0, 4)
+    assert cpu_kernels.few_rows(torch.randn(3, 8), torch.randn(4, 8), rows=torch.arange(0)).shape == (3, 0)
+    bias = torch.randn(4)  # no columns: the bias alone
+    assert torch.equal(cpu_kernels.few_rows(torch.randn(2, 0), torch.randn(4, 8), bias, segments=()),
+                       bias.expand(2, 4))
+
+
+@needs_kernel
+def test_applies_only_to_float32_cpu_inference():
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    with torch.no_grad():
+        assert cpu_kernels.applies(x, w, 4)
+        assert not cpu_kernels.applies(x.double(), w.double(), 4)
+        assert not cpu_kernels.applies(x.bfloat16(), w.bfloat16(), 4)
+        assert not cpu_kernels.applies(x, w.t(), 4)  # columns not contiguous
+        assert not cpu_kernels.applies(x, w, cpu_kernels.MAX_ROWS + 1)
+    assert not cpu_kernels.applies(x, w, 4)  # grad on: training keeps torch's products
+
+
+@needs_kernel
+def test_layout_paths_use_it_and_agree_with_torch(monkeypatch):
+    """linear() and sub_linear() over kept runs go through the kernel (one call per sliced layer) and give
+    torch's values up to rounding."""
+    calls = []
+    real = cpu_kernels.few_rows
+    monkeypatch.setattr(cpu_kernels, "few_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer = torch.nn.Linear(48, 40)
+    rows = kept(torch.tensor([0, 1, 2, 10, 11, 12, 30, 31]))
+    cols = kept(torch.tensor([4, 5, 6, 7, 20, 21, 40, 41, 42]))
+    x = torch.randn(5, 9)
+    with torch.no_grad():
+        got = sub_linear(x, layer, rows, cols)
+        whole = layout.linear(torch.randn(6, 48), layer.weight, layer.bias)
+    assert len(calls) == 2 and whole.shape == (6, 40)
+    want = x.double() @ layer.weight.double()[rows.index][:, cols.index].t() + layer.bias.double()[rows.index]
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    prefix = sub_linear(x[:, :7].clone(), layer, 11, 7)  # prefixes: a view of the first rows, one segment
+    with torch.no_grad():
+        prefix_nograd = sub_linear(x[:, :7].clone(), layer, 11, 7)
+    torch.testing.assert_close(prefix_nograd, prefix.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_build_is_cached_and_atomic(tmp_path):
+    if cpu_kernels._compiler() is None:
+        pytest.skip("no C compiler")
+    compiler = cpu_kernels._compiler()
+    first = cpu_kernels.build(compiler, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert cpu_kernels.build(compiler, tmp_path) == first and first.stat().st_mtime_ns == stamp  # reused
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+
+
+@needs_kernel
+def test_damaged_library_is_rebuilt(tmp_path):
+    path = cpu_kernels.build(cpu_kernels._compiler(), tmp_path)
+    path.write_bytes(b"not a library")
+    lib = cpu_kernels.load(tmp_path)
+    assert lib.ne_supported() == 1 and path.stat().st_size > 1000
+
+
+def test_switched_off_by_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    with pytest.raises(RuntimeError, match="NEMOTRON_ELASTIC_CPU_KERNELS=0"):
+        cpu_kernels.load(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing built
+
+
+def test_failed_compile_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
+    monkeypatch.setattr(cpu_kernels, "_compiler", lambda: "false")
+    with pytest.raises(RuntimeError, match="false failed"):
+        cpu_kernels.load(tmp_path)
+    assert not list(tmp_path.iterdir())  # the temporary output is removed
+
+
+@needs_kernel
+@pytest.mark.parametrize("spec", [None, {"hidden": 24, "mlp": 32, "attention_heads": 2, "mamba_heads": 3,
+                                         "mamba_head_dim": 3, "layers": [0, 1, 2, 4, 5]}])
+def test_float32_decoding_through_the_kernel_equals_the_full_forward(spec, monkeypatch):
+    """A float32 batched decode (ragged prefill, then one-token steps) of the parent and of a sliced
+    sub-model (kept heads as runs) goes through the kernel and equals each row's float64 full forward pass
+    within float32 rounding."""
+    from test_hybrid import HYBRID, build
+
+    from nemotron_elastic.config.spec import SubnetSpec
+
+    calls = []
+    real = cpu_kernels.few_rows
+    monkeypatch.setattr(cpu_kernels, "few_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    exact = build(**HYBRID)
+    model = build(**HYBRID).float().eval()
+    sub = None if spec is None else SubnetSpec.from_dict(spec, model.config)
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (6, 9, 4)]
+    cache, got = model.new_batch_cache(3), [[] for _ in seqs]
+    steps = [[s[:3] for s in seqs]] + [[s[t : t + 1] if t < len(s) else [] for s in seqs] for t in range(3, 9)]
+    with torch.no_grad():
+        for pieces in steps:
+            width = max(len(p) for p in pieces)
+            x = torch.zeros(3, width, dtype=torch.long)
+            for b, p in enumerate(pieces):
+                x[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+            logits = model(x, cache=cache, counts=torch.tensor([len(p) for p in pieces]), subnet=sub)
+            for b, p in enumerate(pieces):
+                got[b].append(logits[b, : len(p)])
+        for b, s in enumerate(seqs):
+            want = exact(torch.tensor([s]), subnet=sub)[0]
+            torch.testing.assert_close(torch.cat(got[b]).double(), want, rtol=0, atol=2e-5)
+    assert calls, "the float32 decode did not use the kernel"
+
+
+@needs_kernel
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(0, 5), g=st.integers(1, 3), r=st.integers(1, 3), p=st.integers(1, 20),
+       n=st.integers(1, 70), skip=st.booleans(), half=st.booleans(), seed=st.integers(0, 2**16))
+def test_ssm_step_matches_float64(b, g, r, p, n, skip, half, seed):
+    """One step in place equals ssd_step in float64 (state and y), with x / B / C read as views of one
+    packed projection (row strides), D or not, bfloat16 inputs on a float32 state."""
+    from nemotron_elastic.model.ssd import ssd_step
+
+    gen = torch.Generator().manual_seed(seed)
+    h = g * r
+    packed = torch.randn(b, h * p + 2 * g * n + 3, generator=gen)  # [x | B | C | spare]: strided views
+    x = packed[:, : h * p].view(b, h, p)
+    B = packed[:, h * p : h * p + g * n].view(b, g, n)
+    C = packed[:, h * p + g * n : h * p + 2 * g * n].view(b, g, n)
+    dt = torch.rand(b, h, generator=gen) + 0.05
+    A = -torch.rand(h, generator=gen) - 0.1
+    D = torch.randn(h, generator=gen) if skip else None
+    if half:
+        x, B, C = x.bfloat16(), B.bfloat16(), C.bfloat16()
+    state = torch.randn(b, h, p, n, generator=gen)
+    want_y, want_state = ssd_step(state.double(), x.double(), dt.double(), A.double(), B.double(), C.double(),
+                                  D=None if D is None else D.double())
+    with torch.no_grad():
+        y = cpu_kernels.ssm_step(state, x, dt, A, B, C, D)
+    torch.testing.assert_close(state.double(), want_state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.double(), want_y.double(), rtol=1e-5, atol=1e-4 * (1 + n) ** 0.5)
+
+
+@needs_kernel
+def test_ssd_step_takes_the_kernel_only_in_place_on_float32(monkeypatch):
+    from nemotron_elastic.model.ssd import ssd_step
+
+    calls = []
+    real = cpu_kernels.ssm_step
+    monkeypatch.setattr(cpu_kernels, "ssm_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = (torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3), torch.rand(2, 4), -torch.rand(4), torch.randn(2, 2, 5),
+            torch.randn(2, 2, 5))
+    with torch.no_grad():
+        ssd_step(*[a.clone() for a in args], inplace=False)
+        ssd_step(*[a.double() for a in args], inplace=True)
+        assert not calls
+        state = args[0].clone()
+        _, new = ssd_step(state, *args[1:], inplace=True)
+    assert calls == [1] and new is state
+    ssd_step(args[0].clone(), *args[1:], inplace=True)  # grad mode on: torch's ops
+    assert calls == [1]
+
+
+def test_segments_of_column_runs():
+    runs = kept(torch.tensor([2, 3, 4, 10, 11, 12, 30])).runs
+    assert layout._segments(runs) == ((2, 0, 3), (10, 3, 3), (30, 6, 1))
+    assert isinstance(Kept(torch.arange(0), ()), Kept) and layout._segments(()) == ()
+    assert ctypes.sizeof(ctypes.c_int64) == 8
