@@ -12,6 +12,8 @@ the perplexities, which a random model puts in the millions, absolute for accura
 The gain is the per-forward overhead saved, so it is large for small models (micro-hybrid: 3.1x on 2 CPU
 cores) and none where one request already keeps the CPU busy (tiny-hybrid, 256-token windows: ~1x; on a CPU
 the batched mode holds at most BATCH_TOKENS padded tokens per pass, eval/token_scoring.py).
+`forward_ceiling` measures that bound directly: the model's forward per row over full windows, one row at a
+time against one CPU batch of rows; no batching of the requests can beat its ratio.
 Results go to benchmarks/results/lm_eval_speed.json under the model's label (other entries are kept).
 
     python benchmarks/lm_eval_speed.py --repeats 3        # random tiny-hybrid + a 4096-token BPE, --limit 100
@@ -40,6 +42,7 @@ from _timing import RESULTS, machine, write_json
 
 from nemotron_elastic.eval.lm_eval_model import DEFAULT_BATCH_SIZE, NemotronElasticLM
 from nemotron_elastic.eval.lm_eval_tasks import SHIPPED_TASKS, run_tasks, task_manager
+from nemotron_elastic.eval.token_scoring import BATCH_TOKENS
 
 OUT = "lm_eval_speed.json"
 TOLERANCE = 1e-4
@@ -77,6 +80,26 @@ class Timed:
                 self.seconds += time.perf_counter() - start
 
         return timed
+
+
+def forward_ceiling(model, max_length: int, rows: int, repeats: int) -> dict[str, float]:
+    """What batching can gain at most here: ms per row of the model's forward over full `max_length` windows
+    (the rolling task's shape), one row at a time against `rows` rows in one pass (the CPU batch:
+    token_scoring.BATCH_TOKENS), best of `repeats` after a warm-up. Batching removes per-pass overhead; it
+    cannot remove per-token work, so this ratio bounds the scoring speedup of the batched mode."""
+    ids = torch.randint(0, model.config.vocab_size, (rows, max_length), generator=torch.Generator().manual_seed(0))
+    out = {}
+    with torch.inference_mode():
+        for label, batch in (("one_row", ids[:1]), (f"{rows}_rows", ids)):
+            model(batch)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(batch)
+                best = min(best, time.perf_counter() - start)
+            out[f"ms_per_row_{label}"] = round(best * 1e3 / batch.shape[0], 2)
+    out["ceiling"] = round(out["ms_per_row_one_row"] / out[f"ms_per_row_{rows}_rows"], 2)
+    return out
 
 
 def differences(a: dict, b: dict) -> tuple[float, float]:
@@ -152,6 +175,9 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in seconds.items()}
     median_scoring = {k: statistics.median(v) for k, v in scoring.items()}
     cfg = single.model.config
+    rows = max(1, min(args.batch_size, BATCH_TOKENS["cpu"] // args.max_length))
+    ceiling = forward_ceiling(single.model, args.max_length, rows, max(3, args.repeats))
+    print(f"forward per row, 1 row vs {rows} rows of {args.max_length} tokens: {json.dumps(ceiling)}")
     result = {
         "model": label,
         "budget": args.budget,
@@ -171,6 +197,7 @@ def main() -> None:
         "seconds_each_repeat": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
         "speedup": round(median["one_at_a_time"] / median["batched"], 2),
         "scoring_speedup": round(median_scoring["one_at_a_time"] / median_scoring["batched"], 2),
+        "forward_ceiling": ceiling,
         "max_metric_abs_diff": absolute,
         "max_metric_rel_diff": relative,
         "metrics_within_1e-4": within,

@@ -17,7 +17,7 @@ decoder next to its alternatives, in one run.
    and 16 rows); lm-eval `generate_until` one at a time vs batched (same outputs, seconds); our batched
    `generate` vs transformers' batched `generate` of the exported HF checkpoint on the same prompts.
 
-    python benchmarks/serve_load.py [--hidden 1088 --max-tokens 32 --rounds 2]
+    python benchmarks/serve_load.py [--hidden 1088 --max-tokens 128 --rounds 2]
     python benchmarks/serve_load.py --baseline /tmp/old   # also an older tree's server, goal rounds in turn
 
 Writes benchmarks/results/serve_load.json.
@@ -145,7 +145,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, default=1088, help="parent hidden size (default 1088: ~56M params)")
     ap.add_argument("--repeat", type=int, default=1, help="repeats of the 8-block pattern (default 1)")
-    ap.add_argument("--max-tokens", type=int, default=32, help="tokens per request (EOS ignored; default 32)")
+    ap.add_argument("--max-tokens", type=int, default=128, help="tokens per request (EOS ignored; default 128: "
+                    "each request's prefill and HTTP round trip a small share, as in chat use)")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client per point (default 2)")
     ap.add_argument("--kv-cache", default="padded", help="the server's KV cache kind (default padded)")
     ap.add_argument("--dtype", help="the server's dtype (default: as stored, float32)")

@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """CPU decoding kernels (csrc/decode.c): built on first use with the system's C compiler, optional.
 
-Two kernels, both for float32 inference on a CPU:
-- `few_rows`: decoding sends 2 to 16 rows through every linear layer. There the BLAS GEMMs of this kind of
+Three kernels, all for float32 inference on a CPU:
+- `few_rows`: decoding sends a few rows through every linear layer. There the BLAS GEMMs of this kind of
   CPU run far below the bandwidth that one row reaches, and a sliced layer costs one BLAS call per run of
   kept units. The kernel reads each kept weight row once for all the rows, in place in the parent's
   weight, with every run of a sliced layer in one call (benchmarks/decode_budgets.py `few_rows`).
 - `ssm_step`: one recurrent Mamba2 step with the state (the largest tensor of a decoding step) read and
   written once, where torch's ops pass over it three times (model/ssd.py `ssd_step`).
+- `rms_norm`: the RMSNorms of a decoding step's rows, plain or gated per group (Mamba2's output norm), one
+  call where torch runs about ten small ops (model/norm.py).
 
 Nothing is installed ahead of time and nothing fails without it: the first call compiles the C file with
 the system's compiler (`$CC`, cc, gcc or clang; -O3 -march=native, OpenMP; under a second) into a cache
@@ -20,6 +22,7 @@ torch's products, which give the same values up to float rounding (another summa
     y = few_rows(x, weight, bias)         # x (M, K) float32, weight (N, K) rows readable with stride
     y = few_rows(x, weight, None, rows=index, segments=((w_col, x_col, length), ...))
     y = ssm_step(state, x, dt, A, B, C, D)  # state (b, h, p, n) updated in place
+    y = rms_norm(x, weight, eps, z=gate, groups=g)  # x, gate (..., d) -> (..., d)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import torch
 SOURCE = Path(__file__).resolve().parent / "csrc" / "decode.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")  # built where it runs (the key has the CPU)
 ENV_SWITCH = "NEMOTRON_ELASTIC_CPU_KERNELS"  # "0": never build or use the kernel
-MAX_ROWS = 16  # rows per call; the few-rows form is measured for 2..16 (model/layout.py FEW_ROWS)
+MAX_ROWS = 16  # rows per call (measured up to 16: benchmarks/decode_budgets.py `few_rows`)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "why": the reason it is None
@@ -94,7 +97,23 @@ def build(compiler: str, folder: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _prune(folder, keep=KEEP_BUILDS)
     return target
+
+
+KEEP_BUILDS = 4  # libraries kept per cache folder (other versions of the source, other checkouts)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Remove all but the `keep` newest libraries (a process that has one loaded keeps its mapping)."""
+    def age(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile by another process's prune
+            return 0.0
+
+    for old in sorted(folder.glob("decode-*.so"), key=age, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def load(folder: Path | None = None) -> ctypes.CDLL:
@@ -125,6 +144,8 @@ def load(folder: Path | None = None) -> ctypes.CDLL:
     lib.ne_few_rows_f32.restype = None
     lib.ne_ssm_step_f32.argtypes = [p, p, i64, p, i64, p, p, p, i64, p, p, i64, i64, i64, i64, i64]
     lib.ne_ssm_step_f32.restype = None
+    lib.ne_rms_norm_f32.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, ctypes.c_float]
+    lib.ne_rms_norm_f32.restype = None
     return lib
 
 
@@ -222,9 +243,18 @@ def ssm_step_applies(state: torch.Tensor) -> bool:
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """t (b, ...) as float32 with contiguous rows (any row stride): what the kernel reads in place."""
-    t = t.float()
-    return t if t[0].is_contiguous() or t.shape[0] == 0 else t.contiguous()
+    """t (b, ...) as float32 with contiguous rows (any row stride): what the kernels read in place. Checked
+    on the strides, with no torch op when t already qualifies (a decoding step calls this ~50 times)."""
+    if t.dtype != torch.float32:
+        t = t.float()
+    inner, expected = t.stride()[1:], []
+    size = 1
+    for n in reversed(t.shape[1:]):
+        expected.append(size)
+        size *= n
+    if tuple(reversed(expected)) == inner or t.numel() == 0:
+        return t
+    return t.contiguous()
 
 
 def ssm_step(
@@ -252,10 +282,45 @@ def ssm_step(
     x, dt, B, C = _rows(x), _rows(dt), _rows(B), _rows(C)
     if B.stride(0) != C.stride(0):  # one row stride for both (they are views of one projection, usually)
         B, C = B.contiguous(), C.contiguous()
-    A = A.float().contiguous()
-    D = None if D is None else D.float().contiguous()
+    A = A if A.dtype == torch.float32 and A.stride(0) == 1 else A.float().contiguous()
+    D = D if D is None or (D.dtype == torch.float32 and D.stride(0) == 1) else D.float().contiguous()
     library().ne_ssm_step_f32(
         state.data_ptr(), x.data_ptr(), x.stride(0), dt.data_ptr(), dt.stride(0), A.data_ptr(), B.data_ptr(),
         C.data_ptr(), B.stride(0), None if D is None else D.data_ptr(), y.data_ptr(), b, h, p, n, g,
     )  # fmt: skip
+    return y
+
+
+NORM_MAX_ROWS = 64  # the norm kernel takes decoding steps (prefill and scoring keep torch's ops)
+
+
+def norm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `rms_norm` takes this norm: float32 x and weight on a CPU, no grad, at most NORM_MAX_ROWS rows,
+    the library built."""
+    return (
+        x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.numel() <= NORM_MAX_ROWS * max(1, x.shape[-1])
+        and not torch.is_grad_enabled()
+        and library() is not None
+    )
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, z: torch.Tensor | None = None, groups: int = 1
+) -> torch.Tensor:
+    """weight * v / sqrt(mean(v^2) + eps) per group of channels, v = x * silu(z) (or x). x, z: (..., d)
+    float32; weight: (d,) -> (..., d) float32, contiguous. Callers check `norm_applies` first."""
+    d = x.shape[-1]
+    flat = _rows(x if x.dim() == 2 else x.reshape(-1, d))
+    gate = None if z is None else _rows(z if z.dim() == 2 else z.reshape(-1, d))
+    if weight.stride(0) != 1:
+        weight = weight.contiguous()
+    y = torch.empty(x.shape, dtype=torch.float32)
+    if y.numel():
+        library().ne_rms_norm_f32(
+            flat.data_ptr(), flat.stride(0), None if gate is None else gate.data_ptr(),
+            0 if gate is None else gate.stride(0), weight.data_ptr(), y.data_ptr(), flat.shape[0], d, groups, eps,
+        )  # fmt: skip
     return y

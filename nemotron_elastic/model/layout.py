@@ -130,10 +130,11 @@ SMALL_BATCH_TOKENS = 64
 FEW_ROWS = {torch.float32: (4, 64), torch.bfloat16: (2, 64)}  # rows; other dtypes: F.linear
 MIN_WEIGHT = {torch.float32: 1 << 21, torch.bfloat16: 1 << 20}  # elements
 VECTOR_DTYPES = (torch.bfloat16,)  # one row: torch.mv on a contiguous weight of MIN_WEIGHT+ elements
-# float32 rows from here up to cpu_kernels.MAX_ROWS go to the few-rows kernel when it is built (sliced layers
-# at any row count: one call for all their runs). One row of a whole weight stays with BLAS's matrix-vector
-# product, as fast (benchmarks/decode_budgets.py `few_rows`).
-KERNEL_MIN_ROWS = 2
+# float32 rows from here up to cpu_kernels.MAX_ROWS go to the few-rows kernel when it is built: 0.57x to 0.94x
+# the time of torch's best form at 4 to 16 rows, while 1 to 3 rows of a whole weight stay with MKL's
+# matrix-vector path, 1.03x-1.14x faster there (benchmarks/decode_budgets.py `few_rows`). A sliced layer's
+# runs take the kernel at any row count: one call instead of one per run (`_linear_by_runs`).
+KERNEL_MIN_ROWS = 4
 
 
 def _few_rows_form(x: torch.Tensor, rows: int, weight: torch.Tensor) -> str:

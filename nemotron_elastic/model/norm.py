@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernels
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The precision reductions run in: float32 for half types, else the input's own dtype."""
@@ -31,6 +33,8 @@ def _mean_square(x: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, support: torch.Tensor | None = None) -> torch.Tensor:
     """weight * x / sqrt(mean(x^2) + eps) over the last dim. x: (..., d); weight, support: (d,)."""
+    if support is None and cpu_kernels.norm_applies(x, weight):  # a decoding step on a CPU: one call
+        return cpu_kernels.rms_norm(x, weight, eps)
     dtype = x.dtype
     x = x.to(compute_dtype(dtype))
     x = x * torch.rsqrt(_mean_square(x, support) + eps)
@@ -50,6 +54,8 @@ def gated_group_rms_norm(
     x, z: (..., C); weight: (C,); support: optional (C,) channel weights (masked heads / head channels), or
     (B, 1, C) per row: each group's mean square runs over its supported channels only.
     """
+    if support is None and z.dtype == x.dtype and cpu_kernels.norm_applies(x, weight):
+        return cpu_kernels.rms_norm(x, weight, eps, z=z, groups=num_groups)
     dtype = x.dtype
     cdt = compute_dtype(dtype)
     x = x.to(cdt) * F.silu(z.to(cdt))

@@ -7,6 +7,7 @@ through them equal to the float64 full forward pass."""
 from __future__ import annotations
 
 import ctypes
+import os
 
 import pytest
 import torch
@@ -236,8 +237,61 @@ def test_ssd_step_takes_the_kernel_only_in_place_on_float32(monkeypatch):
     assert calls == [1]
 
 
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(0, 12), groups=st.integers(1, 4), width=st.integers(1, 50), gated=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_rms_norm_matches_float64(rows, groups, width, gated, seed):
+    """The norm kernel equals model/norm.py's torch ops in float64: plain RMSNorm and the gated group norm,
+    inputs read as strided views."""
+    from nemotron_elastic.model.norm import gated_group_rms_norm, rms_norm
+
+    g = torch.Generator().manual_seed(seed)
+    d = groups * width
+    packed = torch.randn(rows, 2 * d + 5, generator=g)  # x and the gate as views of one projection
+    x, z = packed[:, :d], packed[:, d + 3 : 2 * d + 3]
+    weight = torch.randn(d, generator=g)
+    if gated:
+        want = gated_group_rms_norm(x.double(), z.double(), weight.double(), groups, 1e-5)
+        got = cpu_kernels.rms_norm(x, weight, 1e-5, z=z, groups=groups)
+    else:
+        want = rms_norm(x.double(), weight.double(), 1e-5)
+        got = cpu_kernels.rms_norm(x, weight, 1e-5)
+    assert got.shape == x.shape and got.is_contiguous()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_norms_take_the_kernel_for_decoding_rows_only(monkeypatch):
+    from nemotron_elastic.model.norm import gated_group_rms_norm, rms_norm
+
+    calls = []
+    real = cpu_kernels.rms_norm
+    monkeypatch.setattr(cpu_kernels, "rms_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    w = torch.randn(8)
+    with torch.no_grad():
+        rms_norm(torch.randn(3, 1, 8), w, 1e-5)
+        gated_group_rms_norm(torch.randn(3, 1, 8), torch.randn(3, 1, 8), w, 2, 1e-5)
+        assert len(calls) == 2
+        rms_norm(torch.randn(3, 1, 8), w, 1e-5, support=torch.ones(8))  # masked channels: torch's ops
+        rms_norm(torch.randn(cpu_kernels.NORM_MAX_ROWS + 1, 8), w, 1e-5)  # a prefill: torch's ops
+        rms_norm(torch.randn(3, 8).double(), w.double(), 1e-5)
+        assert len(calls) == 2
+    rms_norm(torch.randn(3, 8), w, 1e-5)  # grad mode: torch's ops
+    assert len(calls) == 2
+
+
 def test_segments_of_column_runs():
     runs = kept(torch.tensor([2, 3, 4, 10, 11, 12, 30])).runs
     assert layout._segments(runs) == ((2, 0, 3), (10, 3, 3), (30, 6, 1))
     assert isinstance(Kept(torch.arange(0), ()), Kept) and layout._segments(()) == ()
     assert ctypes.sizeof(ctypes.c_int64) == 8
+
+
+def test_old_builds_are_pruned(tmp_path):
+    for i in range(6):
+        stale = tmp_path / f"decode-{i:016x}.so"
+        stale.write_bytes(b"old")
+        os.utime(stale, (1000 + i, 1000 + i))
+    cpu_kernels._prune(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"decode-{4:016x}.so", f"decode-{5:016x}.so"]

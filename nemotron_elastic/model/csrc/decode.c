@@ -9,7 +9,7 @@
  * for m < M (a few decoding rows), n < N: a linear layer restricted to kept weight rows (`rows`, NULL for
  * 0..N-1) and kept column segments (runs of kept input units), read in place from the parent's weight: no
  * gathered copy, one call for every run of a sliced layer. Float32 in, float32 accumulation.
- * Why: with 2 to 16 rows, the BLAS GEMMs on this kind of CPU run far below the memory bandwidth that one
+ * Why: with 4 to 16 rows, the BLAS GEMMs on this kind of CPU run far below the memory bandwidth that one
  * row reaches (benchmarks/decode_budgets.py `few_rows`), while decoding is meant to be bound by reading the
  * weights once per step. Each pair of weight rows is read once and dotted with up to 8 input rows held in
  * L1 (16 accumulators in AVX-512 registers).
@@ -164,5 +164,43 @@ void ne_ssm_step_f32(float* state, const float* x, int64_t ldx, const float* dt,
             }
             out[i] = acc + skip * xv[i];
         }
+    }
+}
+
+/* RMSNorm of a few rows, optionally gated (Mamba2's output norm) and per group of channels:
+ *
+ *   v = x[r] * silu(z[r])  (or x[r] when z is NULL)
+ *   y[r, group] = w[group] * v[group] / sqrt(mean(v[group]^2) + eps)
+ *
+ * over `groups` contiguous groups of dim / groups channels (1 group: model/norm.py `rms_norm`; the gated
+ * form: `gated_group_rms_norm`). x and z rows at strides ldx and ldz; y: (rows, dim) contiguous. One call
+ * where torch runs about ten ops per norm. */
+void ne_rms_norm_f32(const float* x, int64_t ldx, const float* z, int64_t ldz, const float* w, float* y,
+                     int64_t rows, int64_t dim, int64_t groups, float eps) {
+    const int64_t width = dim / groups;
+    #pragma omp parallel for schedule(static) if (rows * dim >= (1 << 16))
+    for (int64_t rg = 0; rg < rows * groups; rg++) {
+        const int64_t r = rg / groups, g = rg % groups;
+        const float* xr = x + r * ldx + g * width;
+        float* yr = y + r * dim + g * width;
+        const float* wr = w + g * width;
+        float squares = 0.0f;
+        if (z) {
+            const float* zr = z + r * ldz + g * width;
+            for (int64_t j = 0; j < width; j++) {
+                const float v = xr[j] * (zr[j] / (1.0f + expf(-zr[j])));
+                yr[j] = v;
+                squares += v * v;
+            }
+        } else {
+            #pragma omp simd reduction(+ : squares)
+            for (int64_t j = 0; j < width; j++) {
+                yr[j] = xr[j];
+                squares += xr[j] * xr[j];
+            }
+        }
+        const float inv = 1.0f / sqrtf(squares / (float)width + eps);
+        #pragma omp simd
+        for (int64_t j = 0; j < width; j++) yr[j] = wr[j] * (yr[j] * inv);
     }
 }
