@@ -257,15 +257,10 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def ssm_step(
-    state: torch.Tensor,
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-) -> torch.Tensor:
+Tensor = torch.Tensor
+
+
+def ssm_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> Tensor:
     """One recurrent step, `state` updated in place (model/ssd.py `ssd_step`, inplace=True).
 
     Args:
