@@ -13,8 +13,9 @@ Three kernels, all for float32 inference on a CPU:
 
 Nothing is installed ahead of time and nothing fails without it: the first call compiles the C file with
 the system's compiler (`$CC`, cc, gcc or clang; -O3 -march=native, OpenMP; under a second) into a cache
-folder (`$NEMOTRON_ELASTIC_CACHE`, else `$XDG_CACHE_HOME/nemotron_elastic`, else ~/.cache/nemotron_elastic),
-keyed by the source, the flags and the CPU. Without a compiler, on a CPU without AVX-512, or with
+folder (`$NEMOTRON_ELASTIC_CACHE`, else `$XDG_CACHE_HOME/nemotron_elastic`, else ~/.cache/nemotron_elastic;
+a folder under the system's temp dir when that one cannot be written), keyed by the source, the flags and
+the CPU. Without a compiler, on a CPU without AVX-512, or with
 NEMOTRON_ELASTIC_CPU_KERNELS=0, `library()` is None (`unavailable_reason()` says why) and the callers use
 torch's products, which give the same values up to float rounding (another summation order).
 
@@ -130,8 +131,15 @@ def load(folder: Path | None = None) -> ctypes.CDLL:
     if compiler is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on the PATH")
     torch.zeros(1)  # torch's libgomp is loaded first, so the kernel's OpenMP calls share its runtime
-    folder = folder or cache_dir() / "kernels"
-    path = build(compiler, folder)
+    if folder is None:  # the cache, else (read-only home, full disk) a folder under the system's temp dir
+        try:
+            folder = cache_dir() / "kernels"
+            path = build(compiler, folder)
+        except OSError:
+            folder = Path(tempfile.gettempdir()) / f"nemotron_elastic-{os.getuid()}" / "kernels"
+            path = build(compiler, folder)
+    else:
+        path = build(compiler, folder)
     try:
         lib = ctypes.CDLL(str(path))
     except OSError:  # a damaged file under the final name (a full disk, a copy): build it again, once

@@ -295,3 +295,19 @@ def test_old_builds_are_pruned(tmp_path):
         os.utime(stale, (1000 + i, 1000 + i))
     cpu_kernels._prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"decode-{4:016x}.so", f"decode-{5:016x}.so"]
+
+
+def test_an_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
+    if cpu_kernels._compiler() is None:
+        pytest.skip("no C compiler")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("NEMOTRON_ELASTIC_CACHE", str(blocker))
+    monkeypatch.setattr(cpu_kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    try:
+        lib = cpu_kernels.load()
+    except RuntimeError as err:  # a CPU without AVX-512 still fails, but after the build
+        assert "AVX-512" in str(err)
+        lib = None
+    built = list((tmp_path / "tmp").rglob("decode-*.so"))
+    assert len(built) == 1 and (lib is None or lib.ne_supported() == 1)
