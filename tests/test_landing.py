@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
 
+import curves as cv
 import landing
 import paired as pr
 
@@ -46,7 +47,7 @@ def test_off_budget_argmax_is_compared_at_its_own_size_and_the_project_form_kept
     dead zone), so each seed is read on the recipe's curve at 0.57x; equal perplexity there is a tie, and the
     project's decision stays because it lands more often."""
     study, dec = _study({"1": 1.0, "0.75": 0.74, "0.5": 0.57}, {"1": 40.0, "0.75": 50.0, "0.5": 0.0})
-    curve = pr.route_curves(study, "elastic", "32")[0]
+    curve = cv.route_curves(study, "elastic", "32")[0]
     for r in dec["runs"].values():
         r["eval"]["32"]["0.5"]["perplexity"] = curve(0.57)  # exactly on the recipe's curve
     rows = landing.analysis(study, dec, "32")

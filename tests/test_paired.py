@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce"
 sys.path.insert(0, str(ROOT))
 
 import claims as claims_table
+import curves as cv
 import paired as pr
 import report
 
@@ -71,24 +72,24 @@ def test_claim_verdict_combines_the_comparisons():
 
 def test_curve_fit_recovers_a_known_power_law():
     sizes = [0.45, 0.5, 0.62, 0.75, 0.9, 1.0]
-    curve = pr.fit_power_law([(x, 40.0 * x ** -0.7) for x in sizes])
+    curve = cv.fit_power_law([(x, 40.0 * x ** -0.7) for x in sizes])
     assert curve.a == pytest.approx(math.log(40.0), abs=1e-12)
     assert curve.b == pytest.approx(-0.7, abs=1e-12)
     assert curve.rms == pytest.approx(0.0, abs=1e-12)
     assert (curve.lo, curve.hi, curve.n) == (pytest.approx(0.45), pytest.approx(1.0), 6)
     assert curve(0.7) == pytest.approx(40.0 * 0.7 ** -0.7)
     # with noise of known size the least-squares fit stays close and reports its residual
-    noisy = pr.fit_power_law([(x, 40.0 * x ** -0.7 * math.exp(0.01 * (-1) ** i)) for i, x in enumerate(sizes)])
+    noisy = cv.fit_power_law([(x, 40.0 * x ** -0.7 * math.exp(0.01 * (-1) ** i)) for i, x in enumerate(sizes)])
     assert noisy.b == pytest.approx(-0.7, abs=0.05)
     assert 0.005 < noisy.rms < 0.011
     with pytest.raises(ValueError):
-        pr.fit_power_law([(0.5, 10.0), (0.5, 11.0)])
+        cv.fit_power_law([(0.5, 10.0), (0.5, 11.0)])
 
 
 def test_comparison_outside_the_fitted_sizes_is_refused():
-    wide = pr.fit_power_law([(0.5, 60.0), (0.75, 50.0), (1.0, 43.0)])
-    narrow = pr.fit_power_law([(0.5, 59.0), (0.72, 50.0)])  # e.g. a route of two sub-models only
-    with pytest.raises(pr.OutsideFit):
+    wide = cv.fit_power_law([(0.5, 60.0), (0.75, 50.0), (1.0, 43.0)])
+    narrow = cv.fit_power_law([(0.5, 59.0), (0.72, 50.0)])  # e.g. a route of two sub-models only
+    with pytest.raises(cv.OutsideFit):
         narrow(0.75)
     rows, v = pr.compare_at_size({0: wide, 1: wide}, {0: narrow, 1: narrow}, 0.75, spread_=0.1)
     assert v.status == pr.REFUSED and rows == {}
@@ -139,12 +140,12 @@ def _results(spread_shift=0.2):
 
 def test_spread_comes_from_the_repeated_run():
     results = _results(spread_shift=0.2)
-    assert pr.spread(results, "1", "32") == pytest.approx(0.2)
+    assert cv.spread(results, "1", "32") == pytest.approx(0.2)
     # an additive shift is not exactly a power law: the repeat's fitted curve sits about 0.2 away
-    assert pr.curve_spread(results, 0.75, "32") == pytest.approx(0.2, abs=0.01)
+    assert cv.curve_spread(results, 0.75, "32") == pytest.approx(0.2, abs=0.01)
     # the repeat is not a seed of its own
-    assert set(pr.series(results, "elastic", "1", "32")) == {0, 1, 2}
-    assert pr.spread({"runs": {k: v for k, v in results["runs"].items() if "o1000" not in k}}, "1", "32") is None
+    assert set(cv.series(results, "elastic", "1", "32")) == {0, 1, 2}
+    assert cv.spread({"runs": {k: v for k, v in results["runs"].items() if "o1000" not in k}}, "1", "32") is None
 
 
 def test_compare_pairs_same_specs_and_reads_curves_for_different_sizes():
@@ -276,22 +277,22 @@ def test_a_repeat_on_another_size_is_read_on_the_size_curves():
     rep = results["runs"]["elastic-s0-o1000"]["eval"]["32"]
     rep["0.75"] = {"perplexity": _law(0.80, 40.0) + 0.2, "param_ratio": 0.80, "params": 800_000}
     raw = abs(rep["0.75"]["perplexity"] - results["runs"]["elastic-s0"]["eval"]["32"]["0.75"]["perplexity"])
-    (pair,) = pr.spread_pairs(results, "0.75", "32")
+    (pair,) = cv.spread_pairs(results, "0.75", "32")
     assert not pair.same_size and pair.matched == pytest.approx(0.2, abs=0.02) and raw > 1.0
-    assert pr.spread(results, "0.75", "32") == pytest.approx(pair.matched)
-    assert pr.spread(results, "1", "32") == pytest.approx(0.2)
+    assert cv.spread(results, "0.75", "32") == pytest.approx(pair.matched)
+    assert cv.spread(results, "1", "32") == pytest.approx(0.2)
     rep["0.5"] = {"perplexity": 60.0, "param_ratio": 0.60, "params": 600_000}  # the repeat's curve: 0.6 - 1
-    assert pr.spread(results, "0.5", "32") is None  # 0.5x outside its fitted sizes: not measured
+    assert cv.spread(results, "0.5", "32") is None  # 0.5x outside its fitted sizes: not measured
 
 
 def test_curves_are_read_at_the_nearest_covered_size_within_the_dead_zone():
     """Every homogeneous run landed just above 0.5x: the curves are read at the smallest size they all cover
     (within 5% of the budget), not refused, and not beyond the dead zone."""
-    c = {0: pr.fit_power_law([(1.0, 40.0), (0.504, 60.0)]), 1: pr.fit_power_law([(1.0, 41.0), (0.512, 62.0)])}
-    e = {0: pr.fit_power_law([(1.0, 40.0), (0.48, 70.0)]), 1: pr.fit_power_law([(1.0, 41.0), (0.49, 66.0)])}
+    c = {0: cv.fit_power_law([(1.0, 40.0), (0.504, 60.0)]), 1: cv.fit_power_law([(1.0, 41.0), (0.512, 62.0)])}
+    e = {0: cv.fit_power_law([(1.0, 40.0), (0.48, 70.0)]), 1: cv.fit_power_law([(1.0, 41.0), (0.49, 66.0)])}
     assert pr.matched_size(e, c, 0.5) == pytest.approx(0.512)
     assert pr.matched_size(e, c, 0.75) == pytest.approx(0.75)  # covered: the nominal size
-    far = {0: pr.fit_power_law([(1.0, 40.0), (0.6, 50.0)])}
+    far = {0: cv.fit_power_law([(1.0, 40.0), (0.6, 50.0)])}
     assert pr.matched_size(e, far, 0.5) is None  # 0.6x is 20% off the budget: refused
     rows, verdict = pr.compare_at_size(e, c, pr.matched_size(e, c, 0.5), 0.1)
     assert set(rows) == {0, 1} and verdict.status == pr.CALLED
@@ -305,7 +306,7 @@ def test_kd_spread_falls_back_to_held_out_nats_when_the_repeat_landed_elsewhere(
             "before_training_eval": {"0.5": {"kd": 2.0, "param_ratio": size}},
             "final_eval": {"0.5": {"kd": kd, "param_ratio": size + (0.01 if "o1000" in name else 0.0)}}}
     c = pr.compare_kd_before_after(results, "0.5")
-    (pair,) = pr.spread_pairs(results, "0.5", "32")
+    (pair,) = cv.spread_pairs(results, "0.5", "32")
     assert c.spread == pytest.approx(pair.log_diff) and c.spread < 0.05  # nats, not the KD of another spec
     assert (c.verdict.status, c.verdict.effect) == (pr.CALLED, -1)
 

@@ -5,6 +5,7 @@ labelled arithmetic, the zero-shot depth comparison a single measurement."""
 
 from __future__ import annotations
 
+import curves as cv
 import paired as pr
 from tables import BUDGET_LABELS, SUB_LABELS, brief, md_table, millions
 
@@ -59,7 +60,7 @@ def claims(results: dict, ctx: str, long_ctx: str) -> list[list[str]]:
                          "Minitron model)")),
     ):
         comps = [pr.compare(results, "elastic", route, b, ctx) for b in SUB_LABELS
-                 if pr.series(results, route, b, ctx)]
+                 if cv.series(results, route, b, ctx)]
         if comps:
             add(claim, paired + " (same spec: each seed's router specs)", no_worse([x.verdict for x in comps]),
                 "; ".join(brief(x) for x in comps))
@@ -67,7 +68,7 @@ def claims(results: dict, ctx: str, long_ctx: str) -> list[list[str]]:
             add(claim, paired, pr.Verdict("not measured", 0, ""),
                 f"No `{route}` runs in this JSON (the study's plan trains `{route}-<budget>-s<seed>`).")
     comps = [pr.compare(results, "elastic", "scratch", b, ctx) for b in SUB_LABELS
-             if pr.series(results, "scratch", b, ctx)]
+             if cv.series(results, "scratch", b, ctx)]
     if comps:
         add("Elastic beats training each model from scratch on T tokens (the elastic run spent T on all three)",
             paired, pr.claim_verdict(x.verdict for x in comps), "; ".join(brief(x) for x in comps))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import curves as cv
 import paired as pr
 from tables import BUDGET_LABELS, md_table, pairs_with
 
@@ -28,7 +29,7 @@ FORMS = {"router.decision": ("within_budget", "argmax", "decision:argmax"),
 
 
 def landed(ratio: float, budget: float, dead_zone: float = pr.DEAD_ZONE) -> bool:
-    return abs(ratio / budget - 1) <= dead_zone + pr.SIZE_EPS
+    return abs(ratio / budget - 1) <= dead_zone + cv.SIZE_EPS
 
 
 def landings(runs: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
@@ -48,7 +49,7 @@ def landings(runs: list[dict]) -> dict[str, dict[str, dict[int, float]]]:
 def at_own_size(results: dict, a: str, b: str, label: str, ctx: str) -> pr.Comparison:
     """a's sub-model of each seed against b's size curve (same seed) at a's own size; the tie rule with the
     largest spread of the curves at those sizes (unmeasured when any is)."""
-    sa, cb = pr.series(results, a, label, ctx), pr.route_curves(results, b, ctx)
+    sa, cb = cv.series(results, a, label, ctx), cv.route_curves(results, b, ctx)
     seeds = sorted(s for s in sa if s in cb)
     outside = [f"seed {s}: {sa[s]['param_ratio']:.3f}x outside [{cb[s].lo:.3f}, {cb[s].hi:.3f}]"
                for s in seeds if not cb[s].covers(sa[s]["param_ratio"])]
@@ -57,7 +58,7 @@ def at_own_size(results: dict, a: str, b: str, label: str, ctx: str) -> pr.Compa
         return pr.Comparison(a, b, label, ctx, "at its own size", verdict=pr.Verdict(pr.REFUSED, 0, why))
     rows = {s: pr.Row(sa[s]["perplexity"], cb[s](sa[s]["param_ratio"]), sa[s]["param_ratio"], sa[s]["param_ratio"])
             for s in seeds}
-    spreads = [pr.curve_spread(results, r.size_a, ctx) for r in rows.values()]
+    spreads = [cv.curve_spread(results, r.size_a, ctx) for r in rows.values()]
     spr = None if any(x is None for x in spreads) else max(spreads)
     return pr.Comparison(a, b, label, ctx, "at its own size", rows, spr,
                          pr.tie_rule({s: r.diff for s, r in rows.items()}, spr))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import curves as cv
 import landing
 import paired as pr
 from claims import reading
@@ -115,7 +116,7 @@ def render(results: dict, figures: dict[str, str], scoring: dict | None = None, 
     ctx, long_ctx = str(plan["seq_len"]), str(plan["long_seq"])
     ctxs = [ctx, long_ctx]
     family = [pr.compare(results, "elastic", r, b, ctx) for r in ROUTES for b in SUB_LABELS
-              if pr.series(results, r, b, ctx)]
+              if cv.series(results, r, b, ctx)]
     parent_cmp = pr.compare_to_parent(results, "elastic", ctx)
     lines = [
         "# Results: the paper's claims at small scale",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 
+import curves as cv
 import paired as pr
 
 BUDGET_LABELS = ("1", "0.75", "0.5")
@@ -61,7 +62,7 @@ def row_cell(row: dict | None) -> str:
 def seed_rows(results: dict, variant: str, name: str, labels, ctxs) -> list[list[str]]:
     rows = []
     for seed in run_seeds(results, variant):
-        cells = [row_cell(pr.series(results, variant, b, c).get(seed)) for c in ctxs for b in labels]
+        cells = [row_cell(cv.series(results, variant, b, c).get(seed)) for c in ctxs for b in labels]
         rows.append([name, str(seed)] + cells)
     return rows
 
@@ -91,7 +92,7 @@ def family_table(results: dict, ctx: str) -> list[str]:
             else:
                 spent = tokens
             rows.append([name, str(seed), millions(spent), uses]
-                        + [row_cell(pr.series(results, variant, b, ctx).get(seed)) for b in BUDGET_LABELS])
+                        + [row_cell(cv.series(results, variant, b, ctx).get(seed)) for b in BUDGET_LABELS])
     return md_table(["route", "seed", "tokens for the 0.75 + 0.5 models", "uses the parent"]
                   + [f"ppl {b}" for b in BUDGET_LABELS], rows)
 
@@ -129,7 +130,7 @@ def brief(c: pr.Comparison, digits: int = 2) -> str:
 def curve_table(results: dict, variants: list[str], ctx: str) -> list[str]:
     rows = []
     for v in variants:
-        for seed, curve in sorted(pr.route_curves(results, v, ctx).items()):
+        for seed, curve in sorted(cv.route_curves(results, v, ctx).items()):
             rows.append([v, str(seed), str(curve.n), f"{curve.lo:.3f} - {curve.hi:.3f}", f"{curve.a:.3f}",
                          f"{curve.b:.3f}", f"{curve.rms:.4f}"])
     return md_table(["route", "seed", "points", "fitted sizes (x parent)", "a", "b", "rms residual of log ppl"], rows)
@@ -139,7 +140,7 @@ def spread_table(results: dict, ctxs: list[str]) -> list[str]:
     rows = []
     for ctx in ctxs:
         for b in BUDGET_LABELS:
-            for p in pr.spread_pairs(results, b, ctx):
+            for p in cv.spread_pairs(results, b, ctx):
                 how = ("same size" if p.same_size else "on the size curves at {b}x" if p.diff is not None
                        else "other sizes, outside the fitted curves: not measured")
                 rows.append([f"{b} @ {ctx}", str(p.seed), str(p.order_seed), f"{p.main:.2f} ({p.main_size:.2f}x)",
@@ -264,11 +265,11 @@ def gap_analysis(study: dict, gap: dict, ctx: str) -> dict[str, list[dict]]:
     for name in sorted({r["variant"] for r in gap["runs"].values()}):
         rows = []
         for label in BUDGET_LABELS:
-            if not pr.series(merged, name, label, ctx):
+            if not cv.series(merged, name, label, ctx):
                 continue
             c = pr.compare(merged, name, "elastic", label, ctx)
             row = {"budget": label, "comparison": c}
-            if label != "1" and pr.series(merged, "minitron", label, ctx):
+            if label != "1" and cv.series(merged, "minitron", label, ctx):
                 row["gap_variant"] = pr.compare(merged, name, "minitron", label, ctx).diffs
                 row["gap_recipe"] = pr.compare(merged, "elastic", "minitron", label, ctx).diffs
             rows.append(row)
