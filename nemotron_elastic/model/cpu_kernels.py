@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """CPU decoding kernels (csrc/decode.c): built on first use with the system's C compiler, optional.
 
-Three kernels, all for float32 inference on a CPU:
+Four kernels, all for float32 inference on a CPU:
 - `few_rows`: decoding sends a few rows through every linear layer. There the BLAS GEMMs of this kind of
   CPU run far below the bandwidth that one row reaches, and a sliced layer costs one BLAS call per run of
   kept units. The kernel reads each kept weight row once for all the rows, in place in the parent's
@@ -10,151 +10,36 @@ Three kernels, all for float32 inference on a CPU:
   written once, where torch's ops pass over it three times (model/ssd.py `ssd_step`).
 - `rms_norm`: the RMSNorms of a decoding step's rows, plain or gated per group (Mamba2's output norm), one
   call where torch runs about ten small ops (model/norm.py).
+- `conv_step`: Mamba2's causal conv for one token per row, with SiLU, the conv state shifted in place
+  (model/mamba2.py), where torch concatenates, gathers, multiplies and sums.
 
-Nothing is installed ahead of time and nothing fails without it: the first call compiles the C file with
-the system's compiler (`$CC`, cc, gcc or clang; -O3 -march=native, OpenMP; under a second) into a cache
-folder (`$NEMOTRON_ELASTIC_CACHE`, else `$XDG_CACHE_HOME/nemotron_elastic`, else ~/.cache/nemotron_elastic;
-a folder under the system's temp dir when that one cannot be written), keyed by the source, the flags and
-the CPU. Without a compiler, on a CPU without AVX-512, or with
-NEMOTRON_ELASTIC_CPU_KERNELS=0, `library()` is None (`unavailable_reason()` says why) and the callers use
-torch's products, which give the same values up to float rounding (another summation order).
+Nothing is installed ahead of time and nothing fails without them: the first call builds the library
+(model/cpu_build.py: the system's C compiler, a cache folder). Without a compiler, on a CPU without
+AVX-512, or with NEMOTRON_ELASTIC_CPU_KERNELS=0, `library()` is None (`unavailable_reason()` says why) and
+the callers use torch's ops, which give the same values up to float rounding (another summation order).
 
     lib = library()                       # None when unavailable (reason: `unavailable_reason()`)
     y = few_rows(x, weight, bias)         # x (M, K) float32, weight (N, K) rows readable with stride
     y = few_rows(x, weight, None, rows=index, segments=((w_col, x_col, length), ...))
     y = ssm_step(state, x, dt, A, B, C, D)  # state (b, h, p, n) updated in place
     y = rms_norm(x, weight, eps, z=gate, groups=g)  # x, gate (..., d) -> (..., d)
+    y = conv_step(conv_state, x, weight, channels, bias, counts)  # conv_state (b, C, K-1) updated in place
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "decode.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")  # built where it runs (the key has the CPU)
-ENV_SWITCH = "NEMOTRON_ELASTIC_CPU_KERNELS"  # "0": never build or use the kernel
+from .cpu_build import load
+
 MAX_ROWS = 16  # rows per call (measured up to 16: benchmarks/decode_budgets.py `few_rows`)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "why": the reason it is None
-
-
-def cache_dir() -> Path:
-    """Where built libraries are kept (created on demand)."""
-    root = os.environ.get("NEMOTRON_ELASTIC_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nemotron_elastic"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _cpu() -> str:
-    """This CPU's model and feature flags: -march=native code is only reused on the CPU it was built for."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return os.uname().machine
-    return "|".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
-
-
-def build(compiler: str, folder: Path) -> Path:
-    """Compile SOURCE once per (source, flags, compiler, CPU) into `folder`; returns the library's path.
-
-    Written to a temporary name and renamed: a killed build, or two processes building at once, never
-    leave a half-written library under the final name.
-    """
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join((compiler, *FLAGS, _cpu())).encode()).hexdigest()[:16]
-    target = folder / f"decode-{key}.so"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".so", dir=folder)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
-                              timeout=120, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {(done.stderr or done.stdout).strip()[:300]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _prune(folder, keep=KEEP_BUILDS)
-    return target
-
-
-KEEP_BUILDS = 4  # libraries kept per cache folder (other versions of the source, other checkouts)
-
-
-def _prune(folder: Path, keep: int) -> None:
-    """Remove all but the `keep` newest libraries (a process that has one loaded keeps its mapping)."""
-    def age(path: Path) -> float:
-        try:
-            return path.stat().st_mtime
-        except OSError:  # removed meanwhile by another process's prune
-            return 0.0
-
-    for old in sorted(folder.glob("decode-*.so"), key=age, reverse=True)[keep:]:
-        old.unlink(missing_ok=True)
-
-
-def load(folder: Path | None = None) -> ctypes.CDLL:
-    """Build (if needed) and load the library from `folder` (default: cache_dir() / "kernels").
-
-    Raises RuntimeError saying why it cannot be used here (switched off, not x86-64, no compiler, the
-    compile failed, no AVX-512).
-    """
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        raise RuntimeError(f"switched off by {ENV_SWITCH}=0")
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        raise RuntimeError(f"the kernel is x86-64 AVX-512 code; this machine is {platform.machine()}")
-    compiler = _compiler()
-    if compiler is None:
-        raise RuntimeError("no C compiler (cc, gcc or clang) on the PATH")
-    torch.zeros(1)  # torch's libgomp is loaded first, so the kernel's OpenMP calls share its runtime
-    if folder is None:  # the cache, else (read-only home, full disk) a folder under the system's temp dir
-        try:
-            folder = cache_dir() / "kernels"
-            path = build(compiler, folder)
-        except OSError:
-            folder = Path(tempfile.gettempdir()) / f"nemotron_elastic-{os.getuid()}" / "kernels"
-            path = build(compiler, folder)
-    else:
-        path = build(compiler, folder)
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError:  # a damaged file under the final name (a full disk, a copy): build it again, once
-        path.unlink(missing_ok=True)
-        lib = ctypes.CDLL(str(build(compiler, folder)))
-    if not lib.ne_supported():
-        raise RuntimeError("this CPU has no AVX-512")
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.ne_few_rows_f32.argtypes = [p, i64, p, i64, p, p, p, p, p, i64, p, i64, i64, i64]
-    lib.ne_few_rows_f32.restype = None
-    lib.ne_ssm_step_f32.argtypes = [p, p, i64, p, i64, p, p, p, i64, p, p, i64, i64, i64, i64, i64]
-    lib.ne_ssm_step_f32.restype = None
-    lib.ne_rms_norm_f32.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, ctypes.c_float]
-    lib.ne_rms_norm_f32.restype = None
-    return lib
 
 
 def library() -> ctypes.CDLL | None:
@@ -327,3 +212,34 @@ def rms_norm(
             0 if gate is None else gate.stride(0), weight.data_ptr(), y.data_ptr(), flat.shape[0], d, groups, eps,
         )  # fmt: skip
     return y
+
+
+def conv_step(
+    state: Tensor, x: Tensor, weight: Tensor, channels: Tensor | None, bias: Tensor | None, counts: Tensor | None
+) -> Tensor:
+    """silu(depthwise causal conv) of one new input per row, each fed row's state shifted in place.
+
+    Args:
+        state: (b, C, K-1) float32, contiguous: each row's last K-1 inputs of the C kept channels.
+        x: (b, C) the new inputs (rows at any stride).
+        weight: (C_full, 1, K) or (C_full, K) float32, contiguous (the parent's conv1d weight).
+        channels: (C,) int64 kept channels of the weight (None: the first C).
+        bias: (C_full,) or None.
+        counts: (b,) tokens fed per row, 0 or 1 (None: every row fed); a row fed 0 keeps its state.
+    Returns:
+        (b, C) float32. Callers check `ssm_step_applies(state)` first (the same conditions).
+    """
+    b, c, k1 = state.shape
+    x = _rows(x)
+    if channels is not None and not (channels.dtype == torch.int64 and channels.is_contiguous()):
+        channels = channels.long().contiguous()
+    if counts is not None and not (counts.dtype == torch.int64 and counts.is_contiguous()):
+        counts = counts.long().contiguous()
+    out = torch.empty(b, c, dtype=torch.float32)
+    if out.numel():
+        library().ne_conv_step_f32(
+            state.data_ptr(), x.data_ptr(), x.stride(0), weight.data_ptr(),
+            None if channels is None else channels.data_ptr(), None if bias is None else bias.data_ptr(),
+            None if counts is None else counts.data_ptr(), out.data_ptr(), b, c, k1 + 1,
+        )  # fmt: skip
+    return out

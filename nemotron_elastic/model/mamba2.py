@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernels
 from .batch_cache import MambaRows
 from .decode import MambaState
 from .kernels import TORCH, Kernels
-from .layout import Linear, MambaIndex, keeps_runs, kept, mamba_indices, scale, sub_linear, take
+from .layout import Kept, Linear, MambaIndex, Select, keeps_runs, kept, mamba_indices, scale, sub_linear, take
 from .masks import Axis
 from .norm import GatedGroupRMSNorm, compute_dtype, gated_group_rms_norm
 from .ssd import ssd_step
@@ -174,24 +175,7 @@ class Mamba2Mixer(nn.Module):
         h, p, inner, conv_dim, sel = lay
         _, xbc, dt = proj.split([inner, conv_dim, h], dim=-1)
 
-        # depthwise causal conv over [x|B|C]; the cached K-1 inputs play the role of the left zero padding
-        weight, bias = take(self.conv1d.weight, sel.conv), self.conv1d.bias
-        bias = None if bias is None else take(bias, sel.conv)
-        if state is None:
-            xbc = self.kernels.conv(xbc, weight[:, 0], bias)  # (B, T, C), SiLU applied
-            new_conv = None
-        else:
-            full = torch.cat([state.conv, xbc.transpose(1, 2)], dim=-1)  # (B, C, K-1+T)
-            if rows is None:
-                new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
-            else:  # row b's last K-1 inputs end at its last valid token: full[b, :, n_b : n_b + K-1]
-                keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=proj.device)  # (B, K-1)
-                new_conv = full.gather(2, keep[:, None, :].expand(bsz, conv_dim, -1))
-            if t == 1:  # one output per channel: a dot product over the K inputs, cheaper than a conv call here
-                out = (full * weight[:, 0]).sum(-1, keepdim=True)  # (B, C, 1)
-                xbc = F.silu(out if bias is None else out + bias[:, None]).transpose(1, 2)  # (B, 1, C)
-            else:
-                xbc = F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2)  # (B, T, C)
+        xbc, new_conv = self._conv(xbc, state, sel.conv, rows, own)
         xs, b_mat, c_mat = xbc.split([inner, g * n, g * n], dim=-1)
 
         cdt = compute_dtype(proj.dtype)
@@ -215,6 +199,33 @@ class Mamba2Mixer(nn.Module):
             xs, dt, a, b_mat, c_mat, self.chunk_size, D=skip, initial_state=state.ssm, return_final_state=True
         )
         return y, MambaState(new_conv, ssm)
+
+    def _conv(
+        self, xbc: torch.Tensor, state: MambaState | None, sel: Select, rows: MambaRows | None, own: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The depthwise causal conv over [x|B|C] with SiLU: xbc (B, T, C) -> (B, T, C), and the new conv state
+        (None without `state`); the cached K-1 inputs play the role of the left zero padding."""
+        bsz, t, conv_dim = xbc.shape
+        if state is not None and t == 1 and (own or rows is not None) and cpu_kernels.ssm_step_applies(state.conv):
+            # one token per row into a state this call owns (as the SSM step): one pass, updated in place
+            channels = None if isinstance(sel, int) else sel.index if isinstance(sel, Kept) else sel
+            out = cpu_kernels.conv_step(state.conv, xbc[:, 0], self.conv1d.weight, channels, self.conv1d.bias,
+                                        None if rows is None else rows.step.counts)
+            return out[:, None], state.conv
+        weight, bias = take(self.conv1d.weight, sel), self.conv1d.bias
+        bias = None if bias is None else take(bias, sel)
+        if state is None:
+            return self.kernels.conv(xbc, weight[:, 0], bias), None
+        full = torch.cat([state.conv, xbc.transpose(1, 2)], dim=-1)  # (B, C, K-1+T)
+        if rows is None:
+            new_conv = full[..., full.shape[-1] - (self.conv_kernel - 1) :]
+        else:  # row b's last K-1 inputs end at its last valid token: full[b, :, n_b : n_b + K-1]
+            keep = rows.step.counts[:, None] + torch.arange(self.conv_kernel - 1, device=xbc.device)  # (B, K-1)
+            new_conv = full.gather(2, keep[:, None, :].expand(bsz, conv_dim, -1))
+        if t == 1:  # one output per channel: a dot product over the K inputs, cheaper than a conv call here
+            out = (full * weight[:, 0]).sum(-1, keepdim=True)  # (B, C, 1)
+            return F.silu(out if bias is None else out + bias[:, None]).transpose(1, 2), new_conv  # (B, 1, C)
+        return F.silu(F.conv1d(full, weight, bias, groups=conv_dim)).transpose(1, 2), new_conv  # (B, T, C)
 
     def _mix_packed(
         self, proj: torch.Tensor, rows: MambaRows, lay: MambaLayout, width: Axis | None, head_dim: Axis | None

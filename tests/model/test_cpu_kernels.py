@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The CPU decoding kernels (model/cpu_kernels.py, csrc/decode.c): the few-rows product and the one-pass SSM
-step against float64 references on random shapes, runs and strided views; the build (cached, atomic,
-rebuilt when damaged, switched off by the environment); the paths that use them; and float32 decoding
-through them equal to the float64 full forward pass."""
+"""The CPU decoding kernels (model/cpu_kernels.py, cpu_build.py, csrc/decode.c): the few-rows product, the
+one-pass SSM step, the norms and the conv step against float64 references on random shapes, runs and
+strided views; the build (cached, atomic, rebuilt when damaged, pruned, switched off by the environment, a
+temp-dir fallback); the paths that use them; and float32 decoding through them equal to the float64 full
+forward pass."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nemotron_elastic.model import cpu_kernels, layout
+from nemotron_elastic.model import cpu_build, cpu_kernels, layout
 from nemotron_elastic.model.layout import Kept, kept, sub_linear
 
 needs_kernel = pytest.mark.skipif(
@@ -120,35 +121,35 @@ def test_layout_paths_use_it_and_agree_with_torch(monkeypatch):
 
 
 def test_build_is_cached_and_atomic(tmp_path):
-    if cpu_kernels._compiler() is None:
+    if cpu_build.compiler() is None:
         pytest.skip("no C compiler")
-    compiler = cpu_kernels._compiler()
-    first = cpu_kernels.build(compiler, tmp_path)
+    compiler = cpu_build.compiler()
+    first = cpu_build.build(compiler, tmp_path)
     stamp = first.stat().st_mtime_ns
-    assert cpu_kernels.build(compiler, tmp_path) == first and first.stat().st_mtime_ns == stamp  # reused
+    assert cpu_build.build(compiler, tmp_path) == first and first.stat().st_mtime_ns == stamp  # reused
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
 
 
 @needs_kernel
 def test_damaged_library_is_rebuilt(tmp_path):
-    path = cpu_kernels.build(cpu_kernels._compiler(), tmp_path)
+    path = cpu_build.build(cpu_build.compiler(), tmp_path)
     path.write_bytes(b"not a library")
-    lib = cpu_kernels.load(tmp_path)
+    lib = cpu_build.load(tmp_path)
     assert lib.ne_supported() == 1 and path.stat().st_size > 1000
 
 
 def test_switched_off_by_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    monkeypatch.setenv(cpu_build.ENV_SWITCH, "0")
     with pytest.raises(RuntimeError, match="NEMOTRON_ELASTIC_CPU_KERNELS=0"):
-        cpu_kernels.load(tmp_path)
+        cpu_build.load(tmp_path)
     assert not list(tmp_path.iterdir())  # nothing built
 
 
 def test_failed_compile_says_why(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails
-    monkeypatch.setattr(cpu_kernels, "_compiler", lambda: "false")
+    monkeypatch.setattr(cpu_build, "compiler", lambda: "false")
     with pytest.raises(RuntimeError, match="false failed"):
-        cpu_kernels.load(tmp_path)
+        cpu_build.load(tmp_path)
     assert not list(tmp_path.iterdir())  # the temporary output is removed
 
 
@@ -281,6 +282,37 @@ def test_norms_take_the_kernel_for_decoding_rows_only(monkeypatch):
     assert len(calls) == 2
 
 
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(0, 5), c=st.integers(1, 40), k=st.integers(1, 5), picked=st.booleans(),
+       use_bias=st.booleans(), use_counts=st.booleans(), seed=st.integers(0, 2**16))
+def test_conv_step_matches_float64(b, c, k, picked, use_bias, use_counts, seed):
+    """silu(conv) of one new input per row equals the float64 sum over [state | x]; a row fed a token has its
+    state shifted to end with it, a row fed none keeps its state; kept channels picked from a larger weight."""
+    g = torch.Generator().manual_seed(seed)
+    full = c + 7
+    weight = torch.randn(full, 1, k, generator=g)
+    bias = torch.randn(full, generator=g) if use_bias else None
+    channels = torch.randperm(full, generator=g)[:c] if picked else None
+    state = torch.randn(b, c, k - 1, generator=g)
+    x = torch.randn(b, c + 3, generator=g)[:, :c]  # rows at a stride
+    counts = torch.randint(0, 2, (b,), generator=g) if use_counts else None
+    before = state.double().clone()
+    ch = torch.arange(c) if channels is None else channels
+    w = weight.double()[ch, 0]  # (c, k)
+    want = (torch.cat([before, x.double()[:, :, None]], -1) * w).sum(-1)
+    if bias is not None:
+        want = want + bias.double()[ch]
+    want = torch.nn.functional.silu(want)
+    with torch.no_grad():
+        got = cpu_kernels.conv_step(state, x, weight, channels, bias, counts)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    fed = torch.ones(b, dtype=torch.bool) if counts is None else counts.bool()
+    shifted = torch.cat([before, x.double()[:, :, None]], -1)[:, :, 1:]
+    torch.testing.assert_close(state.double()[fed], shifted[fed], rtol=0, atol=0)
+    torch.testing.assert_close(state.double()[~fed], before[~fed], rtol=0, atol=0)
+
+
 def test_segments_of_column_runs():
     runs = kept(torch.tensor([2, 3, 4, 10, 11, 12, 30])).runs
     assert layout._segments(runs) == ((2, 0, 3), (10, 3, 3), (30, 6, 1))
@@ -293,19 +325,19 @@ def test_old_builds_are_pruned(tmp_path):
         stale = tmp_path / f"decode-{i:016x}.so"
         stale.write_bytes(b"old")
         os.utime(stale, (1000 + i, 1000 + i))
-    cpu_kernels._prune(tmp_path, keep=2)
+    cpu_build._prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"decode-{4:016x}.so", f"decode-{5:016x}.so"]
 
 
 def test_an_unwritable_cache_falls_back_to_the_temp_dir(monkeypatch, tmp_path):
-    if cpu_kernels._compiler() is None:
+    if cpu_build.compiler() is None:
         pytest.skip("no C compiler")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would be")
     monkeypatch.setenv("NEMOTRON_ELASTIC_CACHE", str(blocker))
-    monkeypatch.setattr(cpu_kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(cpu_build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     try:
-        lib = cpu_kernels.load()
+        lib = cpu_build.load()
     except RuntimeError as err:  # a CPU without AVX-512 still fails, but after the build
         assert "AVX-512" in str(err)
         lib = None

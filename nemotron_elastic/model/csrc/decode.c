@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
- * CPU decoding kernels (model/cpu_kernels.py builds and loads this file on first use; optional).
+ * CPU decoding kernels (model/cpu_build.py builds this file on first use, model/cpu_kernels.py calls it;
+ * optional).
  *
  * 1. ne_few_rows_f32, a few-rows matrix product:
  *
@@ -14,9 +15,11 @@
  * weights once per step. Each pair of weight rows is read once and dotted with up to 8 input rows held in
  * L1 (16 accumulators in AVX-512 registers).
  *
- * 2. ne_ssm_step_f32, one recurrent Mamba2 step with the state updated in one pass (below).
+ * 2. ne_ssm_step_f32, one recurrent Mamba2 step with the state updated in one pass;
+ * 3. ne_rms_norm_f32, the RMSNorms of a few rows, plain or gated per group;
+ * 4. ne_conv_step_f32, Mamba2's causal conv for one token per row, its state shifted in place (below).
  *
- * Both split their work across the OpenMP threads of the process: torch's own runtime (the same libgomp
+ * All split their work across the OpenMP threads of the process: torch's own runtime (the same libgomp
  * is already loaded when this library is), so torch.set_num_threads applies.
  */
 #include <immintrin.h>
@@ -202,5 +205,36 @@ void ne_rms_norm_f32(const float* x, int64_t ldx, const float* z, int64_t ldz, c
         const float inv = 1.0f / sqrtf(squares / (float)width + eps);
         #pragma omp simd
         for (int64_t j = 0; j < width; j++) yr[j] = wr[j] * (yr[j] * inv);
+    }
+}
+
+/* One step of Mamba2's depthwise causal conv over [x | B | C] for a batch of rows, with SiLU:
+ *
+ *   out[b, c] = silu(bias[ch] + sum_k<K-1 state[b, c, k] w[ch, k] + x[b, c] w[ch, K-1]),  ch = channels[c]
+ *
+ * and each row's conv state (its last K-1 inputs) shifted in place to end with x[b] when the row is fed a
+ * token (counts[b] == 1; counts NULL: every row), left as it was otherwise (model/mamba2.py `_mix`, where
+ * torch concatenates, gathers, multiplies and sums). state: (rows, C, K-1) contiguous; x rows at stride
+ * ldx; w: (C_full, K) contiguous, its rows picked by `channels` (NULL: c); bias NULL or (C_full,). */
+void ne_conv_step_f32(float* state, const float* x, int64_t ldx, const float* w, const int64_t* channels,
+                      const float* bias, const int64_t* counts, float* out, int64_t rows, int64_t C, int64_t K) {
+    #pragma omp parallel for schedule(static) if (rows * C * K >= (1 << 16))
+    for (int64_t b = 0; b < rows; b++) {
+        const int shift = counts ? counts[b] == 1 : 1;
+        for (int64_t c = 0; c < C; c++) {
+            const int64_t ch = channels ? channels[c] : c;
+            const float* wc = w + ch * K;
+            float* s = state + (b * C + c) * (K - 1);
+            const float xv = x[b * ldx + c];
+            float acc = 0.0f; /* the inputs in time order, the new one last */
+            for (int64_t k = 0; k < K - 1; k++) acc += s[k] * wc[k];
+            acc += xv * wc[K - 1];
+            if (bias) acc += bias[ch];
+            out[b * C + c] = acc / (1.0f + expf(-acc));
+            if (shift) {
+                for (int64_t k = 0; k + 1 < K - 1; k++) s[k] = s[k + 1];
+                if (K > 1) s[K - 2] = xv;
+            }
+        }
     }
 }
