@@ -36,7 +36,12 @@ def cache_dir() -> Path:
     root = os.environ.get("NEMOTRON_ELASTIC_CACHE")
     if root:
         return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory known (a bare container user)
+            base = tempfile.gettempdir()
     return Path(base) / "nemotron_elastic"
 
 
@@ -118,7 +123,8 @@ def load(folder: Path | None = None) -> ctypes.CDLL:
             folder = cache_dir() / "kernels"
             path = build(cc, folder)
         except OSError:
-            folder = Path(tempfile.gettempdir()) / f"nemotron_elastic-{os.getuid()}" / "kernels"
+            user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+            folder = Path(tempfile.gettempdir()) / f"nemotron_elastic-{user}" / "kernels"
             path = build(cc, folder)
     else:
         path = build(cc, folder)
