@@ -16,6 +16,8 @@ as the server runs them (`churn`). No HTTP and no load generator: what the model
 rows, as one batched matmul on the strided weight blocks versus one 2-D matmul per run (model/layout.py
 `_each_run`, the CPU's torch form) versus (float32) one kernel call for every run, in float32 and bfloat16,
 milliseconds over 12 layers' weights.
+`--tiled` adds the last tree run again with its block weights in tiles (model/tiles.py), as the server holds
+a float32 model on a CPU: each budget then reads only its own part of the weights.
 `few_rows` (this tree only): 1..16 rows times 12 weights of 3264 x 1088 as x @ W^T and as W @ x^T per dtype,
 one row as torch.mv, and float32 with the few-rows kernel (model/layout.py `FEW_ROWS`, `VECTOR_DTYPES`,
 `KERNEL_MIN_ROWS`; model/cpu_kernels.py). `--without-kernel` adds the last tree run again with the kernel
@@ -39,8 +41,9 @@ ROWS = (1, 8)
 BUDGETS = (1.0, 0.5)
 
 
-def measure(tree: Path, hidden: int, tokens: int, repeats: int, dtype: str) -> dict[str, float]:
-    """tokens/s per "x{rows}@{budget}" for the package in `tree` (run in this process)."""
+def measure(tree: Path, hidden: int, tokens: int, repeats: int, dtype: str, tiled: bool = False) -> dict[str, float]:
+    """tokens/s per "x{rows}@{budget}" for the package in `tree` (run in this process); `tiled`: the block
+    weights in tiles, as the server holds a float32 model on a CPU (model/tiles.py)."""
     sys.path[:0] = [str(tree), str(HERE)]
     import torch
     from serve_memory import bench_config
@@ -54,6 +57,8 @@ def measure(tree: Path, hidden: int, tokens: int, repeats: int, dtype: str) -> d
     model = HybridLM(cfg)
     model.init_weights()
     model.eval().to(getattr(torch, dtype))
+    if tiled:
+        model.use_tiled_weights()
     out = churn(model, cfg, tokens, repeats)
     for rows in ROWS:
         ids = torch.randint(0, cfg.vocab_size, (rows, 16))
@@ -189,33 +194,40 @@ def main() -> None:
                                                            "this VM's speed drifts between processes)")
     ap.add_argument("--without-kernel", action="store_true", help="also the last tree with "
                     "NEMOTRON_ELASTIC_CPU_KERNELS=0 (torch's products instead of the few-rows kernel)")
+    ap.add_argument("--tiled", action="store_true", help="also the last tree with the block weights in tiles "
+                    "(model/tiles.py: how the server holds a float32 model on a CPU)")
     ap.add_argument("--out", default=str(HERE / "results" / "decode_budgets.json"))
+    ap.add_argument("--child-tiled", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure this tree, print JSON
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(Path(args.child), args.hidden, args.tokens, args.repeats, args.dtype)))
+        print(json.dumps(measure(Path(args.child), args.hidden, args.tokens, args.repeats, args.dtype,
+                                 args.child_tiled)))
         return
     trees = [Path(t).resolve() for t in (args.tree or [HERE.parent])]
     for tree in trees:
         if not (tree / "nemotron_elastic").is_dir():
             ap.error(f"--tree: {tree} holds no nemotron_elastic/ package")
-    # (tree, kernel switched off?): this tree also without the few-rows kernel, with --without-kernel
-    variants = [(tree, False) for tree in trees] + ([(trees[-1], True)] if args.without_kernel else [])
-    best: dict[tuple[Path, bool], dict[str, float]] = {v: {} for v in variants}
+    # (tree, kernel switched off?, tiled?): the last tree also without the kernels (--without-kernel) and
+    # with tiled weights (--tiled)
+    variants = [(tree, False, False) for tree in trees] + ([(trees[-1], True, False)] if args.without_kernel else [])
+    variants += [(trees[-1], False, True)] if args.tiled else []
+    best: dict[tuple[Path, bool, bool], dict[str, float]] = {v: {} for v in variants}
     for _ in range(args.rounds):
-        for tree, off in variants:
+        for tree, off, tiled in variants:
             cmd = [sys.executable, __file__, "--child", str(tree), "--hidden", str(args.hidden),
                    "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--dtype", args.dtype]
+            cmd += ["--child-tiled"] if tiled else []
             env = {**os.environ, "NEMOTRON_ELASTIC_CPU_KERNELS": "0"} if off else None
             done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree, env=env)
             for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
-                best[(tree, off)][key] = max(value, best[(tree, off)].get(key, 0.0))
+                best[(tree, off, tiled)][key] = max(value, best[(tree, off, tiled)].get(key, 0.0))
     results = {}
-    for tree, off in variants:
+    for tree, off, tiled in variants:
         rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=False).stdout.strip() or "unknown"
-        speeds = best[(tree, off)]
-        label = f"{tree.name}@{rev}" + (" without the kernel" if off else "")
+        speeds = best[(tree, off, tiled)]
+        label = f"{tree.name}@{rev}" + (" without the kernel" if off else "") + (" tiled" if tiled else "")
         results[label] = {
             "tokens_per_s": speeds,
             "x8_over_x1_at_1": speeds["x8@1"] / speeds["x1@1"],

@@ -144,4 +144,6 @@ def load(folder: Path | None = None) -> ctypes.CDLL:
     lib.ne_rms_norm_f32.restype = None
     lib.ne_conv_step_f32.argtypes = [p, p, i64, p, p, p, p, p, i64, i64, i64]
     lib.ne_conv_step_f32.restype = None
+    lib.ne_tiled_f32.argtypes = [p, i64, p, i64, p, i64, p, p, p, p, i64, p, i64, i64]
+    lib.ne_tiled_f32.restype = None
     return lib

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """CPU decoding kernels (csrc/decode.c): built on first use with the system's C compiler, optional.
 
-Four kernels, all for float32 inference on a CPU:
+Five kernels, all for float32 inference on a CPU:
 - `few_rows`: decoding sends a few rows through every linear layer. There the BLAS GEMMs of this kind of
   CPU run far below the bandwidth that one row reaches, and a sliced layer costs one BLAS call per run of
   kept units. The kernel reads each kept weight row once for all the rows, in place in the parent's
@@ -12,6 +12,8 @@ Four kernels, all for float32 inference on a CPU:
   call where torch runs about ten small ops (model/norm.py).
 - `conv_step`: Mamba2's causal conv for one token per row, with SiLU, the conv state shifted in place
   (model/mamba2.py), where torch concatenates, gathers, multiplies and sums.
+- `tiled`: `few_rows` on a weight stored in tiles for serving (model/tiles.py), where every budget's kept
+  columns are contiguous: each budget reads its own bytes only.
 
 Nothing is installed ahead of time and nothing fails without them: the first call builds the library
 (model/cpu_build.py: the system's C compiler, a cache folder). Without a compiler, on a CPU without
@@ -24,6 +26,7 @@ the callers use torch's ops, which give the same values up to float rounding (an
     y = ssm_step(state, x, dt, A, B, C, D)  # state (b, h, p, n) updated in place
     y = rms_norm(x, weight, eps, z=gate, groups=g)  # x, gate (..., d) -> (..., d)
     y = conv_step(conv_state, x, weight, channels, bias, counts)  # conv_state (b, C, K-1) updated in place
+    y = tiled(x, tiles, bias, units, segments)  # tiles (P, C, 16): model/tiles.py
 """
 
 from __future__ import annotations
@@ -120,6 +123,39 @@ def few_rows(
         x.data_ptr(), x.stride(0), weight.data_ptr(), weight.stride(0),
         None if rows is None else rows.data_ptr(), None if bias is None else bias.data_ptr(),
         woff, xoff, length, len(segments), y.data_ptr(), n, m, n,
+    )  # fmt: skip
+    return y
+
+
+def tiled(
+    x: torch.Tensor,
+    tiles: torch.Tensor,
+    bias: torch.Tensor | None,
+    units: tuple[ctypes.Array, int, int],
+    segments: tuple[tuple[int, int, int], ...],
+) -> torch.Tensor:
+    """x (M, width) times a weight stored in tiles (model/tiles.py) -> (M, N) float32, the kernel's form of
+    `few_rows` for the tiled layout.
+
+    Args:
+        x: (M, width) float32, M <= MAX_ROWS; its last dim is made contiguous if it is not.
+        tiles: (P, C, TILE) float32, contiguous: tiles[p, k, t] = weight[p * TILE + t, k].
+        bias: (P * TILE,) (padded like the tiles) or None.
+        units: (array of (tile, first slot, slots, output column) x U, U, N) (model/tiles.py `plan`).
+        segments: ((weight column, x column, length), ...) summed in that order.
+    Callers check `applies(x, tiles[0], M)` first.
+    """
+    m = x.shape[0]
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    array, count, n = units
+    woff, xoff, length = _segments(segments)
+    y = torch.empty(m, n, dtype=torch.float32)
+    if m == 0 or n == 0:
+        return y
+    library().ne_tiled_f32(
+        x.data_ptr(), x.stride(0), tiles.data_ptr(), tiles.shape[1], array, count,
+        None if bias is None else bias.data_ptr(), woff, xoff, length, len(segments), y.data_ptr(), n, m,
     )  # fmt: skip
     return y
 

@@ -39,6 +39,7 @@ from .masks import ElasticMasks, LayerMasks
 from .mlp import MLP
 from .norm import RMSNorm
 from .rope import Rope, RotaryEmbedding
+from .tiles import tile_layer, untile_layer
 
 
 def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
@@ -310,6 +311,17 @@ class HybridLM(nn.Module):
         subnet: generate with a sub-model of this parent (sliced forward, caches of the sub-model's size).
         """
         return generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, subnet)
+
+    def use_tiled_weights(self, tiled: bool = True) -> HybridLM:
+        """Store every block's linear weights in tiles (model/tiles.py), or back row-major (`tiled=False`).
+
+        For serving on a CPU: every budget then reads only its own part of the one weight copy. Same values
+        up to float rounding; inference only (the state dict still gives the row-major weights; slicing
+        needs them back). The shared embedding / LM head table stays row-major."""
+        for module in self.layers.modules():
+            if isinstance(module, Linear):
+                (tile_layer if tiled else untile_layer)(module)
+        return self
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied LM head counts once)."""

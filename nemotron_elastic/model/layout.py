@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu_kernels
+from . import cpu_kernels, tiles
 
 Run = tuple[int, int, int, int]  # (start, length, count, step): `count` runs of `length` units, `step` apart
 
@@ -172,9 +172,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class Linear(nn.Linear):
-    """nn.Linear computed by `linear` (the few-rows CPU path); same parameters, state dict and hooks."""
+    """nn.Linear computed by `linear` (the few-rows CPU path); same parameters, state dict and hooks. For
+    serving, its weight may be stored in tiles instead (`tiles`, model/tiles.py); the state dict still holds
+    the row-major `weight`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_parameter("tiles", None)
+        self._register_state_dict_hook(tiles.weight_in_state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tiles is not None:
+            rows, cols = _runs(self.out_features), _segments(_runs(self.in_features))
+            return tiles.linear(x, self.tiles, self.bias, rows, cols)
         return linear(x, self.weight, self.bias)
 
 
@@ -303,9 +313,11 @@ def sub_linear(x: torch.Tensor, layer: nn.Linear, rows: Select, cols: Select) ->
     handful of tokens (decoding), where each contiguous run of kept units is a view (`_linear_by_runs`).
     With the full sizes this is exactly `layer(x)`. x: (..., len(cols)) -> (..., len(rows)).
     """
-    full = isinstance(rows, int) and isinstance(cols, int) and (rows, cols) == tuple(layer.weight.shape)
+    full = isinstance(rows, int) and isinstance(cols, int) and (rows, cols) == (layer.out_features, layer.in_features)
     if full:
         return layer(x)  # the module's call: forward hooks (importance scoring) see it
+    if getattr(layer, "tiles", None) is not None:  # serving's tiled layout: every budget reads its own bytes
+        return tiles.linear(x, layer.tiles, layer.bias, _runs(rows), _segments(_runs(cols)))
     tokens = x.numel() // max(1, x.shape[-1])
     if tokens <= SMALL_BATCH_TOKENS and not torch.is_grad_enabled():
         return _linear_by_runs(x, layer, rows, cols)

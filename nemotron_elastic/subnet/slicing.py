@@ -35,6 +35,8 @@ def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tens
     p = parent.config
     if spec.parent != p:
         raise ValueError("subnet: the spec was built for a different parent config")
+    if any(getattr(m, "tiles", None) is not None for m in parent.layers.modules()):
+        raise ValueError("parent: its weights are in serving's tiles (use_tiled_weights(False) first)")
     d = spec.hidden
     out: dict[str, torch.Tensor] = {
         "embeddings.weight": _cut(parent.embeddings.weight, cols=d),

@@ -11,6 +11,7 @@ from serve_testlib import BUDGET_SPECS, post
 
 from nemotron_elastic.checkpoint.hf import save_hf
 from nemotron_elastic.config.spec import SubnetSpec
+from nemotron_elastic.checkpoint.load import load_model
 from nemotron_elastic.io import load_tokenizer
 from nemotron_elastic.serve.engine import ContextLengthError, SamplingParams
 from nemotron_elastic.serve.memory import cache_bytes, weight_bytes
@@ -41,10 +42,11 @@ def hf_exports(engine, tmp_path_factory):
     """The exported standalone HF checkpoint of each budget (slice, then save_hf)."""
     root = tmp_path_factory.mktemp("hf")
     out = {}
+    parent = load_model(engine.path)  # the served copy keeps its weights in tiles (model/tiles.py)
     for budget in BUDGET_SPECS:
         spec = engine.resolve(budget).spec
         out[budget] = save_hf(
-            slice_model(engine.model, spec), root / f"b{budget}", tokenizer=engine.tokenizer
+            slice_model(parent, spec), root / f"b{budget}", tokenizer=engine.tokenizer
         )
     return out
 
@@ -145,7 +147,11 @@ def test_weights_are_held_once(engine):
     params = sum(p.numel() * p.element_size() for p in engine.model.parameters())
     assert report["weight_bytes"] == weight_bytes(engine.model) == params
     sliced = {name: m["sliced_weight_bytes"] for name, m in report["models"].items()}
-    assert sliced["micro"] == report["weight_bytes"]
+    # the parent's own bytes, plus (float32 on a CPU with the kernels) the tiles' padding: at most 15 zero
+    # rows per block weight (model/tiles.py), about 1% of this micro model
+    padding = report["weight_bytes"] - sliced["micro"]
+    assert 0 <= padding <= 0.02 * sliced["micro"]
+    assert padding == 0 or engine.model.layers[0].mixer.in_proj.tiles is not None
     assert report["separate_weight_bytes"] == sliced["micro-1.0"] + sliced["micro-0.75"] + sliced["micro-0.5"]
     storages = {p.untyped_storage().data_ptr() for p in engine.model.parameters()}
     for name in engine.models:  # serving a budget allocates no weights: the sliced forward reads views

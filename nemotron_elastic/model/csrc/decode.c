@@ -17,7 +17,8 @@
  *
  * 2. ne_ssm_step_f32, one recurrent Mamba2 step with the state updated in one pass;
  * 3. ne_rms_norm_f32, the RMSNorms of a few rows, plain or gated per group;
- * 4. ne_conv_step_f32, Mamba2's causal conv for one token per row, its state shifted in place (below).
+ * 4. ne_conv_step_f32, Mamba2's causal conv for one token per row, its state shifted in place (below);
+ * 5. ne_tiled_f32, the few-rows product on a weight stored in tiles, for serving (below).
  *
  * All split their work across the OpenMP threads of the process: torch's own runtime (the same libgomp
  * is already loaded when this library is), so torch.set_num_threads applies.
@@ -126,6 +127,78 @@ void ne_few_rows_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, c
                 DISPATCH(mb, lone, spill, 1);
                 for (int m = 0; m < mb; m++) out[m * ldy] = lone[m];
             }
+            m0 += mb;
+        }
+    }
+}
+
+/* 5. ne_tiled_f32, the few-rows product on a weight stored in tiles (model/tiles.py):
+ *
+ *   tiles[p, k, t] = W[p * TILE + t, k]      (P, C, TILE) contiguous: TILE output rows, column-major
+ *
+ * so the kept columns of any sub-model are, within every kept tile, contiguous TILE-float lines: a budget
+ * reads exactly its own bytes, one stream per tile, where a row-major weight gives a column prefix as
+ * strided pieces of rows that the hardware prefetcher overruns. Units say which tiles to read and where
+ * their kept outputs go: unit u = (tile, first slot, slots, output column), so
+ *
+ *   y[m, out + j] = bias[tile * TILE + t0 + j] + sum over segments s, i < len[s] of
+ *                   x[m, xoff[s] + i] * tiles[tile, woff[s] + i, t0 + j]          for j < slots.
+ *
+ * Each unit keeps its TILE outputs of up to 16 rows in registers (one AVX-512 vector per row), so no
+ * horizontal sums; units are split across the OpenMP threads. */
+#define TILE 16
+#define TILE_PREFETCH 512 /* floats ahead within the tile's stream: 2 KB */
+
+#define DEF_TILE(MB)                                                                                \
+    static void tile_##MB(const float* x, int64_t ldx, const float* w, const int64_t* woff,         \
+                          const int64_t* xoff, const int64_t* len, int64_t S, float* acc) {         \
+        __m512 a[MB];                                                                               \
+        for (int m = 0; m < MB; m++) a[m] = _mm512_setzero_ps();                                    \
+        for (int64_t s = 0; s < S; s++) {                                                           \
+            const float* ws = w + woff[s] * TILE;                                                   \
+            const float* xs = x + xoff[s];                                                          \
+            const int64_t end = len[s] * TILE;                                                      \
+            for (int64_t k = 0; k < len[s]; k++) {                                                  \
+                const int64_t ahead = k * TILE + TILE_PREFETCH;                                     \
+                _mm_prefetch((const char*)(ws + (ahead < end ? ahead : end - TILE)), _MM_HINT_T0);  \
+                const __m512 v = _mm512_loadu_ps(ws + k * TILE);                                    \
+                for (int m = 0; m < MB; m++)                                                        \
+                    a[m] = _mm512_fmadd_ps(_mm512_set1_ps(xs[m * ldx + k]), v, a[m]);               \
+            }                                                                                       \
+        }                                                                                           \
+        for (int m = 0; m < MB; m++) _mm512_storeu_ps(acc + m * TILE, a[m]);                        \
+    }
+
+DEF_TILE(16)
+DEF_TILE(8)
+DEF_TILE(4)
+DEF_TILE(2)
+DEF_TILE(1)
+
+void ne_tiled_f32(const float* x, int64_t ldx, const float* tiles, int64_t C, const int64_t* units, int64_t U,
+                  const float* bias, const int64_t* woff, const int64_t* xoff, const int64_t* len, int64_t S,
+                  float* y, int64_t ldy, int64_t M) {
+    int64_t width = 0;
+    for (int64_t s = 0; s < S; s++) width += len[s];
+    #pragma omp parallel for schedule(static) if (M * U * TILE * width >= (1 << 16))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t tile = units[4 * u], t0 = units[4 * u + 1], slots = units[4 * u + 2], out = units[4 * u + 3];
+        const float* w = tiles + tile * C * TILE;
+        float acc[16 * TILE];
+        for (int64_t m0 = 0; m0 < M;) {
+            const int64_t left = M - m0;
+            const int mb = left >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            const float* xm = x + m0 * ldx;
+            switch (mb) {
+                case 16: tile_16(xm, ldx, w, woff, xoff, len, S, acc); break;
+                case 8: tile_8(xm, ldx, w, woff, xoff, len, S, acc); break;
+                case 4: tile_4(xm, ldx, w, woff, xoff, len, S, acc); break;
+                case 2: tile_2(xm, ldx, w, woff, xoff, len, S, acc); break;
+                default: tile_1(xm, ldx, w, woff, xoff, len, S, acc);
+            }
+            for (int m = 0; m < mb; m++)
+                for (int64_t j = 0; j < slots; j++)
+                    y[(m0 + m) * ldy + out + j] = acc[m * TILE + t0 + j] + (bias ? bias[tile * TILE + t0 + j] : 0.0f);
             m0 += mb;
         }
     }

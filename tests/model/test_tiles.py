@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The tiled weight layout for serving (model/tiles.py, csrc/decode.c `ne_tiled_f32`): tile / untile round
+trips; the plan of kept rows; the kernel and torch's form against float64 references on random row runs and
+column segments; a tiled model equal to the row-major one (parent, sliced and per-row masked sub-models,
+batched decoding through the kernel); the weight parameter gone while tiled and back after; the serving
+engine tiling a float32 model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nemotron_elastic.model import cpu_kernels, tiles
+from nemotron_elastic.model.layout import kept
+
+needs_kernel = pytest.mark.skipif(
+    cpu_kernels.library() is None, reason=f"kernel unavailable: {cpu_kernels.unavailable_reason()}"
+)
+SUB = {
+    "hidden": 24,
+    "mlp": 32,
+    "attention_heads": 2,
+    "mamba_heads": 3,
+    "mamba_head_dim": 3,
+    "layers": [0, 1, 2, 4, 5],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(r=st.integers(1, 70), c=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_tile_round_trip(r, c, seed):
+    w = torch.randn(r, c, generator=torch.Generator().manual_seed(seed))
+    t = tiles.tile(w)
+    assert t.shape == (-(-r // tiles.TILE), c, tiles.TILE) and t.is_contiguous()
+    for row in (0, r - 1, r // 2):
+        assert torch.equal(t[row // tiles.TILE, :, row % tiles.TILE], w[row])
+    assert torch.equal(tiles.untile(t, r), w)
+    assert not t.permute(0, 2, 1).reshape(-1, c)[r:].any()  # the padding rows are zero
+
+
+def random_case(draw_seed: int, r: int, c: int):
+    """Random kept rows (as runs) and column segments of an (r, c) weight."""
+    g = torch.Generator().manual_seed(draw_seed)
+    rows = torch.randperm(r, generator=g)[: max(1, r // 2)].sort().values
+    runs = kept(rows).runs
+    cols = torch.randperm(c, generator=g)[: max(1, c // 2)].sort().values.tolist()
+    segments = []
+    for offset, col in enumerate(cols):  # contiguous columns merge into one segment
+        if segments and segments[-1][0] + segments[-1][2] == col:
+            segments[-1] = (segments[-1][0], segments[-1][1], segments[-1][2] + 1)
+        else:
+            segments.append((col, offset, 1))
+    return rows, runs, tuple(segments), torch.tensor(cols)
+
+
+def test_plan_lists_the_kept_rows_in_order():
+    runs = kept(torch.tensor([0, 1, 2, 15, 16, 17, 40, 41, 60])).runs
+    p = tiles.plan(runs)
+    assert p.index.tolist() == [0, 1, 2, 15, 16, 17, 40, 41, 60] and p.rows == 9
+    assert p.tiles.tolist() == [0, 1, 2, 3]
+    units = [tuple(p.units[4 * i : 4 * i + 4]) for i in range(p.count)]
+    assert units[:3] == [(0, 0, 3, 0), (0, 15, 1, 3), (1, 0, 2, 4)]  # a run split where a tile ends
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    m=st.integers(1, 40),
+    r=st.integers(1, 60),
+    c=st.integers(1, 50),
+    use_bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_matches_float64(m, r, c, use_bias, seed):
+    """float32 (the kernel up to 16 rows, torch's form above) and float64 (torch's form) against float64."""
+    g = torch.Generator().manual_seed(seed)
+    w, bias = torch.randn(r, c, generator=g), torch.randn(r, generator=g) if use_bias else None
+    rows, runs, segments, cols = random_case(seed, r, c)
+    x = torch.randn(m, len(cols), generator=g)
+    want = x.double() @ w.double()[rows][:, cols].t() + (0 if bias is None else bias.double()[rows])
+    with torch.no_grad():
+        got32 = tiles.linear(x, tiles.tile(w), bias, runs, segments)
+        got64 = tiles.linear(
+            x.double(), tiles.tile(w.double()), None if bias is None else bias.double(), runs, segments
+        )
+    torch.testing.assert_close(got32.double(), want, rtol=0, atol=1e-4 * (1 + c**0.5))
+    torch.testing.assert_close(got64, want, rtol=0, atol=1e-10)
+
+
+@needs_kernel
+def test_few_float32_rows_take_the_kernel(monkeypatch):
+    calls = []
+    real = cpu_kernels.tiled
+    monkeypatch.setattr(cpu_kernels, "tiled", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+    t, runs, segments = tiles.tile(torch.randn(40, 20)), ((0, 40, 1, 0),), ((0, 0, 20),)
+    with torch.no_grad():
+        for m in (1, 16, 17):
+            tiles.linear(torch.randn(m, 20), t, None, runs, segments)
+        tiles.linear(torch.randn(2, 20).double(), t.double(), None, runs, segments)
+    tiles.linear(torch.randn(2, 20), t, None, runs, segments)  # grad enabled: torch's form
+    assert calls == [1, 16]
+
+
+def models():
+    from test_hybrid import HYBRID, build
+
+    return build(**HYBRID).eval(), build(**HYBRID).eval().use_tiled_weights()
+
+
+@pytest.mark.parametrize("spec", [None, SUB])
+def test_a_tiled_model_equals_the_row_major_one(spec):
+    """float64: the same logits for a full forward and for greedy generation, parent and sub-model."""
+    from nemotron_elastic.config.spec import SubnetSpec
+
+    plain, tiled = models()
+    sub = None if spec is None else SubnetSpec.from_dict(spec, plain.config)
+    ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(tiled(ids, subnet=sub), plain(ids, subnet=sub), rtol=0, atol=1e-10)
+        assert torch.equal(
+            tiled.generate(ids[:, :4], 6, subnet=sub), plain.generate(ids[:, :4], 6, subnet=sub)
+        )
+
+
+def test_weights_leave_and_come_back():
+    from nemotron_elastic.config.spec import SubnetSpec
+    from nemotron_elastic.subnet.slicing import slice_model
+
+    plain, tiled = models()
+    layer = tiled.layers[0].mixer.in_proj
+    with pytest.raises(AttributeError):
+        layer.weight  # noqa: B018 (a read of the moved weight fails loudly)
+    saved = tiled.state_dict()  # the row-major weights, as saved checkpoints hold them
+    assert saved.keys() == plain.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in plain.state_dict().items())
+    with pytest.raises(ValueError, match="tiles"):
+        slice_model(tiled, SubnetSpec.from_dict(SUB, tiled.config))
+    tiled.use_tiled_weights(False)
+    want = plain.state_dict()
+    got = tiled.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert all(m.tiles is None for m in tiled.modules() if hasattr(m, "tiles"))
+
+
+def test_mixed_budgets_batched_on_tiles_equal_each_request_alone():
+    """float64 (torch's form): mixed budgets in one batch (per-row masks inside the widest sub-model, as the
+    server runs them) on a tiled model; each request's greedy output equals its own row-major run."""
+    from nemotron_elastic.config.spec import SubnetSpec
+    from nemotron_elastic.model.batcher import ContinuousBatcher, SequenceRequest
+
+    plain, tiled = models()
+    specs = [None, SubnetSpec.from_dict(SUB, plain.config)]
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (5, 8, 3, 6, 7)]
+    batcher, out, ids = ContinuousBatcher(tiled, mixed="widest"), {}, []
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            ids.append(batcher.submit(SequenceRequest(p, 3 + i, specs[i % 2], 0.0)))
+        done = 0
+        while done < len(prompts):
+            for event in batcher.step():
+                if event.token is not None:
+                    out.setdefault(event.rid, []).append(event.token)
+                done += event.finish is not None
+        for i, p in enumerate(prompts):
+            want = plain.generate(torch.tensor([p]), 3 + i, subnet=specs[i % 2])[0, len(p) :].tolist()
+            assert out[ids[i]] == want
+
+
+@needs_kernel
+@pytest.mark.parametrize("spec", [None, SUB])
+def test_float32_decoding_on_tiles_equals_the_full_forward(spec, monkeypatch):
+    """A float32 batched decode (ragged prefill, then one-token steps) of a tiled model goes through the
+    kernel and equals each row's float64 full forward pass within float32 rounding."""
+    from test_hybrid import HYBRID, build
+
+    from nemotron_elastic.config.spec import SubnetSpec
+
+    calls = []
+    real = cpu_kernels.tiled
+    monkeypatch.setattr(cpu_kernels, "tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
+    exact = build(**HYBRID)
+    model = build(**HYBRID).float().eval().use_tiled_weights()
+    sub = None if spec is None else SubnetSpec.from_dict(spec, model.config)
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (6, 9, 4)]
+    cache, got = model.new_batch_cache(3), [[] for _ in seqs]
+    steps = [[s[:3] for s in seqs]] + [
+        [s[t : t + 1] if t < len(s) else [] for s in seqs] for t in range(3, 9)
+    ]
+    with torch.no_grad():
+        for pieces in steps:
+            x = torch.zeros(3, max(len(p) for p in pieces), dtype=torch.long)
+            for b, p in enumerate(pieces):
+                x[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+            logits = model(x, cache=cache, counts=torch.tensor([len(p) for p in pieces]), subnet=sub)
+            for b, p in enumerate(pieces):
+                got[b].append(logits[b, : len(p)])
+        for b, s in enumerate(seqs):
+            want = exact(torch.tensor([s]), subnet=sub)[0]
+            torch.testing.assert_close(torch.cat(got[b]).double(), want, rtol=0, atol=2e-5)
+    assert calls, "the float32 decode did not use the tiled kernel"
+
+
+def test_the_engine_serves_float32_from_tiles(micro_parent):
+    """The serving engine loads a float32 model with its block weights in tiles when the kernels are built
+    (row-major otherwise, and for other dtypes)."""
+    from nemotron_elastic.serve.engine import ManyInOneEngine
+
+    for dtype, want in (("float32", cpu_kernels.library() is not None), ("bfloat16", False)):
+        engine = ManyInOneEngine(micro_parent, dtype=dtype)
+        try:
+            layers = [m for m in engine.model.layers.modules() if hasattr(m, "tiles")]
+            assert layers and all((m.tiles is not None) == want for m in layers)
+            assert len(engine.generate([5, 6, 7], max_new_tokens=3, ignore_eos=True).token_ids) == 3
+        finally:
+            engine.close()
