@@ -10,8 +10,8 @@ import torch
 from serve_testlib import BUDGET_SPECS, post
 
 from nemotron_elastic.checkpoint.hf import save_hf
-from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.checkpoint.load import load_model
+from nemotron_elastic.config.spec import SubnetSpec
 from nemotron_elastic.io import load_tokenizer
 from nemotron_elastic.serve.engine import ContextLengthError, SamplingParams
 from nemotron_elastic.serve.memory import cache_bytes, weight_bytes
