@@ -146,4 +146,8 @@ def load(folder: Path | None = None) -> ctypes.CDLL:
     lib.ne_conv_step_f32.restype = None
     lib.ne_tiled_f32.argtypes = [p, i64, p, i64, p, i64, p, p, p, p, i64, p, i64, i64]
     lib.ne_tiled_f32.restype = None
+    f32 = ctypes.c_float
+    lib.ne_mamba_step_f32.argtypes = [p, i64, p, p, p, p, p, i64, p, f32, p, p, p, i64, i64, i64, i64, p, f32, p, p,
+                                      i64]  # fmt: skip
+    lib.ne_mamba_step_f32.restype = None
     return lib

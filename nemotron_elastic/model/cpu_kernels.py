@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """CPU decoding kernels (csrc/decode.c): built on first use with the system's C compiler, optional.
 
-Five kernels, all for float32 inference on a CPU:
+Six kernels, all for float32 inference on a CPU:
 - `few_rows`: decoding sends a few rows through every linear layer. There the BLAS GEMMs of this kind of
   CPU run far below the bandwidth that one row reaches, and a sliced layer costs one BLAS call per run of
   kept units. The kernel reads each kept weight row once for all the rows, in place in the parent's
@@ -14,6 +14,8 @@ Five kernels, all for float32 inference on a CPU:
   (model/mamba2.py), where torch concatenates, gathers, multiplies and sums.
 - `tiled`: `few_rows` on a weight stored in tiles for serving (model/tiles.py), where every budget's kept
   columns are contiguous: each budget reads its own bytes only.
+- `mamba_step`: a Mamba2 mixer's decoding step between its two projections (conv, step sizes, SSM step,
+  gated norm) in one call, where torch's glue between the kernels above ran about 50 small ops.
 
 Nothing is installed ahead of time and nothing fails without them: the first call builds the library
 (model/cpu_build.py: the system's C compiler, a cache folder). Without a compiler, on a CPU without
@@ -27,6 +29,8 @@ the callers use torch's ops, which give the same values up to float rounding (an
     y = rms_norm(x, weight, eps, z=gate, groups=g)  # x, gate (..., d) -> (..., d)
     y = conv_step(conv_state, x, weight, channels, bias, counts)  # conv_state (b, C, K-1) updated in place
     y = tiled(x, tiles, bias, units, segments)  # tiles (P, C, 16): model/tiles.py
+    y = mamba_step(proj, conv_state, conv_w, channels, conv_b, counts, dt_bias, dt_min, A, D, ssm_state,
+                   norm_w, eps)           # both states updated in place
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ import torch
 from .cpu_build import load
 
 MAX_ROWS = 16  # rows per call (measured up to 16: benchmarks/decode_budgets.py `few_rows`)
+# `tiled` takes more: it holds 16 rows of a tile's outputs in registers and passes over the tile (in cache)
+# once per 16 rows. Measured on 6 weights of 3264 x 1088 (whole and a 0.5 block): 1.1-1.4x faster than
+# torch's matmul over the tiles at 17-48 rows, 1.04-1.1x at 64-128; so a ragged step with new prompts
+# (decoding rows + prompt chunks) stays on the kernel.
+TILED_MAX_ROWS = 128
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "why": the reason it is None
@@ -63,14 +72,15 @@ def unavailable_reason() -> str:
     return str(_state["why"])
 
 
-def applies(x: torch.Tensor, weight: torch.Tensor, rows: int) -> bool:
-    """Whether `few_rows` takes this product: float32 on a CPU, no grad, 1..MAX_ROWS rows, the weight's
-    rows contiguous (a view of a parent's weight qualifies), and the library available."""
+def applies(x: torch.Tensor, weight: torch.Tensor, rows: int, max_rows: int = MAX_ROWS) -> bool:
+    """Whether `few_rows` (or, with max_rows=TILED_MAX_ROWS, `tiled`) takes this product: float32 on a CPU,
+    no grad, 1..max_rows rows, the weight's rows contiguous (a view of a parent's weight qualifies), and the
+    library available."""
     return (
         x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
-        and 1 <= rows <= MAX_ROWS
+        and 1 <= rows <= max_rows
         and weight.dim() == 2
         and weight.stride(1) == 1
         and not torch.is_grad_enabled()
@@ -138,7 +148,7 @@ def tiled(
     `few_rows` for the tiled layout.
 
     Args:
-        x: (M, width) float32, M <= MAX_ROWS; its last dim is made contiguous if it is not.
+        x: (M, width) float32, M <= TILED_MAX_ROWS; its last dim is made contiguous if it is not.
         tiles: (P, C, TILE) float32, contiguous: tiles[p, k, t] = weight[p * TILE + t, k].
         bias: (P * TILE,) (padded like the tiles) or None.
         units: (array of (tile, first slot, slots, output column) x U, U, N) (model/tiles.py `plan`).
@@ -279,3 +289,43 @@ def conv_step(
             None if counts is None else counts.data_ptr(), out.data_ptr(), b, c, k1 + 1,
         )  # fmt: skip
     return out
+
+
+def mamba_step(
+    proj: Tensor, conv_state: Tensor, conv_weight: Tensor, channels: Tensor | None, conv_bias: Tensor | None,
+    counts: Tensor | None, dt_bias: Tensor, dt_min: float, A: Tensor, D: Tensor | None, ssm_state: Tensor,
+    norm_weight: Tensor, eps: float,
+) -> Tensor:
+    """A Mamba2 mixer's step between its projections for one token per row: `conv_step`, the step sizes,
+    `ssm_step` and the gated group norm in one call (model/mamba2.py `_fused_step`); both states in place.
+
+    Args:
+        proj: (b, I + conv_dim + H) float32 in-projection rows [z | x B C | dt] (rows at any stride).
+        conv_state: (b, conv_dim, K-1) float32, contiguous; conv_weight, channels, conv_bias, counts: as in
+            `conv_step` (counts: a row fed 0 tokens keeps both states and gets dt = 0).
+        dt_bias, A (negative), D (or None): (H,) of the kept heads; dt_min: the step sizes' lower bound.
+        ssm_state: (b, H, P, N) float32, contiguous; its group count G = (conv_dim - I) / (2 N).
+        norm_weight: (I,) the gated norm's weight of the kept channels, over G groups; eps: its epsilon.
+    Returns:
+        (b, I) float32, the gated norm's output. Callers check `ssm_step_applies` on both states first.
+    """
+    b, h, p, n = ssm_state.shape
+    conv_dim, inner = conv_state.shape[1], h * p
+    proj = _rows(proj)
+    if channels is not None and not (channels.dtype == torch.int64 and channels.is_contiguous()):
+        channels = channels.long().contiguous()
+    if counts is not None and not (counts.dtype == torch.int64 and counts.is_contiguous()):
+        counts = counts.long().contiguous()
+    small = [None if t is None else t.float().contiguous() for t in (dt_bias, A, D, norm_weight)]
+    y = torch.empty(b, inner, dtype=torch.float32)
+    if y.numel():
+        scratch = torch.empty(b * (conv_dim + h + inner), dtype=torch.float32)
+        dt_bias, A, D, norm_weight = small
+        library().ne_mamba_step_f32(
+            proj.data_ptr(), proj.stride(0), conv_state.data_ptr(), conv_weight.data_ptr(),
+            None if channels is None else channels.data_ptr(), None if conv_bias is None else conv_bias.data_ptr(),
+            None if counts is None else counts.data_ptr(), conv_state.shape[2] + 1, dt_bias.data_ptr(), dt_min,
+            A.data_ptr(), None if D is None else D.data_ptr(), ssm_state.data_ptr(), h, p, n,
+            (conv_dim - inner) // (2 * n), norm_weight.data_ptr(), eps, scratch.data_ptr(), y.data_ptr(), b,
+        )  # fmt: skip
+    return y

@@ -321,6 +321,13 @@ class HybridLM(nn.Module):
         for module in self.layers.modules():
             if isinstance(module, Linear):
                 (tile_layer if tiled else untile_layer)(module)
+        # The rest in storages of their own: a loaded checkpoint's file mapping, which tiling has read through,
+        # is then released instead of staying resident beside the tiles (measured: +0.4 GB RSS for 56M).
+        tiles = {id(m.tiles) for m in self.layers.modules() if isinstance(m, Linear) and m.tiles is not None}
+        with torch.no_grad():
+            for p in self.parameters():
+                if id(p) not in tiles:
+                    p.data = p.data.clone()
         return self
 
     def num_parameters(self) -> int:

@@ -147,6 +147,10 @@ class Mamba2Mixer(nn.Module):
         lay = self._layout(width, head_dim, x.device)
         h, p, inner, _, sel = lay
         proj = sub_linear(x, self.in_proj, sel.in_proj, d)  # (B, T, 2I + 2GN + H)
+        one_token_rows = rows is not None and not rows.step.packed and t == 1
+        fused = self._fused_step(proj[:, 0], rows, lay, width, head_dim) if one_token_rows else None
+        if fused is not None:  # a batch's decoding step, in one kernel call between the projections
+            return sub_linear(fused[0][:, None], self.out_proj, d, sel.inner), fused[1]
         if rows is not None and rows.step.packed:  # x: (N, 1, d), the real tokens of a ragged step
             y, new_state = self._mix_packed(proj[:, 0], rows, lay, width, head_dim)
         else:
@@ -162,6 +166,29 @@ class Mamba2Mixer(nn.Module):
         )  # (B, T, I)
         y = scale(y, _channel_product(width, head_dim, g, h, p, lambda a: a.factor()))
         return sub_linear(y, self.out_proj, d, sel.inner), new_state
+
+    def _fused_step(
+        self, proj: torch.Tensor, rows: MambaRows, lay: MambaLayout, width: Axis | None, head_dim: Axis | None
+    ) -> tuple[torch.Tensor, MambaRows] | None:
+        """`forward`'s work between the projections for a batch's rows of one token each (proj (B, 2I + 2GN
+        + H)) in one kernel call (model/cpu_kernels.py `mamba_step`): -> (y (B, I), the rows' state, updated
+        in place). None where it does not apply: not float32 on a CPU without grad, or a sub-model with
+        channel weights or factors (soft or per-row masks), which the torch path takes."""
+        if proj.dtype != torch.float32 or self.conv1d.weight.dtype != torch.float32:
+            return None
+        if any(a is not None and (a.weights is not None or a.scale is not None) for a in (width, head_dim)):
+            return None
+        state = rows.state or self.empty_state(proj.shape[0], proj.dtype, proj.device, width, head_dim)
+        if not (cpu_kernels.ssm_step_applies(state.ssm) and cpu_kernels.ssm_step_applies(state.conv)):
+            return None
+        sel = lay.sel
+        a = -torch.exp(take(self.A_log, sel.heads).float())
+        y = cpu_kernels.mamba_step(
+            proj, state.conv, self.conv1d.weight, _conv_channels(sel.conv), self.conv1d.bias, rows.step.counts,
+            take(self.dt_bias, sel.heads), self.dt_min, a, take(self.D, sel.heads), state.ssm,
+            take(self.norm.weight, sel.inner), self.norm.eps,
+        )  # fmt: skip
+        return y, MambaRows(state, rows.step)
 
     def _mix(
         self, proj: torch.Tensor, state: MambaState | None, lay: MambaLayout, rows: MambaRows | None = None,
@@ -208,9 +235,8 @@ class Mamba2Mixer(nn.Module):
         bsz, t, conv_dim = xbc.shape
         if state is not None and t == 1 and (own or rows is not None) and cpu_kernels.ssm_step_applies(state.conv):
             # one token per row into a state this call owns (as the SSM step): one pass, updated in place
-            channels = None if isinstance(sel, int) else sel.index if isinstance(sel, Kept) else sel
-            out = cpu_kernels.conv_step(state.conv, xbc[:, 0], self.conv1d.weight, channels, self.conv1d.bias,
-                                        None if rows is None else rows.step.counts)
+            out = cpu_kernels.conv_step(state.conv, xbc[:, 0], self.conv1d.weight, _conv_channels(sel),
+                                        self.conv1d.bias, None if rows is None else rows.step.counts)
             return out[:, None], state.conv
         weight, bias = take(self.conv1d.weight, sel), self.conv1d.bias
         bias = None if bias is None else take(bias, sel)
@@ -231,18 +257,33 @@ class Mamba2Mixer(nn.Module):
         self, proj: torch.Tensor, rows: MambaRows, lay: MambaLayout, width: Axis | None, head_dim: Axis | None
     ) -> tuple[torch.Tensor, MambaRows]:
         """`_mix` of a packed ragged step: proj (N, 2I + 2GN + H), the real tokens in row order -> y (N, 1, H, P)
-        and the rows' state, updated in place. The one-token rows take one recurrent step together; a row
-        fed several tokens (a prompt chunk) runs the chunked scan alone from its state. No padded slot is
-        computed: the scan of a padded batch costs every row the longest row's chunk."""
+        and the rows' state, updated in place. The one-token rows take one recurrent step together; rows fed
+        several tokens (prompt chunks) run the chunked scan from their states, one call per token count (a
+        burst of new requests whose prompts have one length scans together). No padded slot is computed: the
+        scan of a padded batch costs every row the longest row's chunk."""
         step = rows.step
         state = rows.state or self.empty_state(step.counts.shape[0], proj.dtype, proj.device, width, head_dim)
         counts = step.counts.tolist()
         starts = [0, *itertools.accumulate(counts)][:-1]
         y = proj.new_empty(proj.shape[0], lay.heads, lay.head_dim)  # (N, H, P)
-        ones = [b for b, c in enumerate(counts) if c == 1]
-        parts = [(ones, [starts[b] for b in ones])] if ones else []
-        parts += [([b], list(range(starts[b], starts[b] + c))) for b, c in enumerate(counts) if c > 1]
+        by_count: dict[int, list[int]] = {}  # rows fed the same number of tokens run together
+        for b, c in enumerate(counts):
+            if c > 0:
+                by_count.setdefault(c, []).append(b)
+        parts = [(batch, [t for b in batch for t in range(starts[b], starts[b] + c)]) for c, batch in by_count.items()]
         for batch, tokens in parts:  # rows, and their tokens in the pack
+            if _is_range(batch) and _is_range(tokens):
+                # the usual case (running rows first, a new prompt after them): views, so a one-token step
+                # updates the cache's states in place, with no gathered copy and no copy back
+                b0, t0 = batch[0], tokens[0]
+                piece = proj[t0 : t0 + len(tokens)].view(len(batch), -1, proj.shape[-1])
+                sub = MambaState(state.conv[b0 : b0 + len(batch)], state.ssm[b0 : b0 + len(batch)])
+                out, new = self._mix(piece, sub, lay, own=True)
+                y[t0 : t0 + len(tokens)] = out.reshape(len(tokens), lay.heads, lay.head_dim)
+                for kept_state, fresh in ((sub.conv, new.conv), (sub.ssm, new.ssm)):
+                    if fresh.data_ptr() != kept_state.data_ptr():  # a prompt chunk's new state: copied in
+                        kept_state.copy_(fresh)
+                continue
             index, at = torch.tensor(batch, device=proj.device), torch.tensor(tokens, device=proj.device)
             piece = proj.index_select(0, at).view(len(batch), -1, proj.shape[-1])  # (b, t, .)
             sub = MambaState(state.conv.index_select(0, index), state.ssm.index_select(0, index))
@@ -251,6 +292,16 @@ class Mamba2Mixer(nn.Module):
             state.conv.index_copy_(0, index, new.conv)
             state.ssm.index_copy_(0, index, new.ssm.to(state.ssm.dtype))
         return y[:, None], MambaRows(state, step)
+
+
+def _conv_channels(sel: Select) -> torch.Tensor | None:
+    """The conv kernels' kept channels: None for a prefix (the parent), else the index tensor."""
+    return None if isinstance(sel, int) else sel.index if isinstance(sel, Kept) else sel
+
+
+def _is_range(values: list[int]) -> bool:
+    """Whether `values` are consecutive integers (a slice can stand for them)."""
+    return values[-1] - values[0] + 1 == len(values)
 
 
 def _channel_product(width, head_dim, groups: int, heads: int, p: int, get) -> torch.Tensor | None:

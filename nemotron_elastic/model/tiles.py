@@ -106,12 +106,12 @@ def linear(
 
     x: (..., width), its last dim the kept columns in segment order; tiles: (P, C, TILE); bias: (R,) or
     None; rows: kept rows as runs; cols: ((weight column, x column, length), ...). -> (..., N).
-    A few float32 rows without grad take the kernel; otherwise torch's matmul per column segment on the
-    kept tiles.
+    Up to TILED_MAX_ROWS float32 rows without grad take the kernel; otherwise torch's matmul per column
+    segment on the kept tiles.
     """
     p = plan(rows)
     flat = x.reshape(-1, x.shape[-1])
-    if cpu_kernels.applies(flat, tiles[0], flat.shape[0]):
+    if cpu_kernels.applies(flat, tiles[0], flat.shape[0], cpu_kernels.TILED_MAX_ROWS):
         out = cpu_kernels.tiled(flat, tiles, bias, (p.units, p.count, p.rows), cols)
     else:
         out = _matmul(flat, tiles, p, cols)

@@ -328,7 +328,7 @@ def _run(engine: ManyInOneEngine, call: GenerationCall, job: Any, metrics: Serve
     model = call.served.name
     metrics.started(model, len(call.prompt_ids))
     try:
-        sink = MeteredSink(job.events, metrics, model)
+        sink = MeteredSink(job.events, metrics, model, hold=not call.request.stream)
         stream = engine.start(call.prompt_ids, call.served, call.params, sink, cancel=job.cancel)
         stream.finished.wait()
         if stream.error is not None:

@@ -158,7 +158,8 @@ def test_relayout_between_sub_models_keeps_every_row_exact(kind):
 def test_a_ragged_step_packs_its_tokens_and_equals_each_row_alone(spec):
     """Prompt chunks next to one-token rows and a row fed nothing: the token-wise layers see the real tokens
     only (`RowStep.packed`: each MLP's input holds sum(counts) tokens), the one-token Mamba rows take one
-    recurrent step together and each prompt row its own scan; every row equals itself alone (float64), for
+    recurrent step together and the prompt rows one scan per chunk length (rows side by side or apart);
+    every row equals itself alone (float64), for
     the parent and a sliced sub-model (kept Mamba / attention heads as runs), also under per-row masks
     (taken per token) of the same sub-model."""
     from nemotron_elastic.model.masks import ElasticMasks
@@ -174,7 +175,8 @@ def test_a_ragged_step_packs_its_tokens_and_equals_each_row_alone(spec):
     got = {k: [[] for _ in seqs] for k in caches}
     pieces_by_step = [[s[:3] for s in seqs],  # a ragged first prefill
                       [seqs[0][3:4], seqs[1][3:9], [], seqs[3][3:4]],  # a chunk next to one-token rows, one idle
-                      [seqs[0][4:5], seqs[1][9:10], seqs[2][3:7], seqs[3][4:10]]]
+                      [seqs[0][4:5], seqs[1][9:10], seqs[2][3:7], seqs[3][4:8]],  # two chunks of 4, side by side
+                      [seqs[0][5:7], seqs[1][10:11], [], seqs[3][8:10]]]  # two chunks of 2, apart
     for pieces in pieces_by_step:
         for kind, cache in caches.items():
             seen.clear()

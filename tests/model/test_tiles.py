@@ -66,14 +66,15 @@ def test_plan_lists_the_kept_rows_in_order():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    m=st.integers(1, 40),
+    m=st.integers(1, 140),
     r=st.integers(1, 60),
     c=st.integers(1, 50),
     use_bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_linear_matches_float64(m, r, c, use_bias, seed):
-    """float32 (the kernel up to 16 rows, torch's form above) and float64 (torch's form) against float64."""
+    """float32 (the kernel up to TILED_MAX_ROWS rows, in passes of 16 rows and one pass for the rest,
+    torch's form above) and float64 (torch's form) against float64."""
     g = torch.Generator().manual_seed(seed)
     w, bias = torch.randn(r, c, generator=g), torch.randn(r, generator=g) if use_bias else None
     rows, runs, segments, cols = random_case(seed, r, c)
@@ -95,11 +96,11 @@ def test_few_float32_rows_take_the_kernel(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "tiled", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
     t, runs, segments = tiles.tile(torch.randn(40, 20)), ((0, 40, 1, 0),), ((0, 0, 20),)
     with torch.no_grad():
-        for m in (1, 16, 17):
+        for m in (1, 7, 16, 17, cpu_kernels.TILED_MAX_ROWS, cpu_kernels.TILED_MAX_ROWS + 1):
             tiles.linear(torch.randn(m, 20), t, None, runs, segments)
         tiles.linear(torch.randn(2, 20).double(), t.double(), None, runs, segments)
     tiles.linear(torch.randn(2, 20), t, None, runs, segments)  # grad enabled: torch's form
-    assert calls == [1, 16]
+    assert calls == [1, 7, 16, 17, cpu_kernels.TILED_MAX_ROWS]
 
 
 def models():
@@ -131,6 +132,8 @@ def test_weights_leave_and_come_back():
     layer = tiled.layers[0].mixer.in_proj
     with pytest.raises(AttributeError):
         layer.weight  # noqa: B018 (a read of the moved weight fails loudly)
+    if tiled.config.tie_word_embeddings:  # the shared table stays shared (it moved to its own storage)
+        assert tiled.lm_head.weight is tiled.embeddings.weight
     saved = tiled.state_dict()  # the row-major weights, as saved checkpoints hold them
     assert saved.keys() == plain.state_dict().keys()
     assert all(torch.equal(saved[k], v) for k, v in plain.state_dict().items())
