@@ -33,13 +33,13 @@ from .batcher import generate
 from .decode import AttentionState, InferenceCache, MambaState
 from .init import init_weights
 from .kernels import Kernels, select_kernels
-from .layout import Linear, linear, scale
+from .layout import Linear, linear, scale, sub_linear
 from .mamba2 import Mamba2Mixer
 from .masks import ElasticMasks, LayerMasks
 from .mlp import MLP
 from .norm import RMSNorm
 from .rope import Rope, RotaryEmbedding
-from .tiles import tile_layer, untile_layer
+from .tiles import tile_layer, untile, untile_layer
 
 
 def build_mixer(config: ModelConfig, layer: int) -> nn.Module:
@@ -266,7 +266,11 @@ class HybridLM(nn.Module):
             h = self.norm_f(h)
         else:
             h = scale(self.norm_f(h, masks.hidden.weights), masks.hidden.factor())
-        return h if return_hidden else linear(h, self.head_weight(masks))
+        if return_hidden:
+            return h
+        if self.lm_head.tiles is not None:  # serving's tiled head: a sub-model reads its columns only
+            return sub_linear(h, self.lm_head, self.config.vocab_size, h.shape[-1])
+        return linear(h, self.head_weight(masks))
 
     def rope(self, start: int, length: int, like: torch.Tensor) -> Rope | None:
         """RoPE cos, sin (T, hd) for positions start .. start + length - 1 of a sequence that has
@@ -280,7 +284,9 @@ class HybridLM(nn.Module):
     def head_weight(self, subnet: SubnetSpec | ElasticMasks | None = None) -> torch.Tensor:
         """The LM head weight a sub-model uses: (V, d), the first d columns."""
         masks = self._masks(subnet)
-        return self.lm_head.weight if masks is None else self.lm_head.weight[:, : masks.hidden.size]
+        head = self.lm_head
+        weight = head.weight if head.tiles is None else untile(head.tiles, head.out_features)  # tiled: a copy
+        return weight if masks is None else weight[:, : masks.hidden.size]
 
     def _masks(self, subnet: SubnetSpec | ElasticMasks | None) -> ElasticMasks | None:
         if subnet is None or isinstance(subnet, ElasticMasks):
@@ -317,13 +323,14 @@ class HybridLM(nn.Module):
 
         For serving on a CPU: every budget then reads only its own part of the one weight copy. Same values
         up to float rounding; inference only (the state dict still gives the row-major weights; slicing
-        needs them back). The shared embedding / LM head table stays row-major."""
-        for module in self.layers.modules():
-            if isinstance(module, Linear):
-                (tile_layer if tiled else untile_layer)(module)
+        needs them back). An untied LM head is tiled too; a tied one (also the embedding table) is not."""
+        linears = [m for m in self.layers.modules() if isinstance(m, Linear)]
+        linears += [] if self.config.tie_word_embeddings else [self.lm_head]
+        for module in linears:
+            (tile_layer if tiled else untile_layer)(module)
         # The rest in storages of their own: a loaded checkpoint's file mapping, which tiling has read through,
         # is then released instead of staying resident beside the tiles (measured: +0.4 GB RSS for 56M).
-        tiles = {id(m.tiles) for m in self.layers.modules() if isinstance(m, Linear) and m.tiles is not None}
+        tiles = {id(m.tiles) for m in linears if m.tiles is not None}
         with torch.no_grad():
             for p in self.parameters():
                 if id(p) not in tiles:

@@ -43,8 +43,8 @@ from .text import chat_prompt_text
 def _load(path: Path, dtype: torch.dtype | str | None, device: torch.device | str) -> torch.nn.Module:
     """The served model, in eval mode without grad. On a CPU the decoding kernels are built now (once per
     machine, about a second) rather than at the first request (model/cpu_kernels.py), and a float32 model's
-    block weights are stored in tiles when they are, so that every budget reads only its own part of the
-    one weight copy (model/tiles.py)."""
+    block weights (and an untied LM head) are stored in tiles when they are, so that every budget reads only
+    its own part of the one weight copy (model/tiles.py)."""
     model = load_model(path, dtype=dtype, device=device).requires_grad_(False).eval()
     on_cpu = torch.device(device).type == "cpu" and cpu_kernels.library() is not None
     if on_cpu and next(model.parameters()).dtype == torch.float32:

@@ -117,9 +117,10 @@ class MeteredSink:
     RequestStream, whose owner raises it (server.py `_run`: the pool reports it as the job's error).
 
     `hold` (a non-streamed answer, written whole at the end): the events are kept until the last one and
-    then passed on together, so the handler's thread wakes once per request instead of once per token. Its
-    wake-ups run Python under the GIL that the decoding thread waits for: held, the 8-row steps of
-    benchmarks/serve_load.py (half its requests non-streamed) spent about 0.5 ms less each."""
+    then passed on together, so the handler's thread wakes once per request instead of once per token (its
+    wake-ups run Python under the GIL that the decoding thread then waits for). Measured in the server of
+    benchmarks/serve_load.py (half its requests non-streamed), handing out an 8-row step's events took
+    0.20-0.25 ms (median) against 0.24-0.34 ms before."""
 
     def __init__(self, events: Any, metrics: ServeMetrics, model: str, hold: bool = False) -> None:
         self.events, self.metrics, self.model = events, metrics, model

@@ -35,7 +35,7 @@ def slice_state_dict(parent: HybridLM, spec: SubnetSpec) -> dict[str, torch.Tens
     p = parent.config
     if spec.parent != p:
         raise ValueError("subnet: the spec was built for a different parent config")
-    if any(getattr(m, "tiles", None) is not None for m in parent.layers.modules()):
+    if any(getattr(m, "tiles", None) is not None for m in [*parent.layers.modules(), parent.lm_head]):
         raise ValueError("parent: its weights are in serving's tiles (use_tiled_weights(False) first)")
     d = spec.hidden
     out: dict[str, torch.Tensor] = {

@@ -103,19 +103,24 @@ def test_few_float32_rows_take_the_kernel(monkeypatch):
     assert calls == [1, 7, 16, 17, cpu_kernels.TILED_MAX_ROWS]
 
 
-def models():
+def models(tie: bool = True):
     from test_hybrid import HYBRID, build
 
-    return build(**HYBRID).eval(), build(**HYBRID).eval().use_tiled_weights()
+    config = {**HYBRID, "tie_word_embeddings": tie}
+    return build(**config).eval(), build(**config).eval().use_tiled_weights()
 
 
+@pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize("spec", [None, SUB])
-def test_a_tiled_model_equals_the_row_major_one(spec):
-    """float64: the same logits for a full forward and for greedy generation, parent and sub-model."""
+def test_a_tiled_model_equals_the_row_major_one(spec, tie):
+    """float64: the same logits for a full forward and for greedy generation, parent and sub-model; an
+    untied LM head is tiled too (a tied one, also the embedding table, stays row-major)."""
     from nemotron_elastic.config.spec import SubnetSpec
 
-    plain, tiled = models()
+    plain, tiled = models(tie)
+    assert (tiled.lm_head.tiles is None) == tie
     sub = None if spec is None else SubnetSpec.from_dict(spec, plain.config)
+    torch.testing.assert_close(tiled.head_weight(sub), plain.head_weight(sub), rtol=0, atol=0)
     ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(tiled(ids, subnet=sub), plain(ids, subnet=sub), rtol=0, atol=1e-10)
@@ -124,11 +129,12 @@ def test_a_tiled_model_equals_the_row_major_one(spec):
         )
 
 
-def test_weights_leave_and_come_back():
+@pytest.mark.parametrize("tie", [True, False])
+def test_weights_leave_and_come_back(tie):
     from nemotron_elastic.config.spec import SubnetSpec
     from nemotron_elastic.subnet.slicing import slice_model
 
-    plain, tiled = models()
+    plain, tiled = models(tie)
     layer = tiled.layers[0].mixer.in_proj
     with pytest.raises(AttributeError):
         layer.weight  # noqa: B018 (a read of the moved weight fails loudly)
@@ -172,19 +178,22 @@ def test_mixed_budgets_batched_on_tiles_equal_each_request_alone():
 
 
 @needs_kernel
+@pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize("spec", [None, SUB])
-def test_float32_decoding_on_tiles_equals_the_full_forward(spec, monkeypatch):
+def test_float32_decoding_on_tiles_equals_the_full_forward(spec, tie, monkeypatch):
     """A float32 batched decode (ragged prefill, then one-token steps) of a tiled model goes through the
-    kernel and equals each row's float64 full forward pass within float32 rounding."""
+    kernel and equals each row's float64 full forward pass within float32 rounding; an untied LM head
+    through the kernel too."""
     from test_hybrid import HYBRID, build
 
     from nemotron_elastic.config.spec import SubnetSpec
 
     calls = []
     real = cpu_kernels.tiled
-    monkeypatch.setattr(cpu_kernels, "tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
-    exact = build(**HYBRID)
-    model = build(**HYBRID).float().eval().use_tiled_weights()
+    monkeypatch.setattr(cpu_kernels, "tiled", lambda *a, **k: calls.append(a[1].data_ptr()) or real(*a, **k))
+    config = {**HYBRID, "tie_word_embeddings": tie}
+    exact = build(**config)
+    model = build(**config).float().eval().use_tiled_weights()
     sub = None if spec is None else SubnetSpec.from_dict(spec, model.config)
     g = torch.Generator().manual_seed(3)
     seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (6, 9, 4)]
@@ -204,6 +213,8 @@ def test_float32_decoding_on_tiles_equals_the_full_forward(spec, monkeypatch):
             want = exact(torch.tensor([s]), subnet=sub)[0]
             torch.testing.assert_close(torch.cat(got[b]).double(), want, rtol=0, atol=2e-5)
     assert calls, "the float32 decode did not use the tiled kernel"
+    if not tie:  # the untied head's product took the kernel too
+        assert model.lm_head.tiles.data_ptr() in calls
 
 
 def test_the_engine_serves_float32_from_tiles(micro_parent):
