@@ -160,7 +160,7 @@ def test_float32_decoding_through_the_kernel_equals_the_full_forward(spec, monke
     """A float32 batched decode (ragged prefill, then one-token steps) of the parent and of a sliced
     sub-model (kept heads as runs) goes through the kernel and equals each row's float64 full forward pass
     within float32 rounding."""
-    from test_hybrid import HYBRID, build
+    from test_hybrid import HYBRID, assert_float32_decode_equals_full_forward, build
 
     from nemotron_elastic.config.spec import SubnetSpec
 
@@ -170,22 +170,7 @@ def test_float32_decoding_through_the_kernel_equals_the_full_forward(spec, monke
     exact = build(**HYBRID)
     model = build(**HYBRID).float().eval()
     sub = None if spec is None else SubnetSpec.from_dict(spec, model.config)
-    g = torch.Generator().manual_seed(3)
-    seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (6, 9, 4)]
-    cache, got = model.new_batch_cache(3), [[] for _ in seqs]
-    steps = [[s[:3] for s in seqs]] + [[s[t : t + 1] if t < len(s) else [] for s in seqs] for t in range(3, 9)]
-    with torch.no_grad():
-        for pieces in steps:
-            width = max(len(p) for p in pieces)
-            x = torch.zeros(3, width, dtype=torch.long)
-            for b, p in enumerate(pieces):
-                x[b, : len(p)] = torch.tensor(p, dtype=torch.long)
-            logits = model(x, cache=cache, counts=torch.tensor([len(p) for p in pieces]), subnet=sub)
-            for b, p in enumerate(pieces):
-                got[b].append(logits[b, : len(p)])
-        for b, s in enumerate(seqs):
-            want = exact(torch.tensor([s]), subnet=sub)[0]
-            torch.testing.assert_close(torch.cat(got[b]).double(), want, rtol=0, atol=2e-5)
+    assert_float32_decode_equals_full_forward(model, exact, sub)
     assert calls, "the float32 decode did not use the kernel"
 
 

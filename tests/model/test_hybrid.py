@@ -46,6 +46,36 @@ def build(dtype=torch.float64, seed=0, **kw) -> HybridLM:
     return model.to(dtype).eval()
 
 
+def decode_in_steps(model, steps: list[list[list[int]]], subnet=None) -> list[torch.Tensor]:
+    """Feed a BatchCache step by step (each step: every row's tokens, ragged, [] for none) -> each row's
+    logits over all the tokens it was fed, (n_b, V)."""
+    rows = len(steps[0])
+    cache, got = model.new_batch_cache(rows), [[] for _ in range(rows)]
+    with torch.no_grad():
+        for pieces in steps:
+            x = torch.zeros(rows, max(len(p) for p in pieces), dtype=torch.long)
+            for b, p in enumerate(pieces):
+                x[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+            logits = model(x, cache=cache, counts=torch.tensor([len(p) for p in pieces]), subnet=subnet)
+            for b, p in enumerate(pieces):
+                got[b].append(logits[b, : len(p)])
+    return [torch.cat(g) for g in got]
+
+
+def assert_float32_decode_equals_full_forward(model, exact, subnet=None) -> None:
+    """A float32 `model`'s batched decode of 3 rows (a ragged 3-token prefill, then one token per row and
+    step, rows that ran out fed nothing) equals each row's full forward pass of `exact` (float64) within
+    float32 rounding."""
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (6, 9, 4)]
+    steps = [[s[:3] for s in seqs]] + [[s[t : t + 1] if t < len(s) else [] for s in seqs] for t in range(3, 9)]
+    got = decode_in_steps(model, steps, subnet)
+    with torch.no_grad():
+        for b, s in enumerate(seqs):
+            want = exact(torch.tensor([s]), subnet=subnet)[0]
+            torch.testing.assert_close(got[b].double(), want, rtol=0, atol=2e-5)
+
+
 @pytest.mark.parametrize("kw", [HYBRID, LLAMA, *FAMILIES.values()], ids=["hybrid", "llama", *FAMILIES])
 def test_meta_init_is_complete_and_counts_match(kw):
     model = build(**kw)

@@ -77,7 +77,7 @@ def test_mamba_step_matches_float64(b, g, r, p, n, k, picked, use_bias, use_coun
 def test_a_float32_batched_decode_takes_the_fused_step(spec, monkeypatch):
     """The one-token steps of a float32 batch (rows at different positions after a ragged prefill) go
     through `mamba_step` and equal each row's float64 full forward within float32 rounding."""
-    from test_hybrid import HYBRID, build
+    from test_hybrid import HYBRID, build, decode_in_steps
 
     from nemotron_elastic.config.spec import SubnetSpec
 
@@ -89,20 +89,12 @@ def test_a_float32_batched_decode_takes_the_fused_step(spec, monkeypatch):
     gen = torch.Generator().manual_seed(5)
     seqs = [torch.randint(0, 97, (n,), generator=gen).tolist() for n in (9, 11, 8)]
     prompts = (3, 5, 2)  # a ragged prefill (a packed step), then 6 one-token steps at different positions
-    cache, got = model.new_batch_cache(3), [[] for _ in seqs]
     steps = [[s[:n] for s, n in zip(seqs, prompts)]] + [[s[n + t : n + t + 1] for s, n in zip(seqs, prompts)]
                                                          for t in range(6)]
+    got = decode_in_steps(model, steps, sub)
     with torch.no_grad():
-        for pieces in steps:
-            x = torch.zeros(3, max(len(q) for q in pieces), dtype=torch.long)
-            for b, q in enumerate(pieces):
-                x[b, : len(q)] = torch.tensor(q, dtype=torch.long)
-            logits = model(x, cache=cache, counts=torch.tensor([len(q) for q in pieces]), subnet=sub)
-            for b, q in enumerate(pieces):
-                got[b].append(logits[b, : len(q)])
-    for b, s in enumerate(seqs):
-        torch.testing.assert_close(torch.cat(got[b]).double(), exact(torch.tensor([s]), subnet=sub)[0], rtol=0,
-                                   atol=2e-5)  # fmt: skip
+        for b, s in enumerate(seqs):
+            torch.testing.assert_close(got[b].double(), exact(torch.tensor([s]), subnet=sub)[0], rtol=0, atol=2e-5)
     kept = range(len(model.layers)) if sub is None else sub.layers
     mamba_layers = sum(1 for i in kept if model.layers[i].block_type == "M")
     assert calls == [3] * (mamba_layers * 6)  # every decoding step of every Mamba layer, all three rows
