@@ -63,6 +63,7 @@ class _Group:
     waiting: list[_Row] = field(default_factory=list)  # submitted, no prompt token fed yet
     rows: list[_Row] = field(default_factory=list)
     layout: SubnetSpec | None = None  # widest: the sub-model the cache is laid out for (the rows' union)
+    layout_masks: ElasticMasks | None = None  # its masks, built once per layout (None: the parent)
 
     def prefilling(self) -> list[_Row]:
         return [row for row in self.rows if row.fed < len(row.request.prompt)]
@@ -211,6 +212,8 @@ class ContinuousBatcher:
         union = SubnetSpec.union([self._spec(r) for r in rows])
         if group.layout is not None and group.layout != union:
             relayout(group.cache, self.model, group.layout, union)
+        if group.layout != union or (group.layout_masks is None and union != self._full):
+            group.layout_masks = None if union == self._full else ElasticMasks.from_spec(union)
         group.layout = union
 
     def _advance(self, group: _Group) -> list[TokenEvent]:
@@ -252,11 +255,9 @@ class ContinuousBatcher:
             if any(s != union for s in specs):
                 subnet = ElasticMasks.per_row(specs, union, weight.dtype, weight.device)
             else:
-                subnet = None if union.is_full() else ElasticMasks.from_spec(union)
+                subnet = group.layout_masks
         width = max(len(p) for p in pieces)
-        x = torch.zeros(len(pieces), width, dtype=torch.long)
-        for b, piece in enumerate(pieces):
-            x[b, : len(piece)] = torch.tensor(piece, dtype=torch.long)
+        x = torch.tensor([[*piece, *[0] * (width - len(piece))] for piece in pieces], dtype=torch.long)
         counts = torch.tensor([len(p) for p in pieces], device=self.device)
         out = self.model(x.to(self.device), cache=cache, counts=counts, last_only=True, subnet=subnet)
         return out[:, 0]

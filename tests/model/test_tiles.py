@@ -90,6 +90,23 @@ def test_linear_matches_float64(m, r, c, use_bias, seed):
 
 
 @needs_kernel
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_rows_outputs_are_the_same_bits_alone_and_in_any_batch(seed):
+    """The kernel sums every output in one order whatever the row count (1-4 rows take tiles four at a time,
+    5-8 two at a time, more one at a time: interleaved chains, not reordered sums), so a request decodes the
+    same tokens alone or next to others, even where logits nearly tie."""
+    g = torch.Generator().manual_seed(seed)
+    w, bias = torch.randn(203, 70, generator=g), torch.randn(203, generator=g)
+    _, runs, segments, cols = random_case(seed, 203, 70)
+    x = torch.randn(20, len(cols), generator=g)
+    t = tiles.tile(w)
+    with torch.no_grad():
+        alone = torch.cat([tiles.linear(x[i : i + 1], t, bias, runs, segments) for i in range(20)])
+        for m in range(1, 21):
+            assert torch.equal(tiles.linear(x[:m], t, bias, runs, segments), alone[:m]), m
+
+
+@needs_kernel
 def test_few_float32_rows_take_the_kernel(monkeypatch):
     calls = []
     real = cpu_kernels.tiled
