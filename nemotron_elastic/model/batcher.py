@@ -212,7 +212,7 @@ class ContinuousBatcher:
         union = SubnetSpec.union([self._spec(r) for r in rows])
         if group.layout is not None and group.layout != union:
             relayout(group.cache, self.model, group.layout, union)
-        if group.layout != union or (group.layout_masks is None and union != self._full):
+        if group.layout != union:
             group.layout_masks = None if union == self._full else ElasticMasks.from_spec(union)
         group.layout = union
 

@@ -121,8 +121,7 @@ def few_rows(
     if segments is None:
         segments = ((0, 0, weight.shape[1]),)
     woff, xoff, length = _segments(segments)
-    if rows is not None:
-        rows = rows if rows.dtype == torch.int64 and rows.is_contiguous() else rows.long().contiguous()
+    rows = _longs(rows)
     n = weight.shape[0] if rows is None else rows.numel()
     if bias is not None and bias.stride(0) != 1:
         bias = bias.contiguous()
@@ -197,6 +196,11 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 Tensor = torch.Tensor
+
+
+def _longs(t: Tensor | None) -> Tensor | None:
+    """An index tensor as the kernels read it: contiguous int64 (None stays None; no op when it already is)."""
+    return t if t is None or (t.dtype == torch.int64 and t.is_contiguous()) else t.long().contiguous()
 
 
 def ssm_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> Tensor:
@@ -277,10 +281,7 @@ def conv_step(
     """
     b, c, k1 = state.shape
     x = _rows(x)
-    if channels is not None and not (channels.dtype == torch.int64 and channels.is_contiguous()):
-        channels = channels.long().contiguous()
-    if counts is not None and not (counts.dtype == torch.int64 and counts.is_contiguous()):
-        counts = counts.long().contiguous()
+    channels, counts = _longs(channels), _longs(counts)
     out = torch.empty(b, c, dtype=torch.float32)
     if out.numel():
         library().ne_conv_step_f32(
@@ -312,15 +313,11 @@ def mamba_step(
     b, h, p, n = ssm_state.shape
     conv_dim, inner = conv_state.shape[1], h * p
     proj = _rows(proj)
-    if channels is not None and not (channels.dtype == torch.int64 and channels.is_contiguous()):
-        channels = channels.long().contiguous()
-    if counts is not None and not (counts.dtype == torch.int64 and counts.is_contiguous()):
-        counts = counts.long().contiguous()
-    small = [None if t is None else t.float().contiguous() for t in (dt_bias, A, D, norm_weight)]
+    channels, counts = _longs(channels), _longs(counts)
+    dt_bias, A, D, norm_weight = (None if t is None else t.float().contiguous() for t in (dt_bias, A, D, norm_weight))
     y = torch.empty(b, inner, dtype=torch.float32)
     if y.numel():
         scratch = torch.empty(b * (conv_dim + h + inner), dtype=torch.float32)
-        dt_bias, A, D, norm_weight = small
         library().ne_mamba_step_f32(
             proj.data_ptr(), proj.stride(0), conv_state.data_ptr(), conv_weight.data_ptr(),
             None if channels is None else channels.data_ptr(), None if conv_bias is None else conv_bias.data_ptr(),

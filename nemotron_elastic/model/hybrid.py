@@ -325,7 +325,8 @@ class HybridLM(nn.Module):
         up to float rounding; inference only (the state dict still gives the row-major weights; slicing
         needs them back). An untied LM head is tiled too; a tied one (also the embedding table) is not."""
         linears = [m for m in self.layers.modules() if isinstance(m, Linear)]
-        linears += [] if self.config.tie_word_embeddings else [self.lm_head]
+        if not self.config.tie_word_embeddings:  # a tied head is also the embedding table: it stays row-major
+            linears.append(self.lm_head)
         for module in linears:
             (tile_layer if tiled else untile_layer)(module)
         # The rest in storages of their own: a loaded checkpoint's file mapping, which tiling has read through,

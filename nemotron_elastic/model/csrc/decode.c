@@ -157,52 +157,11 @@ void ne_few_rows_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, c
 #define TILE 16
 #define TILE_PREFETCH 512 /* floats ahead within the tile's stream: 2 KB */
 
-#define DEF_TILE(MB)                                                                                \
-    static void tile_##MB(const float* x, int64_t ldx, const float* w, const int64_t* woff,         \
-                          const int64_t* xoff, const int64_t* len, int64_t S, float* acc) {         \
-        __m512 a[MB];                                                                               \
-        for (int m = 0; m < MB; m++) a[m] = _mm512_setzero_ps();                                    \
-        for (int64_t s = 0; s < S; s++) {                                                           \
-            const float* ws = w + woff[s] * TILE;                                                   \
-            const float* xs = x + xoff[s];                                                          \
-            const int64_t end = len[s] * TILE;                                                      \
-            for (int64_t k = 0; k < len[s]; k++) {                                                  \
-                const int64_t ahead = k * TILE + TILE_PREFETCH;                                     \
-                _mm_prefetch((const char*)(ws + (ahead < end ? ahead : end - TILE)), _MM_HINT_T0);  \
-                const __m512 v = _mm512_loadu_ps(ws + k * TILE);                                    \
-                for (int m = 0; m < MB; m++)                                                        \
-                    a[m] = _mm512_fmadd_ps(_mm512_set1_ps(xs[m * ldx + k]), v, a[m]);               \
-            }                                                                                       \
-        }                                                                                           \
-        for (int m = 0; m < MB; m++) _mm512_storeu_ps(acc + m * TILE, a[m]);                        \
-    }
-
-DEF_TILE(1)
-DEF_TILE(2)
-DEF_TILE(3)
-DEF_TILE(4)
-DEF_TILE(5)
-DEF_TILE(6)
-DEF_TILE(7)
-DEF_TILE(8)
-DEF_TILE(9)
-DEF_TILE(10)
-DEF_TILE(11)
-DEF_TILE(12)
-DEF_TILE(13)
-DEF_TILE(14)
-DEF_TILE(15)
-DEF_TILE(16)
-
-typedef void (*tile_fn)(const float*, int64_t, const float*, const int64_t*, const int64_t*, const int64_t*,
-                        int64_t, float*);
-static const tile_fn TILES[17] = {0,      tile_1,  tile_2,  tile_3,  tile_4,  tile_5,  tile_6,  tile_7, tile_8,
-                                  tile_9, tile_10, tile_11, tile_12, tile_13, tile_14, tile_15, tile_16};
-
-/* Four tiles at once for 1-4 rows: four independent accumulator chains per row where one tile gives one,
- * so a step of one row is not bound by the FMA latency (12 weights of 3264 x 1088, one row: 5.6 ms against
- * 7.1). Each accumulator still sums over the segments and k in the order of tile_MB, so a row's outputs are
- * the same bits whether it is decoded alone or in a batch. */
+/* G tiles' TILE outputs of MB rows (acc: G x MB x TILE), one accumulator per (tile, row), each summed over
+ * the segments and k in one fixed order. G = 1 for most counts; 1-4 rows take four tiles at a time and 5-8
+ * rows two, as independent accumulator chains, so a step of a few rows is not bound by the FMA latency (12
+ * weights of 3264 x 1088, one row: 5.6 ms against 7.1). Every (tile, row) sum has the same order whatever G
+ * and MB, so a row's outputs are the same bits whether it is decoded alone or in a batch. */
 #define DEF_TILEG(G, MB)                                                                               \
     static void tile##G##_##MB(const float* x, int64_t ldx, const float* const* w, const int64_t* woff,  \
                            const int64_t* xoff, const int64_t* len, int64_t S, float* acc) {         \
@@ -240,10 +199,29 @@ DEF_TILEG(2, 5)
 DEF_TILEG(2, 6)
 DEF_TILEG(2, 7)
 DEF_TILEG(2, 8)
+DEF_TILEG(1, 1)
+DEF_TILEG(1, 2)
+DEF_TILEG(1, 3)
+DEF_TILEG(1, 4)
+DEF_TILEG(1, 5)
+DEF_TILEG(1, 6)
+DEF_TILEG(1, 7)
+DEF_TILEG(1, 8)
+DEF_TILEG(1, 9)
+DEF_TILEG(1, 10)
+DEF_TILEG(1, 11)
+DEF_TILEG(1, 12)
+DEF_TILEG(1, 13)
+DEF_TILEG(1, 14)
+DEF_TILEG(1, 15)
+DEF_TILEG(1, 16)
 
-typedef void (*tile4_fn)(const float*, int64_t, const float* const*, const int64_t*, const int64_t*,
-                         const int64_t*, int64_t, float*);
-static const tile4_fn TILESG[9] = {0, tile4_1, tile4_2, tile4_3, tile4_4, tile2_5, tile2_6, tile2_7, tile2_8};
+typedef void (*tile_fn)(const float*, int64_t, const float* const*, const int64_t*, const int64_t*,
+                        const int64_t*, int64_t, float*);
+static const tile_fn GROUPED[9] = {0, tile4_1, tile4_2, tile4_3, tile4_4, tile2_5, tile2_6, tile2_7, tile2_8};
+static const tile_fn SINGLE[17] = {0,       tile1_1,  tile1_2,  tile1_3,  tile1_4,  tile1_5,
+                                   tile1_6, tile1_7,  tile1_8,  tile1_9,  tile1_10, tile1_11,
+                                   tile1_12, tile1_13, tile1_14, tile1_15, tile1_16};
 
 /* Unit u's kept outputs of rows m0 .. m0 + mb - 1, from acc (mb x TILE), plus their bias. */
 static void store_unit(const int64_t* units, int64_t u, const float* acc, int64_t mb, int64_t m0, const float* bias,
@@ -267,19 +245,19 @@ void ne_tiled_f32(const float* x, int64_t ldx, const float* tiles, int64_t C, co
             const float* w[4];
             for (int64_t j = 0; j < G; j++) w[j] = tiles + units[4 * (u0 + (j < n ? j : 0))] * C * TILE;
             float acc[4 * 4 * TILE];
-            TILESG[M](x, ldx, w, woff, xoff, len, S, acc);
+            GROUPED[M](x, ldx, w, woff, xoff, len, S, acc);
             for (int64_t j = 0; j < n; j++) store_unit(units, u0 + j, acc + j * M * TILE, M, 0, bias, y, ldy);
         }
         return;
     }
     #pragma omp parallel for schedule(dynamic, 4) if (M * U * TILE * width >= (1 << 16))
     for (int64_t u = 0; u < U; u++) {
-        const float* w = tiles + units[4 * u] * C * TILE;
+        const float* w[1] = {tiles + units[4 * u] * C * TILE};
         float acc[16 * TILE];
         for (int64_t m0 = 0; m0 < M;) {
             const int64_t left = M - m0;
             const int mb = left >= 16 ? 16 : (int)left; /* any count in one pass over the tile */
-            TILES[mb](x + m0 * ldx, ldx, w, woff, xoff, len, S, acc);
+            SINGLE[mb](x + m0 * ldx, ldx, w, woff, xoff, len, S, acc);
             store_unit(units, u, acc, mb, m0, bias, y, ldy);
             m0 += mb;
         }
